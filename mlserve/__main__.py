@@ -1,0 +1,5 @@
+"""`python -m mlserve` entry point."""
+
+from mlserve.cli import main
+
+main()

@@ -1,0 +1,50 @@
+"""The `mlserve` command line: one module per command, heavy imports inside command bodies."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mlserve import __version__
+from mlserve.cli import config_cmd, models_cmd, register_cmd, train_cmd
+
+app = typer.Typer(
+    name="mlserve",
+    help="Train, register and serve scikit-learn models over HTTP.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mlserve {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug logs and tracebacks on errors.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Train, register and serve scikit-learn models over HTTP."""
+    ctx.obj = {"verbose": verbose}
+
+
+app.command("train")(train_cmd.train)
+app.command("register")(register_cmd.register)
+app.add_typer(models_cmd.app, name="models")
+app.add_typer(config_cmd.app, name="config")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,195 @@
+"""`mlserve models`: list, show, alias and delete registered models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from mlserve.cli._common import (
+    ConfigOpt,
+    JsonOpt,
+    RegistryOpt,
+    cli_errors,
+    console,
+    err_console,
+    load_cli_settings,
+    open_registry,
+    print_json,
+)
+
+app = typer.Typer(help="List, inspect, alias and delete registered models.", no_args_is_help=True)
+
+RefArg = Annotated[str, typer.Argument(help="Model reference: name, name:VERSION or name@ALIAS.")]
+
+
+def _registry(config: Any, registry: Any) -> Any:
+    return open_registry(load_cli_settings(config, registry={"path": registry}))
+
+
+def _fmt_metric(metrics: dict[str, Any]) -> str:
+    keys = ("accuracy", "macro_f1", "r2", "mae")
+    shown = [f"{k}={metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), int | float)]
+    return " ".join(shown) or "-"
+
+
+@app.command("list")
+@cli_errors
+def list_models(
+    registry: RegistryOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
+) -> None:
+    """List the models in the registry with their versions and aliases."""
+    from rich.table import Table
+
+    reg = _registry(config, registry)
+    models = reg.list_models()
+    if as_json:
+        print_json([m.model_dump(mode="json") for m in models])
+        return
+    if not models:
+        err_console.print(
+            f"registry {reg.root} is empty; add a model with `mlserve train` or `mlserve register`"
+        )
+        return
+    table = Table(title=f"models in {reg.root}", title_justify="left")
+    for col in ("name", "task", "versions", "latest", "aliases", "latest metrics"):
+        table.add_column(col)
+    for m in models:
+        latest = reg.metadata(m.name, m.latest_version)
+        aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items())) or "-"
+        table.add_row(
+            m.name,
+            m.task,
+            str(len(m.versions)),
+            str(m.latest_version),
+            aliases,
+            _fmt_metric(latest.metrics),
+        )
+    console.print(table)
+
+
+@app.command("show")
+@cli_errors
+def show(
+    ref: RefArg, registry: RegistryOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Show a version's metadata: metrics, classes, input schema, sha256, versions used."""
+    from rich.panel import Panel
+    from rich.table import Table
+
+    from mlserve.registry import version_mismatch_warnings
+
+    reg = _registry(config, registry)
+    meta = reg.resolve(ref)
+    aliases = sorted(a for a, v in reg.aliases(meta.name).items() if v == meta.version)
+    notes = version_mismatch_warnings(meta)
+    if as_json:
+        data = meta.model_dump(mode="json")
+        data["aliases"] = aliases
+        data["warnings"] = notes
+        print_json(data)
+        return
+    schema = meta.input_schema
+    inputs = (
+        "text"
+        if schema.kind == "text"
+        else f"{schema.n_features} features"
+        + (f": {', '.join(schema.feature_names)}" if schema.feature_names else "")
+    )
+    lines = [
+        f"[bold]{meta.name}:{meta.version}[/]  aliases: {', '.join(aliases) or '-'}",
+        f"task        {meta.task} ({meta.estimator})",
+        f"input       {inputs}",
+        f"classes     {', '.join(map(str, meta.classes)) if meta.classes else '-'}",
+        f"probabilities {'yes' if meta.has_predict_proba else 'no (predict only)'}",
+        f"created     {meta.created_at:%Y-%m-%d %H:%M:%S %Z}",
+        f"source      {meta.source}",
+        f"sha256      {meta.sha256}",
+        f"size        {meta.size_bytes:,} bytes",
+        f"versions    python {meta.python_version}, scikit-learn {meta.sklearn_version}, "
+        f"joblib {meta.joblib_version}",
+    ]
+    if meta.description:
+        lines.append(f"description {meta.description}")
+    if meta.tags:
+        lines.append("tags        " + ", ".join(f"{k}={v}" for k, v in meta.tags.items()))
+    console.print(Panel("\n".join(lines), expand=False))
+    for note in notes:
+        err_console.print(f"[yellow]warning:[/] {note}")
+    scalar = {k: v for k, v in meta.metrics.items() if isinstance(v, int | float | str)}
+    if scalar:
+        table = Table(title="metrics (hold-out)", title_justify="left")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in scalar.items():
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        console.print(table)
+    per_class = meta.metrics.get("per_class")
+    if isinstance(per_class, dict) and per_class:
+        table = Table(title="per class", title_justify="left")
+        for col in ("class", "precision", "recall", "f1", "support"):
+            table.add_column(col, justify="right" if col != "class" else "left")
+        for label, row in per_class.items():
+            table.add_row(
+                label,
+                f"{row['precision']:.3f}",
+                f"{row['recall']:.3f}",
+                f"{row['f1']:.3f}",
+                str(row["support"]),
+            )
+        console.print(table)
+
+
+@app.command("alias")
+@cli_errors
+def alias(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[int, typer.Argument(help="Version the alias should point at.")],
+    alias_name: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias, e.g. production.")],
+    registry: RegistryOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Point ALIAS of a model at VERSION (a running server picks it up on reload)."""
+    reg = _registry(config, registry)
+    reg.set_alias(name, alias_name, version)
+    console.print(f"{name}@{alias_name} → {name}:{version}")
+
+
+@app.command("unalias")
+@cli_errors
+def unalias(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias_name: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias to remove.")],
+    registry: RegistryOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Remove an alias (the version it pointed at stays)."""
+    reg = _registry(config, registry)
+    version = reg.remove_alias(name, alias_name)
+    console.print(f"removed {name}@{alias_name} (was {name}:{version})")
+
+
+@app.command("delete")
+@cli_errors
+def delete(
+    ref: Annotated[
+        str,
+        typer.Argument(help="name:VERSION or name@ALIAS deletes one version; name deletes all."),
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Also delete versions an alias points at.")
+    ] = False,
+    registry: RegistryOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete a version, or a whole model. Versions with aliases need --force."""
+    reg = _registry(config, registry)
+    from mlserve.registry import ModelRef
+
+    parsed = ModelRef.parse(ref)
+    deleted = reg.delete(parsed, force=force)
+    if as_json:
+        print_json({"name": parsed.name, "deleted_versions": deleted})
+    else:
+        console.print(f"deleted {parsed.name} version(s) {', '.join(map(str, deleted))}")

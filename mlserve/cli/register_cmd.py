@@ -1,0 +1,126 @@
+"""`mlserve register`: add an existing joblib model to the registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlserve.cli._common import (
+    ConfigOpt,
+    JsonOpt,
+    RegistryOpt,
+    cli_errors,
+    console,
+    load_cli_settings,
+    open_registry,
+    print_json,
+)
+
+TaskOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--task",
+        help="text-classification, tabular-classification or tabular-regression "
+        "(detected from the estimator when left out).",
+        show_default=False,
+    ),
+]
+
+
+def parse_tags(tags: list[str]) -> dict[str, str]:
+    from mlserve.errors import UsageError
+
+    out = {}
+    for tag in tags:
+        key, sep, value = tag.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"invalid --tag '{tag}': use KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def read_metrics_file(path: Path) -> dict[str, Any]:
+    from mlserve.errors import UsageError
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"metrics file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read metrics file {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"metrics file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f'metrics file {path} must hold a JSON object, e.g. {{"accuracy": 0.9}}')
+    return data
+
+
+def check_task(task: str | None) -> Any:
+    from mlserve.errors import UsageError
+
+    allowed = ("text-classification", "tabular-classification", "tabular-regression")
+    if task is not None and task not in allowed:
+        raise UsageError(f"invalid --task '{task}': choose one of {', '.join(allowed)}")
+    return task
+
+
+def render_registered(meta: Any, *, verb: str = "registered") -> None:
+    from rich.panel import Panel
+
+    ref = f"{meta.name}:{meta.version}"
+    lines = [
+        f"[bold]{ref}[/]  {meta.task}  {meta.estimator}",
+        f"sha256 {meta.sha256}",
+        f"size {meta.size_bytes:,} bytes",
+    ]
+    if meta.classes:
+        lines.append("classes " + ", ".join(map(str, meta.classes)))
+    console.print(Panel("\n".join(lines), title=verb, expand=False))
+
+
+@cli_errors
+def register(
+    path: Annotated[Path, typer.Argument(help="The joblib file holding a fitted estimator.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Model name in the registry.")],
+    alias: Annotated[
+        list[str] | None,
+        typer.Option("--alias", "-a", help="Point this alias at the new version (repeatable)."),
+    ] = None,
+    description: Annotated[str, typer.Option(help="Free-text description.")] = "",
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="KEY=VALUE label (repeatable).")
+    ] = None,
+    metrics: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics", help="JSON file of evaluation metrics to record.", dir_okay=False
+        ),
+    ] = None,
+    task: TaskOpt = None,
+    registry: RegistryOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a joblib model file and add it to the registry as the next version.
+
+    Loading a joblib file runs code from it: register only files you trust.
+    """
+    settings = load_cli_settings(config, registry={"path": registry})
+    tags = parse_tags(tag or [])
+    recorded = read_metrics_file(metrics) if metrics is not None else {}
+    meta = open_registry(settings).register(
+        path,
+        name=name,
+        aliases=alias or [],
+        description=description,
+        tags=tags,
+        metrics=recorded,
+        task=check_task(task),
+    )
+    if as_json:
+        print_json(meta.model_dump(mode="json"))
+    else:
+        render_registered(meta)

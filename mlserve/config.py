@@ -1,0 +1,351 @@
+"""Settings: one pydantic-settings model, built once at the edge by load_settings()."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from mlserve.errors import ConfigError
+
+ENV_PREFIX = "MLSERVE_"
+DEFAULT_CONFIG_NAME = "mlserve.toml"
+
+
+class Section(BaseModel):
+    """A settings section: unknown keys are errors, every field is documented."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+
+class RegistrySettings(Section):
+    path: Path | None = None
+    """Registry directory. Default: $MLSERVE_HOME/registry."""
+
+
+class ServerSettings(Section):
+    host: str = "127.0.0.1"
+    """Address to bind. Loopback by default; binding elsewhere is a deliberate choice."""
+    port: int = Field(default=8000, ge=0, le=65535)
+    """TCP port to listen on (0 picks a free port)."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Number of server processes."""
+    models: list[str] = Field(default_factory=list)
+    """Model references to serve (name, name:3, name@alias). Empty: every model in the registry."""
+    default_model: str | None = None
+    """Model used when a request names none. Default: the only served model, else an error."""
+    default_alias: str = Field(default="production", pattern=r"^[a-z0-9_-]+$")
+    """Alias served for a bare model name; a model without it serves its latest version."""
+    max_body_bytes: int = Field(default=2_097_152, ge=1024)
+    """Largest accepted request body, in bytes (413 above)."""
+    max_text_length: int = Field(default=10_000, ge=1)
+    """Longest accepted text input, in characters (422 above)."""
+    max_batch_items: int = Field(default=100, ge=1)
+    """Most inputs accepted by one /api/predict/batch request."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins allowed by CORS. Empty: no cross-origin access."""
+    gzip_min_bytes: int = Field(default=1000, ge=0)
+    """Responses larger than this are gzip-compressed when the client accepts it."""
+    timeout_keep_alive: float = Field(default=5.0, gt=0)
+    """Seconds an idle keep-alive connection stays open."""
+    graceful_timeout: float = Field(default=10.0, gt=0)
+    """Seconds in-flight requests get to finish on shutdown."""
+
+
+class BatchingSettings(Section):
+    enabled: bool = True
+    """Coalesce concurrent predictions for one model version into one vectorized call."""
+    max_batch_size: int = Field(default=64, ge=1)
+    """Most rows in one model call."""
+    max_wait_ms: float = Field(default=0.0, ge=0)
+    """Extra wait for a fuller batch, in ms. 0: a lone request never waits on a timer."""
+    max_queue: int = Field(default=1024, ge=1)
+    """Most requests waiting per model version; beyond it requests get 503 at once."""
+
+
+class ClientSettings(Section):
+    url: str = "http://127.0.0.1:8000"
+    """Server the predict, health-check and loadtest commands talk to."""
+    timeout: float = Field(default=10.0, gt=0)
+    """Seconds to wait for a response."""
+    api_key: SecretStr | None = None
+    """API key sent as a bearer token (also read from $MLSERVE_API_KEY)."""
+
+
+class LoadtestSettings(Section):
+    concurrency: int = Field(default=8, ge=1)
+    """Closed-loop connections, when neither --concurrency nor --rate is given."""
+    duration: float = Field(default=10.0, gt=0)
+    """Seconds of measured load, when neither --duration nor --requests is given."""
+    warmup: float = Field(default=0.0, ge=0)
+    """Seconds of unmeasured load before measuring."""
+
+
+class AuthSettings(Section):
+    keys_file: Path | None = None
+    """File holding API-key hashes. Default: $MLSERVE_HOME/state/keys.json."""
+
+
+class LoggingSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level."""
+    format: Literal["text", "json"] = "text"
+    """text: readable lines; json: one JSON object per line (access logs included)."""
+
+
+# Set only while load_settings() builds a Settings, so the TOML layer sits below the environment.
+_toml_layer: ContextVar[dict[str, Any]] = ContextVar("mlserve_toml_layer")
+
+
+class _TomlLayer(PydanticBaseSettingsSource):
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ returns the whole layer
+
+    def __call__(self) -> dict[str, Any]:
+        return _toml_layer.get({})
+
+
+class Settings(BaseSettings):
+    """Effective settings: CLI flag > MLSERVE_SECTION__KEY env > TOML file > defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        use_attribute_docstrings=True,
+        nested_model_default_partial_update=True,
+    )
+
+    home: Path = Field(default_factory=lambda: Path("~/.mlserve").expanduser())
+    """Home of the default registry and local state ($MLSERVE_HOME)."""
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    client: ClientSettings = Field(default_factory=ClientSettings)
+    loadtest: LoadtestSettings = Field(default_factory=LoadtestSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlLayer(settings_cls))
+
+    @property
+    def registry_path(self) -> Path:
+        return (self.registry.path or self.home / "registry").expanduser()
+
+    @property
+    def state_dir(self) -> Path:
+        return (self.home / "state").expanduser()
+
+    @property
+    def keys_file(self) -> Path:
+        return (self.auth.keys_file or self.state_dir / "keys.json").expanduser()
+
+
+class LoadedSettings(typing.NamedTuple):
+    settings: Settings
+    config_file: Path | None
+    sources: dict[str, str]
+
+
+def find_config_file(path: Path | str | None = None) -> Path | None:
+    """--config PATH, else $MLSERVE_CONFIG, else ./mlserve.toml when present."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get("MLSERVE_CONFIG")
+    if env:
+        return Path(env)
+    local = Path.cwd() / DEFAULT_CONFIG_NAME
+    return local if local.is_file() else None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} is not readable (permission denied)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return data
+
+
+def _is_path_field(annotation: Any) -> bool:
+    if annotation is Path:
+        return True
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return Path in typing.get_args(annotation)
+    return False
+
+
+def _section_models() -> dict[str, type[BaseModel]]:
+    out: dict[str, type[BaseModel]] = {}
+    for name, field in Settings.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out[name] = ann
+    return out
+
+
+def _resolve_relative_paths(data: dict[str, Any], base: Path) -> None:
+    """Relative paths in a config file are relative to that file's folder."""
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            return str(base / value)
+        return value
+
+    if "home" in data:
+        data["home"] = fix(data["home"])
+    for section, model in _section_models().items():
+        values = data.get(section)
+        if not isinstance(values, dict):
+            continue
+        for key, field in model.model_fields.items():
+            if key in values and _is_path_field(field.annotation):
+                values[key] = fix(values[key])
+
+
+def _leaf_keys(settings: Settings) -> Iterator[tuple[str, str | None]]:
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, BaseModel):
+            for key in type(value).model_fields:
+                yield name, key
+        else:
+            yield name, None
+
+
+def _env_has(section: str, key: str | None) -> bool:
+    wanted = (ENV_PREFIX + section + (f"__{key}" if key else "")).upper()
+    return any(k.upper() == wanted for k in os.environ)
+
+
+def _clean_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop flags that were not given (None), keep nested dicts."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, Mapping):
+            inner = {k: v for k, v in value.items() if v is not None}
+            if inner:
+                out[key] = inner
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def _describe_validation_error(exc: ValidationError, origin: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown setting '{loc}'")
+        else:
+            parts.append(f"invalid setting '{loc}': {err['msg']}")
+    return f"{'; '.join(parts)} ({origin})"
+
+
+def load_settings_with_sources(
+    config_path: Path | str | None = None, **overrides: Any
+) -> LoadedSettings:
+    """Build Settings and report where each leaf value came from (flag, env, file, default)."""
+    config_file = find_config_file(config_path)
+    toml_data: dict[str, Any] = {}
+    if config_file is not None:
+        toml_data = read_toml(config_file)
+        _resolve_relative_paths(toml_data, config_file.resolve().parent)
+    flags = _clean_overrides(overrides)
+
+    # Validate the file on its own first, so its errors name the file.
+    if toml_data:
+        try:
+            _toml_only_model().model_validate(toml_data)
+        except ValidationError as exc:
+            raise ConfigError(_describe_validation_error(exc, f"in {config_file}")) from None
+
+    token = _toml_layer.set(toml_data)
+    try:
+        settings = Settings(**flags)
+    except ValidationError as exc:
+        raise ConfigError(
+            _describe_validation_error(exc, "from command-line flags or MLSERVE_* environment")
+        ) from None
+    finally:
+        _toml_layer.reset(token)
+
+    sources: dict[str, str] = {}
+    for section, key in _leaf_keys(settings):
+        dotted = f"{section}.{key}" if key else section
+        in_flags = section in flags and (key is None or key in flags[section])
+        in_file = section in toml_data and (key is None or key in toml_data[section])
+        if in_flags:
+            sources[dotted] = "flag"
+        elif _env_has(section, key):
+            sources[dotted] = "env"
+        elif in_file:
+            sources[dotted] = f"file:{config_file}"
+        else:
+            sources[dotted] = "default"
+    return LoadedSettings(settings, config_file, sources)
+
+
+def load_settings(config_path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings once; keyword overrides are sections of CLI flags (None = not given)."""
+    return load_settings_with_sources(config_path, **overrides).settings
+
+
+def _toml_only_model() -> type[BaseModel]:
+    """Shape check of a config file alone: the same sections, every one optional."""
+    fields: dict[str, Any] = {"home": (Path | None, None)}
+    for name, model in _section_models().items():
+        fields[name] = (model | None, None)
+    return create_model("ConfigFile", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def settings_as_dict(settings: Settings, *, mask_secrets: bool = True) -> dict[str, Any]:
+    """JSON-friendly view of the settings; secrets become '********'."""
+    data = settings.model_dump(mode="json")
+    if mask_secrets:
+        for section, key in _leaf_keys(settings):
+            if key is None:
+                continue
+            value = getattr(getattr(settings, section), key)
+            if isinstance(value, SecretStr):
+                data[section][key] = "********"
+    return data
+
+
+def default_config_document() -> dict[str, Any]:
+    """The starter config written by `mlserve config init`: every section at its defaults."""
+    doc: dict[str, Any] = {}
+    for name, model in _section_models().items():
+        # TOML has no null: a key left out means "use the default".
+        doc[name] = {k: v for k, v in model().model_dump(mode="json").items() if v is not None}
+    return doc

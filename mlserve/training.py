@@ -1,0 +1,369 @@
+"""Fit and evaluate models on a CSV or a bundled sample: the estimator and its real metrics."""
+
+from __future__ import annotations
+
+import csv
+import importlib.resources
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mlserve.errors import DataError
+from mlserve.introspect import to_label
+from mlserve.schemas import Label, TaskKind
+
+SAMPLES = ("sentiment", "iris")
+MAX_REGRESSION_CLASS_GUESS = 20
+CONFIDENCE_BINS = 10
+
+Progress = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class Dataset:
+    """Inputs and targets ready for fitting: texts, or numeric rows with feature names."""
+
+    kind: Literal["text", "tabular"]
+    target: list[Any]
+    texts: list[str] = field(default_factory=list)
+    rows: list[list[float]] = field(default_factory=list)
+    feature_names: list[str] = field(default_factory=list)
+    source: str = ""
+    dropped_rows: int = 0
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+@dataclass(slots=True)
+class TrainResult:
+    estimator: Any
+    task: TaskKind
+    metrics: dict[str, Any]
+    training: dict[str, Any]
+    feature_names: list[str] | None
+    n_train: int
+    n_test: int
+
+
+def sample_path(name: str) -> Path:
+    return Path(str(importlib.resources.files("mlserve.samples") / f"{name}.csv"))
+
+
+def load_sample(name: str) -> Dataset:
+    """A bundled dataset: the sentiment corpus, or scikit-learn's iris."""
+    if name == "sentiment":
+        return read_csv(sample_path("sentiment"), target="label", text_column="text")
+    if name == "iris":
+        from sklearn.datasets import load_iris
+
+        iris = load_iris()
+        names = [str(n) for n in iris.target_names]
+        return Dataset(
+            kind="tabular",
+            target=[names[int(i)] for i in iris.target],
+            rows=[[float(v) for v in row] for row in iris.data],
+            feature_names=[
+                str(n).replace(" (cm)", "").replace(" ", "_") for n in iris.feature_names
+            ],
+            source="scikit-learn iris",
+        )
+    raise DataError(f"unknown sample '{name}': choose one of {', '.join(SAMPLES)}")
+
+
+def _open_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist")
+    if path.is_dir():
+        raise DataError(f"data file {path} is a directory")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = list(reader.fieldnames or [])
+            rows = list(reader)
+    except UnicodeDecodeError:
+        raise DataError(f"data file {path} is not UTF-8 text (is it a CSV file?)") from None
+    except csv.Error as exc:
+        raise DataError(f"data file {path} is not readable CSV: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read data file {path}: {exc.strerror}") from None
+    if not header:
+        raise DataError(f"data file {path} is empty")
+    if not rows:
+        raise DataError(f"data file {path} has a header but no rows")
+    if any(None in row for row in rows):
+        line = next(i for i, row in enumerate(rows, start=2) if None in row)
+        raise DataError(f"data file {path}: row {line} has more fields than the header")
+    return header, rows
+
+
+def read_csv(
+    path: Path | str,
+    *,
+    target: str,
+    text_column: str | None = None,
+    feature_columns: Sequence[str] | None = None,
+) -> Dataset:
+    """Read a CSV for training: text (`text_column`) or numeric feature columns."""
+    path = Path(path).expanduser()
+    header, rows = _open_rows(path)
+    available = ", ".join(header)
+    if target not in header:
+        raise DataError(f"target column '{target}' is not in {path} (columns: {available})")
+    if text_column is not None and text_column not in header:
+        raise DataError(f"text column '{text_column}' is not in {path} (columns: {available})")
+
+    dropped = 0
+    if text_column is not None:
+        texts, labels = [], []
+        for row in rows:
+            text, label = (row[text_column] or "").strip(), (row[target] or "").strip()
+            if not text or not label:
+                dropped += 1
+                continue
+            texts.append(text)
+            labels.append(label)
+        return Dataset(
+            kind="text", target=labels, texts=texts, source=str(path), dropped_rows=dropped
+        )
+
+    features = list(feature_columns) if feature_columns else [c for c in header if c != target]
+    missing = [c for c in features if c not in header]
+    if missing:
+        raise DataError(
+            f"feature column(s) {', '.join(missing)} not in {path} (columns: {available})"
+        )
+    if not features:
+        raise DataError(f"{path} has no feature columns besides the target '{target}'")
+    numeric_rows: list[list[float]] = []
+    labels = []
+    for line, row in enumerate(rows, start=2):
+        label = (row[target] or "").strip()
+        if not label:
+            dropped += 1
+            continue
+        values = []
+        for col in features:
+            raw = (row[col] or "").strip()
+            if raw == "":
+                values.append(math.nan)  # missing value: the default models handle NaN
+                continue
+            try:
+                values.append(float(raw))
+            except ValueError:
+                raise DataError(
+                    f"{path} row {line}: column '{col}' holds '{raw[:40]}', not a number; "
+                    "tabular features must be numeric (for text use --text-column)"
+                ) from None
+        numeric_rows.append(values)
+        labels.append(label)
+    return Dataset(
+        kind="tabular",
+        target=labels,
+        rows=numeric_rows,
+        feature_names=features,
+        source=str(path),
+        dropped_rows=dropped,
+    )
+
+
+def _as_number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def choose_task(dataset: Dataset) -> TaskKind:
+    """Text → classification; tabular → regression only for a numeric target with many values."""
+    if dataset.kind == "text":
+        return "text-classification"
+    numbers = [_as_number(v) for v in dataset.target]
+    if any(n is None or math.isnan(n) for n in numbers):
+        return "tabular-classification"
+    distinct = {n for n in numbers if n is not None}
+    integral = all(n.is_integer() for n in distinct)
+    if integral and len(distinct) <= MAX_REGRESSION_CLASS_GUESS:
+        return "tabular-classification"
+    return "tabular-regression"
+
+
+def build_estimator(task: TaskKind, seed: int) -> Any:
+    """The default model for a task."""
+    if task == "text-classification":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import Pipeline
+
+        return Pipeline(
+            [
+                ("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)),
+                ("clf", LogisticRegression(max_iter=2000, C=10.0, random_state=seed)),
+            ]
+        )
+    if task == "tabular-classification":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(random_state=seed)
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    return HistGradientBoostingRegressor(random_state=seed)
+
+
+def _coerce_target(dataset: Dataset, task: TaskKind) -> list[Any]:
+    if task == "tabular-regression":
+        values = [_as_number(v) for v in dataset.target]
+        bad = next((v for v, n in zip(dataset.target, values, strict=True) if n is None), None)
+        if bad is not None:
+            raise DataError(f"regression target holds '{bad}', not a number")
+        return values
+    numbers = [_as_number(v) for v in dataset.target]
+    if all(n is not None and n.is_integer() for n in numbers):
+        return [int(n) for n in numbers if n is not None]  # integer class labels stay integers
+    return [str(v) for v in dataset.target]
+
+
+def _check_classes(y: Sequence[Any], test_size: float) -> None:
+    counts = Counter(y)
+    if len(counts) < 2:
+        only = next(iter(counts), None)
+        raise DataError(f"the target has a single class ('{only}'); need at least two to classify")
+    rare = sorted((str(c) for c, n in counts.items() if n < 2))
+    if rare:
+        raise DataError(
+            f"class(es) {', '.join(rare[:5])} have a single example; "
+            "each class needs at least two for a stratified hold-out split"
+        )
+    n_test = math.ceil(len(y) * test_size)
+    if n_test < len(counts) or len(y) - n_test < len(counts):
+        raise DataError(
+            f"{len(y)} rows are too few for {len(counts)} classes with --test-size {test_size}"
+        )
+
+
+def _classification_metrics(
+    y_true: Sequence[Any], y_pred: Sequence[Any], labels: list[Any]
+) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(
+            f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        ),
+        "per_class": {
+            str(label): {
+                "precision": float(p),
+                "recall": float(r),
+                "f1": float(f),
+                "support": int(s),
+            }
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
+        },
+    }
+
+
+def holdout_profile(estimator: Any, x_test: Any, classes: list[Label]) -> dict[str, Any]:
+    """What drift checks compare live traffic with: predicted-class shares and confidences."""
+    import numpy as np
+
+    profile: dict[str, Any] = {}
+    if hasattr(estimator, "predict_proba"):
+        proba = np.asarray(estimator.predict_proba(x_test))
+        predicted = proba.argmax(axis=1)
+        confidence = proba.max(axis=1)
+        counts = np.bincount(predicted, minlength=len(classes))
+        hist, edges = np.histogram(confidence, bins=CONFIDENCE_BINS, range=(0.0, 1.0))
+        profile["confidence_histogram"] = {
+            "edges": [float(e) for e in edges],
+            "fractions": [float(h) / len(confidence) for h in hist],
+        }
+        profile["mean_confidence"] = float(confidence.mean())
+    else:
+        pred = list(estimator.predict(x_test))
+        counted = Counter(str(p) for p in pred)
+        counts = np.array([counted.get(str(c), 0) for c in classes])
+    total = int(counts.sum())
+    profile["predicted_class_distribution"] = {
+        str(c): float(n) / total for c, n in zip(classes, counts, strict=True)
+    }
+    return profile
+
+
+def train(
+    dataset: Dataset,
+    *,
+    test_size: float = 0.2,
+    seed: int = 42,
+    task: TaskKind | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Split, fit on the training part, evaluate on the held-out part."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    def step(message: str) -> None:
+        if progress is not None:
+            progress(message)
+
+    if not 0.0 < test_size < 1.0:
+        raise DataError(f"--test-size must be between 0 and 1 (got {test_size})")
+    if len(dataset) < 4:
+        raise DataError(f"{dataset.source or 'the data'} has {len(dataset)} usable rows; need more")
+    task = task or choose_task(dataset)
+    if dataset.kind == "text" and task != "text-classification":
+        raise DataError("text data can only train a text-classification model")
+    y = _coerce_target(dataset, task)
+    classify = task != "tabular-regression"
+    if classify:
+        _check_classes(y, test_size)
+    x: Any = dataset.texts if dataset.kind == "text" else np.asarray(dataset.rows, dtype=float)
+
+    step("splitting")
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_size, random_state=seed, stratify=y if classify else None
+    )
+    estimator = build_estimator(task, seed)
+    step(f"fitting {type(estimator).__name__} on {len(y_train)} rows")
+    estimator.fit(x_train, y_train)
+    step(f"evaluating on {len(y_test)} held-out rows")
+    y_pred = estimator.predict(x_test)
+
+    metrics: dict[str, Any] = {
+        "n_train": len(y_train),
+        "n_test": len(y_test),
+        "test_size": test_size,
+        "seed": seed,
+    }
+    training: dict[str, Any] = {}
+    if classify:
+        labels = list(estimator.classes_)
+        metrics.update(_classification_metrics(y_test, list(y_pred), labels))
+        train_counts = Counter(y_train)
+        training["class_distribution"] = {str(c): train_counts[c] / len(y_train) for c in labels}
+        training.update(holdout_profile(estimator, x_test, [to_label(c) for c in labels]))
+    else:
+        from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+        metrics.update(
+            {
+                "r2": float(r2_score(y_test, y_pred)),
+                "mae": float(mean_absolute_error(y_test, y_pred)),
+                "rmse": float(math.sqrt(mean_squared_error(y_test, y_pred))),
+            }
+        )
+    return TrainResult(
+        estimator=estimator,
+        task=task,
+        metrics=metrics,
+        training=training,
+        feature_names=dataset.feature_names or None,
+        n_train=len(y_train),
+        n_test=len(y_test),
+    )

@@ -1,0 +1,1 @@
+"""Bundled sample data (the sentiment corpus); shipped inside mlserve as mlserve.samples."""
