@@ -332,13 +332,13 @@ def _toml_only_model() -> type[BaseModel]:
 def settings_as_dict(settings: Settings, *, mask_secrets: bool = True) -> dict[str, Any]:
     """JSON-friendly view of the settings; secrets become '********'."""
     data = settings.model_dump(mode="json")
-    if mask_secrets:
-        for section, key in _leaf_keys(settings):
-            if key is None:
-                continue
-            value = getattr(getattr(settings, section), key)
-            if isinstance(value, SecretStr):
-                data[section][key] = "********"
+    for section, key in _leaf_keys(settings):
+        if key is None:
+            continue
+        value = getattr(getattr(settings, section), key)
+        if isinstance(value, SecretStr):
+            # model_dump masks secrets itself; unmasked callers need the real value.
+            data[section][key] = "********" if mask_secrets else value.get_secret_value()
     return data
 
 

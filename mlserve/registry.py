@@ -78,7 +78,8 @@ class ModelRef:
         validate_name(name)
         version: int | None = None
         if match["version"] is not None:
-            if not match["version"].isdigit() or int(match["version"]) < 1:
+            # ASCII digits only: str.isdigit() also accepts '²' (int() refuses it) and '١'.
+            if not re.fullmatch(r"[0-9]+", match["version"]) or int(match["version"]) < 1:
                 raise InvalidReferenceError(
                     f"invalid model reference '{text}': the version must be a positive integer"
                 )
@@ -440,6 +441,7 @@ class Registry:
             raise InvalidModelError(
                 f"{path} is not a loadable joblib model: {type(exc).__name__}: {exc}"
             ) from None
+        _check_is_estimator(estimator, where=str(path))
         return self._commit(
             data,
             estimator,
@@ -506,10 +508,7 @@ class Registry:
         saved_with: str | None,
         feature_names: Sequence[str] | None = None,
     ) -> ModelMetadata:
-        if not callable(getattr(estimator, "predict", None)):
-            raise InvalidModelError(
-                f"the file holds a {type(estimator).__name__}, not an estimator with predict()"
-            )
+        _check_is_estimator(estimator, where="the model")
         introspect.check_fitted(estimator)
         kind = introspect.detect_task(estimator, task)
         schema = introspect.input_schema(estimator, kind)
@@ -679,6 +678,18 @@ def _write_synced(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _check_is_estimator(obj: Any, *, where: str) -> None:
+    # A class has a callable `predict` too (the unbound function): only instances can serve.
+    if isinstance(obj, type):
+        raise InvalidModelError(
+            f"{where} holds the class {obj.__name__}, not a fitted estimator instance"
+        )
+    if not callable(getattr(obj, "predict", None)):
+        raise InvalidModelError(
+            f"{where} holds a {type(obj).__name__}, not an estimator with predict()"
+        )
 
 
 def _read_candidate(path: Path) -> bytes:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from mlserve import __version__
-from mlserve.cli import config_cmd, models_cmd, register_cmd, train_cmd
+from mlserve.cli import config_cmd, models_cmd, register_cmd, serve_cmd, train_cmd
 
 app = typer.Typer(
     name="mlserve",
@@ -42,6 +42,7 @@ def root(
 
 app.command("train")(train_cmd.train)
 app.command("register")(register_cmd.register)
+app.command("serve")(serve_cmd.serve)
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(config_cmd.app, name="config")
 

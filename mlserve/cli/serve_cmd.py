@@ -1,0 +1,112 @@
+"""`mlserve serve`: start the inference server over a registry."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlserve.cli._common import ConfigOpt, RegistryOpt, cli_errors, err_console, load_cli_settings
+
+log = logging.getLogger("mlserve.serve")
+
+
+def bootstrap_sample(settings: Any) -> None:
+    """First run on an empty registry: train and register the bundled sentiment model."""
+    from mlserve.cli.train_cmd import train_and_register
+
+    log.info(
+        "registry %s is empty: training the bundled sentiment sample as sentiment@production",
+        settings.registry_path,
+    )
+    result, meta = train_and_register(
+        settings, sample="sentiment", name="sentiment", aliases=["production"], quiet=True
+    )
+    log.info(
+        "registered %s:%s (hold-out accuracy %.3f, macro-F1 %.3f)",
+        meta.name,
+        meta.version,
+        result.metrics["accuracy"],
+        result.metrics["macro_f1"],
+    )
+
+
+@cli_errors
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default 127.0.0.1).", show_default=False)
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (default 8000).", show_default=False)
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Server processes (default 1).", show_default=False)
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Serve only this model reference (name, name:3, name@staging); repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="debug, info, warning or error.", show_default=False),
+    ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(help="text, or json (one object per line).", show_default=False),
+    ] = None,
+    no_sample: Annotated[
+        bool,
+        typer.Option(
+            "--no-sample",
+            help="Do not train the bundled sentiment model when the registry is empty.",
+        ),
+    ] = False,
+    registry: RegistryOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Start the inference server (FastAPI on uvicorn) over the registry's models.
+
+    On an empty registry it first trains and registers the bundled sentiment model.
+    Stop it with Ctrl-C or SIGTERM: in-flight requests finish first.
+    """
+    overrides: dict[str, Any] = {
+        "registry": {"path": str(registry) if registry else None},
+        "server": {"host": host, "port": port, "workers": workers, "models": model or None},
+        "logging": {"level": log_level, "format": log_format},
+    }
+    settings = load_cli_settings(config, **overrides)
+    from mlserve.cli._common import open_registry
+
+    reg = open_registry(settings)
+    if not settings.server.models and not reg.names():
+        if no_sample:
+            log.warning("registry %s is empty; nothing to serve", settings.registry_path)
+        else:
+            bootstrap_sample(settings)
+
+    from mlserve.server.run import run
+
+    base = f"http://{_display_host(settings.server.host)}:{settings.server.port}"
+    err_console.print(
+        f"mlserve serving registry {settings.registry_path} on {base}\n"
+        f"  docs    {base}/docs\n  metrics {base}/metrics\n  health  {base}/api/health"
+    )
+    run(settings, config_path=str(config) if config else None, overrides=_json_safe(overrides))
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host  # noqa: S104
+
+
+def _json_safe(overrides: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: {kk: (str(vv) if isinstance(vv, Path) else vv) for kk, vv in v.items()}
+        for k, v in overrides.items()
+    }

@@ -1,0 +1,1 @@
+"""In-process model runtime: input validation, vectorized prediction and adaptive batching."""

@@ -1,0 +1,228 @@
+"""Adaptive batching: concurrent requests for one model version share one vectorized call.
+
+Greedy by design: while the model is busy, requests queue; when it frees up, everything queued
+(up to max_batch_size rows) goes in one call. A lone request never waits on a timer unless
+max_wait_ms asks for fuller batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from mlserve.errors import ModelUnavailableError, OverloadedError, PredictionError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+BatchObserver = Callable[[int, float], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchingConfig:
+    enabled: bool = True
+    max_batch_size: int = 64
+    max_wait_ms: float = 0.0
+    max_queue: int = 1024
+
+
+class _Item:
+    __slots__ = ("rows", "future")
+
+    def __init__(self, rows: Sequence[Any], future: asyncio.Future[Any]) -> None:
+        self.rows = rows
+        self.future = future
+
+
+class Batcher(Generic[T]):
+    """Queues prepared rows and feeds them to `predict` in batches on a worker thread."""
+
+    def __init__(
+        self,
+        predict: Callable[[list[Any]], list[T]],
+        *,
+        config: BatchingConfig,
+        name: str = "model",
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        self._predict = predict
+        self.config = config
+        self.name = name
+        self._on_batch = on_batch
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.in_flight = 0
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"batcher-{self.name}"
+            )
+
+    async def submit(self, row: Any) -> T:
+        """Predict one prepared row."""
+        results = await self._enqueue([row])
+        return results[0]
+
+    async def submit_many(self, rows: Sequence[Any]) -> list[T]:
+        """Predict several rows; they stay together in one model call."""
+        if not rows:
+            return []
+        return await self._enqueue(rows)
+
+    async def _enqueue(self, rows: Sequence[Any]) -> list[T]:
+        if self._closing:
+            raise ModelUnavailableError(f"model {self.name} is shutting down", retry_after=1)
+        if len(self._queue) >= self.config.max_queue:
+            raise OverloadedError(
+                f"model {self.name} has {len(self._queue)} requests waiting "
+                f"(batching.max_queue); retry shortly",
+                retry_after=1,
+            )
+        if self._task is None:
+            self.start()
+        future: asyncio.Future[list[T]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(rows, future))
+        self._wakeup.set()
+        return await future
+
+    def _take_batch(self) -> list[_Item]:
+        """Pop queued items up to max_batch_size rows (always at least one item)."""
+        batch: list[_Item] = []
+        rows = 0
+        limit = self.config.max_batch_size if self.config.enabled else 1
+        while self._queue:
+            item = self._queue[0]
+            if item.future.done():  # cancelled: the client went away
+                self._queue.popleft()
+                continue
+            if batch and (not self.config.enabled or rows + len(item.rows) > limit):
+                break
+            self._queue.popleft()
+            batch.append(item)
+            rows += len(item.rows)
+            if rows >= limit:
+                break
+        return batch
+
+    async def _fill_wait(self) -> None:
+        """Opt-in extra wait for a fuller batch (batching.max_wait_ms)."""
+        deadline = time.perf_counter() + self.config.max_wait_ms / 1000.0
+        while True:
+            queued = sum(len(i.rows) for i in self._queue)
+            remaining = deadline - time.perf_counter()
+            if queued >= self.config.max_batch_size or remaining <= 0 or self._closing:
+                return
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self.config.enabled and self.config.max_wait_ms > 0:
+                await self._fill_wait()
+            batch = self._take_batch()
+            if not batch:
+                continue
+            rows = [row for item in batch for row in item.rows]
+            self.in_flight = len(batch)
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._executor, self._predict, rows)
+                self._observe(len(rows), time.perf_counter() - started)
+                self._deliver(batch, results)
+            except asyncio.CancelledError:
+                self._fail(
+                    batch, ModelUnavailableError(f"model {self.name} stopped", retry_after=1)
+                )
+                raise
+            except Exception as exc:  # noqa: BLE001 - the model's failure goes to its callers
+                await self._isolate(batch, exc)
+            finally:
+                self.in_flight = 0
+
+    def _observe(self, rows: int, seconds: float) -> None:
+        if self._on_batch is not None:
+            self._on_batch(rows, seconds)
+
+    @staticmethod
+    def _deliver(batch: list[_Item], results: list[T]) -> None:
+        offset = 0
+        for item in batch:
+            n = len(item.rows)
+            if not item.future.done():
+                item.future.set_result(results[offset : offset + n])
+            offset += n
+
+    @staticmethod
+    def _fail(batch: list[_Item], error: BaseException) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    async def _isolate(self, batch: list[_Item], exc: Exception) -> None:
+        """The model raised: retry each request alone so one poisoned input cannot fail the
+        others that happened to share its batch; the failing ones get a 500."""
+        log.error(
+            "model %s failed on a batch of %d request(s): %s: %s",
+            self.name,
+            len(batch),
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        error = PredictionError(f"model {self.name} failed to predict")
+        if len(batch) == 1:
+            self._fail(batch, error)
+            return
+        loop = asyncio.get_running_loop()
+        for item in batch:
+            if item.future.done():
+                continue
+            try:
+                results = await loop.run_in_executor(self._executor, self._predict, list(item.rows))
+            except Exception:  # noqa: BLE001 - already logged once for this batch
+                item.future.set_exception(error)
+            else:
+                item.future.set_result(results)
+
+    async def stop(self, *, drain: bool = True, timeout: float = 10.0) -> None:
+        """Stop accepting work; finish (drain=True) or fail what is queued; free the thread."""
+        self._closing = True
+        self._wakeup.set()
+        task = self._task
+        if task is not None:
+            if not drain:
+                self._fail(list(self._queue), ModelUnavailableError(f"model {self.name} stopped"))
+                self._queue.clear()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._fail(list(self._queue), ModelUnavailableError(f"model {self.name} stopped"))
+            self._queue.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,191 @@
+"""LoadedModel: validates inputs against a model's schema and predicts on many rows in one call."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlserve import introspect
+from mlserve.errors import InvalidInputError
+from mlserve.schemas import Label, ModelMetadata
+
+# Final estimators whose predict() is exactly classes_[argmax(predict_proba)] (up to exact ties),
+# so one predict_proba pass yields both labels and probabilities.
+ARGMAX_EXACT = frozenset(
+    {
+        "LogisticRegression",
+        "LogisticRegressionCV",
+        "MultinomialNB",
+        "GaussianNB",
+        "BernoulliNB",
+        "ComplementNB",
+        "CategoricalNB",
+        "DecisionTreeClassifier",
+        "ExtraTreeClassifier",
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+        "GradientBoostingClassifier",
+        "HistGradientBoostingClassifier",
+        "CalibratedClassifierCV",
+        "LinearDiscriminantAnalysis",
+        "QuadraticDiscriminantAnalysis",
+    }
+)
+
+
+@dataclass(slots=True, frozen=True)
+class Prediction:
+    """One row's answer: the label and, only when the model computes them, probabilities."""
+
+    label: Label | float
+    confidence: float | None
+    probabilities: dict[str, float] | None
+
+
+class LoadedModel:
+    """A fitted estimator plus its registry metadata; knows nothing of HTTP or disk."""
+
+    def __init__(
+        self, estimator: Any, metadata: ModelMetadata, *, max_text_length: int = 10_000
+    ) -> None:
+        self.estimator = estimator
+        self.metadata = metadata
+        self.name = metadata.name
+        self.version = metadata.version
+        self.max_text_length = max_text_length
+        schema = metadata.input_schema
+        self.is_text = schema.kind == "text"
+        self.feature_names = list(schema.feature_names or [])
+        self.n_features = schema.n_features or len(self.feature_names)
+        self._feature_index = {n: i for i, n in enumerate(self.feature_names)}
+        self.has_proba = metadata.has_predict_proba and callable(
+            getattr(estimator, "predict_proba", None)
+        )
+        classes = introspect.classes(estimator) if self.has_proba else None
+        self.classes: list[Label] = classes or list(metadata.classes or [])
+        self._class_keys = [str(c) for c in self.classes]
+        final = type(introspect.final_step(estimator)).__name__
+        self.labels_from_proba = self.has_proba and final in ARGMAX_EXACT
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    # ------------------------------------------------------------------ validation
+    def prepare_text(self, text: Any, *, field: str = "text") -> str:
+        if not self.is_text:
+            raise InvalidInputError(
+                f"model {self.ref} is tabular: send 'features' "
+                f"({self.n_features} values{self._names_hint()}), not '{field}'"
+            )
+        if not isinstance(text, str):
+            raise InvalidInputError(f"'{field}' must be a string")
+        if len(text) > self.max_text_length:
+            raise InvalidInputError(
+                f"'{field}' is {len(text)} characters; the limit is {self.max_text_length}"
+            )
+        return text
+
+    def _names_hint(self) -> str:
+        if not self.feature_names:
+            return ""
+        return ": " + ", ".join(self.feature_names)
+
+    def prepare_features(self, features: Any, *, field: str = "features") -> list[float]:
+        """A row of floats in the model's feature order, from a mapping or a sequence."""
+        if self.is_text:
+            raise InvalidInputError(f"model {self.ref} takes text: send 'text', not '{field}'")
+        if isinstance(features, Mapping):
+            if not self.feature_names:
+                raise InvalidInputError(
+                    f"model {self.ref} has no feature names; send '{field}' as a list of "
+                    f"{self.n_features} numbers"
+                )
+            missing = [n for n in self.feature_names if n not in features]
+            extra = [k for k in features if k not in self._feature_index]
+            if missing or extra:
+                parts = []
+                if missing:
+                    parts.append(f"missing {', '.join(missing)}")
+                if extra:
+                    parts.append(f"unknown {', '.join(map(str, extra))}")
+                raise InvalidInputError(
+                    f"'{field}' does not match model {self.ref} ({'; '.join(parts)}); "
+                    f"expected features: {', '.join(self.feature_names)}"
+                )
+            values = [features[n] for n in self.feature_names]
+        elif isinstance(features, Sequence) and not isinstance(features, str | bytes):
+            if len(features) != self.n_features:
+                raise InvalidInputError(
+                    f"'{field}' has {len(features)} values; model {self.ref} expects "
+                    f"{self.n_features}{self._names_hint()}"
+                )
+            values = list(features)
+        else:
+            raise InvalidInputError(
+                f"'{field}' must be an object of feature values or a list of numbers"
+            )
+        row = []
+        for i, value in enumerate(values):
+            name = self.feature_names[i] if self.feature_names else str(i)
+            if value is None:
+                row.append(math.nan)  # missing value: left to the model (NaN-aware or error)
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidInputError(f"'{field}.{name}' must be a number, not {value!r:.40}")
+            number = float(value)
+            if math.isinf(number):
+                raise InvalidInputError(f"'{field}.{name}' must be finite")
+            row.append(number)
+        return row
+
+    def prepare(self, *, text: Any = None, features: Any = None, field: str | None = None) -> Any:
+        if text is not None:
+            return self.prepare_text(text, field=field or "text")
+        if features is not None:
+            return self.prepare_features(features, field=field or "features")
+        wanted = "text" if self.is_text else "features"
+        raise InvalidInputError(f"model {self.ref} needs '{wanted}'")
+
+    def sample_input(self) -> Any:
+        """A valid input for smoke predictions (health checks)."""
+        if self.is_text:
+            return "mlserve health check"
+        return [0.0] * self.n_features
+
+    # ------------------------------------------------------------------ prediction
+    def _matrix(self, rows: Sequence[Any]) -> Any:
+        if self.is_text:
+            return list(rows)
+        return np.asarray(rows, dtype=float).reshape(len(rows), self.n_features)
+
+    def predict(self, rows: Sequence[Any]) -> list[Prediction]:
+        """One vectorized model call for prepared rows (one predict_proba pass when exact)."""
+        x = self._matrix(rows)
+        if not self.has_proba:
+            labels = self.estimator.predict(x)
+            return [
+                Prediction(label=introspect.to_label(v), confidence=None, probabilities=None)
+                for v in labels
+            ]
+        proba = np.asarray(self.estimator.predict_proba(x), dtype=float)
+        best = proba.argmax(axis=1)
+        if self.labels_from_proba:
+            labels_out = [self.classes[i] for i in best.tolist()]
+        else:
+            labels_out = [introspect.to_label(v) for v in self.estimator.predict(x)]
+        keys = self._class_keys
+        out = []
+        for label, row in zip(labels_out, proba.tolist(), strict=True):
+            out.append(
+                Prediction(
+                    label=label,
+                    confidence=max(row),
+                    probabilities=dict(zip(keys, row, strict=True)),
+                )
+            )
+        return out

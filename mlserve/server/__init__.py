@@ -1,0 +1,1 @@
+"""The FastAPI inference server: create_app(settings) builds a self-contained app."""

@@ -1,0 +1,143 @@
+"""create_app(settings): the FastAPI app, its lifespan (model loading) and middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+
+from mlserve import __version__
+from mlserve.config import Settings
+from mlserve.registry import Registry
+from mlserve.server.errors import install_error_handlers
+from mlserve.server.manager import ModelManager
+from mlserve.server.metrics import ServerMetrics
+from mlserve.server.middleware import RequestContextMiddleware
+from mlserve.server.routes import health, models, predict
+from mlserve.server.state import AppState
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Inference server for scikit-learn models from an mlserve registry.
+
+Every error has one shape: `{"error": {"code", "message", "request_id"}}`.
+Send `X-Request-ID` to correlate requests with logs; it is echoed on every response.
+"""
+
+
+def _drain_on_signals(state: AppState) -> Callable[[], None]:
+    """Chain onto the server's SIGTERM/SIGINT handlers so readiness turns 503 the moment a
+    shutdown starts, while in-flight requests finish. Returns a function restoring them."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signals are only delivered to the main thread (e.g. TestClient)
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if not state.draining:
+            state.draining = True
+            log.info("received %s: draining, ready answers 503", signal.Signals(signum).name)
+        prev = previous.get(signum)
+        if callable(prev):
+            prev(signum, frame)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, prev in previous.items():
+            signal.signal(sig, prev)
+
+    return restore
+
+
+def create_app(settings: Settings, *, background_load: bool = False) -> FastAPI:
+    """Build an app over `settings`; models load in its lifespan (in the background when asked,
+    so liveness answers while big models load)."""
+    registry = Registry(settings.registry_path)
+    metrics = ServerMetrics()
+    manager = ModelManager(settings, registry, metrics)
+    state = AppState(settings=settings, registry=registry, metrics=metrics, manager=manager)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loader = asyncio.create_task(manager.load_all(), name="load-models")
+        if not background_load:
+            await loader
+        restore = _drain_on_signals(state)
+        try:
+            yield
+        finally:
+            state.draining = True
+            restore()
+            if not loader.done():
+                loader.cancel()
+            await manager.close()
+            log.info("server stopped")
+
+    app = FastAPI(
+        title="mlserve",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url="/redoc",
+    )
+    app.state.mlserve = state
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(predict.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+
+    @app.get("/", tags=["meta"], summary="Service index")
+    async def index() -> dict[str, Any]:
+        """Name, version and where to find docs, health and metrics."""
+        return {
+            "name": "mlserve",
+            "version": __version__,
+            "links": {
+                "docs": "/docs",
+                "redoc": "/redoc",
+                "openapi": "/openapi.json",
+                "models": "/api/models",
+                "predict": "/api/predict",
+                "health": "/api/health",
+                "ready": "/api/ready",
+                "live": "/api/live",
+                "metrics": "/metrics",
+            },
+        }
+
+    # Added innermost first: gzip and CORS sit inside the request context wrapper.
+    app.add_middleware(GZipMiddleware, minimum_size=settings.server.gzip_min_bytes)
+    if settings.server.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-API-Key",
+                "X-Request-ID",
+                "X-Client-ID",
+            ],
+            expose_headers=["X-Request-ID", "X-Process-Time"],
+        )
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        app_state=state,
+        max_body_bytes=settings.server.max_body_bytes,
+    )
+    return app

@@ -1,0 +1,104 @@
+"""The one translation point from exceptions to the JSON error shape."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from mlserve.errors import MlserveError
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def request_id_of(request: Request) -> str | None:
+    value = request.scope.get("state", {}).get("request_id")
+    return str(value) if value is not None else None
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Render {"error": {"code", "message", "request_id"}} and count it."""
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.errors.labels(code).inc()
+    state = request.scope.setdefault("state", {})
+    state["error_code"] = code
+    return Response(
+        error_body(code, message, request_id_of(request)),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
+    """'field: problem' for each pydantic error, naming the field by its dotted path."""
+    parts = []
+    for err in errors[:5]:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        field = ".".join(loc) or "body"
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        elif err.get("type") == "json_invalid":
+            field, msg = "body", f"invalid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
+        parts.append(f"{field}: {msg}")
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def error_body(code: str, message: str, request_id: str | None) -> bytes:
+    return orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """MlserveError, validation and HTTP errors become the error shape; anything else is
+    caught by the request middleware as a plain 500."""
+
+    async def on_mlserve_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, MlserveError)  # noqa: S101 - registered for this type only
+        if exc.status_code >= 500:
+            log.warning("%s: %s", exc.code, exc.message)
+        return error_response(request, exc.status_code, exc.code, exc.message, exc.headers())
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)  # noqa: S101
+        return error_response(
+            request, 422, "invalid_input", describe_validation_errors(list(exc.errors()))
+        )
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route {request.url.path}"
+        return error_response(request, exc.status_code, code, message, dict(exc.headers or {}))
+
+    app.add_exception_handler(MlserveError, on_mlserve_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -1,0 +1,282 @@
+"""The models a server process serves: loading, version lookup, atomic reload swaps."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from mlserve.config import Settings
+from mlserve.errors import (
+    InvalidInputError,
+    MlserveError,
+    ModelNotFoundError,
+    ModelUnavailableError,
+)
+from mlserve.registry import ModelRef, Registry
+from mlserve.runtime.batcher import Batcher, BatchingConfig
+from mlserve.runtime.model import LoadedModel, Prediction
+from mlserve.schemas import ModelMetadata
+from mlserve.server.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+MAX_EXTRA_VERSIONS = 3  # versions a request names explicitly, kept loaded per model (LRU)
+
+
+@dataclass(eq=False)
+class Runtime:
+    """One loaded model version and its batcher."""
+
+    model: LoadedModel
+    batcher: Batcher[Prediction]
+    loaded_at: datetime
+    warnings: list[str] = field(default_factory=list)
+    predictions: int = 0
+
+    @property
+    def version(self) -> int:
+        return self.model.version
+
+
+@dataclass(eq=False)
+class ServedModel:
+    """A model name the server answers for, and the reference it follows (name@alias, name:3)."""
+
+    name: str
+    ref: ModelRef
+    status: Literal["loading", "loaded", "failed"] = "loading"
+    current: Runtime | None = None
+    error: str | None = None
+    extra: collections.OrderedDict[int, Runtime] = field(default_factory=collections.OrderedDict)
+    aliases: dict[str, int] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    name: str
+    changed: bool
+    previous_version: int | None
+    version: int
+
+
+class ModelManager:
+    """Owns every Runtime of one app; routes ask it for the runtime a request should use."""
+
+    def __init__(self, settings: Settings, registry: Registry, metrics: ServerMetrics) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics
+        self.batching = BatchingConfig(
+            enabled=settings.batching.enabled,
+            max_batch_size=settings.batching.max_batch_size,
+            max_wait_ms=settings.batching.max_wait_ms,
+            max_queue=settings.batching.max_queue,
+        )
+        self.models: dict[str, ServedModel] = {}
+        self._pending_loads: dict[tuple[str, int], asyncio.Task[Runtime]] = {}
+        self.loading_done = False
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ configuration
+    def configured_refs(self) -> list[ModelRef]:
+        """settings.server.models, or every model in the registry."""
+        if self.settings.server.models:
+            return [ModelRef.parse(r) for r in self.settings.server.models]
+        return [ModelRef(name=n) for n in self.registry.names()]
+
+    @property
+    def default_name(self) -> str | None:
+        if self.settings.server.default_model:
+            return ModelRef.parse(self.settings.server.default_model).name
+        if len(self.models) == 1:
+            return next(iter(self.models))
+        return None
+
+    def _resolve(self, ref: ModelRef) -> ModelMetadata:
+        return self.registry.resolve(ref, default_alias=self.settings.server.default_alias)
+
+    # ------------------------------------------------------------------ loading
+    def _load_blocking(self, meta: ModelMetadata) -> tuple[LoadedModel, list[str]]:
+        started = time.perf_counter()
+        artifact = self.registry.load(meta)
+        model = LoadedModel(
+            artifact.estimator, meta, max_text_length=self.settings.server.max_text_length
+        )
+        self.metrics.model_load_seconds.labels(meta.name).observe(time.perf_counter() - started)
+        return model, artifact.warnings
+
+    async def _load_runtime(self, meta: ModelMetadata) -> Runtime:
+        model, notes = await asyncio.to_thread(self._load_blocking, meta)
+        labels = (meta.name, str(meta.version))
+        batch_hist = self.metrics.batch_size.labels(*labels)
+        latency_hist = self.metrics.prediction_latency.labels(*labels)
+
+        def observe(rows: int, seconds: float) -> None:
+            batch_hist.observe(rows)
+            latency_hist.observe(seconds)
+
+        batcher: Batcher[Prediction] = Batcher(
+            model.predict, config=self.batching, name=model.ref, on_batch=observe
+        )
+        self.metrics.queue_depth.labels(*labels).set_function(lambda: batcher.queue_depth)
+        batcher.start()
+        self.metrics.models_loaded.inc()
+        log.info("loaded %s (sha256 %s)", model.ref, meta.sha256[:12])
+        return Runtime(model=model, batcher=batcher, loaded_at=datetime.now(UTC), warnings=notes)
+
+    async def load_all(self) -> None:
+        """Load what every configured reference points at; failures are kept per model."""
+        try:
+            refs = self.configured_refs()
+        except MlserveError as exc:
+            log.error("cannot list models to serve: %s", exc.message)
+            refs = []
+        for ref in refs:
+            self.models.setdefault(ref.name, ServedModel(name=ref.name, ref=ref))
+        for served in list(self.models.values()):
+            await self._load_current(served)
+        self.loading_done = True
+        loaded = [s.name for s in self.models.values() if s.status == "loaded"]
+        if not self.models:
+            log.warning("no models to serve in registry %s", self.registry.root)
+        elif not loaded:
+            log.error("no model could be loaded; the server is not ready")
+
+    async def _load_current(self, served: ServedModel) -> None:
+        try:
+            meta = await asyncio.to_thread(self._resolve, served.ref)
+            served.aliases = await asyncio.to_thread(self.registry.aliases, served.name)
+            served.current = await self._load_runtime(meta)
+            served.status = "loaded"
+            served.error = None
+        except MlserveError as exc:
+            served.status = "failed"
+            served.error = exc.message
+            log.error("cannot load %s: %s", served.ref, exc.message)
+
+    # ------------------------------------------------------------------ lookup
+    def served(self, name: str) -> ServedModel:
+        served = self.models.get(name)
+        if served is None:
+            serving = ", ".join(sorted(self.models)) or "none"
+            raise ModelNotFoundError(f"model '{name}' is not served here (serving: {serving})")
+        return served
+
+    async def get(self, reference: str | None, version: int | str | None = None) -> Runtime:
+        """The runtime for a request's `model` (and compatible `model_version`) fields."""
+        if reference is None:
+            name = self.default_name
+            if name is None:
+                serving = ", ".join(sorted(self.models)) or "none"
+                raise InvalidInputError(
+                    f"'model' is required: this server serves several models ({serving})"
+                )
+            ref = ModelRef(name=name)
+        else:
+            ref = ModelRef.parse(reference)
+        if version is not None and ref.version is None and ref.alias is None:
+            text = str(version).strip()
+            ref = (
+                ModelRef.parse(f"{ref.name}:{text}")
+                if text.isdigit()
+                else ModelRef.parse(f"{ref.name}@{text}")
+            )
+        served = self.served(ref.name)
+        current = served.current
+        if ref.version is None and ref.alias is None:
+            if current is None:
+                raise ModelUnavailableError(
+                    f"model '{served.name}' is not loaded"
+                    + (f": {served.error}" if served.error else " yet"),
+                    retry_after=5,
+                )
+            return current
+        wanted = ref.version
+        if wanted is None:
+            assert ref.alias is not None  # noqa: S101 - parse guarantees one of the two
+            wanted = served.aliases.get(ref.alias)
+            if wanted is None:
+                raise ModelNotFoundError(f"model '{served.name}' has no alias '{ref.alias}'")
+        if current is not None and current.version == wanted:
+            return current
+        return await self._extra_version(served, wanted)
+
+    async def _extra_version(self, served: ServedModel, version: int) -> Runtime:
+        runtime = served.extra.get(version)
+        if runtime is not None:
+            served.extra.move_to_end(version)
+            return runtime
+        key = (served.name, version)
+        task = self._pending_loads.get(key)
+        if task is None:
+            meta = await asyncio.to_thread(self.registry.metadata, served.name, version)
+            task = asyncio.get_running_loop().create_task(self._load_runtime(meta))
+            self._pending_loads[key] = task
+            task.add_done_callback(lambda _t: self._pending_loads.pop(key, None))
+        runtime = await asyncio.shield(task)
+        if version not in served.extra:
+            served.extra[version] = runtime
+            while len(served.extra) > MAX_EXTRA_VERSIONS:
+                _, evicted = served.extra.popitem(last=False)
+                self._retire(evicted)
+        return served.extra[version]
+
+    # ------------------------------------------------------------------ reload
+    async def reload(self, name: str) -> ReloadOutcome:
+        """Re-read the registry and swap in what the reference now points at.
+
+        Requests in flight finish on the old version; if loading fails, the old one keeps
+        serving and the error propagates to the caller.
+        """
+        served = self.served(name)
+        async with served.lock:
+            meta = await asyncio.to_thread(self._resolve, served.ref)
+            aliases = await asyncio.to_thread(self.registry.aliases, name)
+            old = served.current
+            previous = old.version if old is not None else None
+            if old is not None and old.version == meta.version:
+                served.aliases = aliases
+                return ReloadOutcome(name, False, previous, meta.version)
+            runtime = served.extra.pop(meta.version, None) or await self._load_runtime(meta)
+            served.current = runtime
+            served.aliases = aliases
+            served.status = "loaded"
+            served.error = None
+            if old is not None:
+                self._retire(old)
+            log.info("now serving %s (was %s)", runtime.model.ref, previous)
+            return ReloadOutcome(name, True, previous, meta.version)
+
+    def _retire(self, runtime: Runtime) -> None:
+        """Stop a runtime once its queued requests are answered (in the background)."""
+
+        async def stop() -> None:
+            await runtime.batcher.stop(drain=True)
+            self.metrics.models_loaded.dec()
+
+        task = asyncio.get_running_loop().create_task(stop())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ------------------------------------------------------------------ lifecycle
+    def runtimes(self) -> list[Runtime]:
+        out = []
+        for served in self.models.values():
+            if served.current is not None:
+                out.append(served.current)
+            out.extend(served.extra.values())
+        return out
+
+    async def close(self) -> None:
+        timeout = self.settings.server.graceful_timeout
+        await asyncio.gather(
+            *(rt.batcher.stop(drain=True, timeout=timeout) for rt in self.runtimes()),
+            *self._background,
+            return_exceptions=True,
+        )

@@ -1,0 +1,100 @@
+"""Prometheus metrics, on a registry made per app so two apps in one process never collide."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class ServerMetrics:
+    """Every collector the server exports, bound to one CollectorRegistry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "mlserve_http_requests_total",
+            "HTTP requests by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "mlserve_http_request_duration_seconds",
+            "HTTP request latency by method and route template.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "mlserve_http_requests_in_flight",
+            "HTTP requests being processed.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.predictions = Counter(
+            "mlserve_predictions_total",
+            "Predictions by model, version and predicted class.",
+            ["model", "version", "predicted_class"],
+            registry=r,
+        )
+        self.prediction_latency = Histogram(
+            "mlserve_prediction_duration_seconds",
+            "Time of one vectorized model call (a batch).",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "mlserve_batch_size",
+            "Rows per model call.",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "mlserve_queue_depth",
+            "Requests waiting for a model call.",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.models_loaded = Gauge(
+            "mlserve_models_loaded",
+            "Model versions loaded and serving.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.model_load_seconds = Histogram(
+            "mlserve_model_load_duration_seconds",
+            "Time to read, verify and unpickle a model version.",
+            ["model"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.errors = Counter(
+            "mlserve_errors_total",
+            "Error responses by error code.",
+            ["code"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        """The text exposition; aggregates all workers when multiprocess mode is on."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            return generate_latest(merged)
+        return generate_latest(self.registry)

@@ -1,0 +1,172 @@
+"""Pure-ASGI request middleware: request id, timing headers, body limit, metrics, access log."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mlserve.server.errors import error_body
+from mlserve.server.metrics import ServerMetrics
+from mlserve.server.state import AppState
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("mlserve.access")
+
+SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    """Wraps every HTTP request: one place for ids, limits, timing, metrics and logging."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: ServerMetrics,
+        app_state: AppState,
+        max_body_bytes: int,
+        access_log_enabled: bool = True,
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.app_state = app_state
+        self.max_body_bytes = max_body_bytes
+        self.access_log_enabled = access_log_enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status_holder = [500]
+        response_started = False
+        limit = self.max_body_bytes
+
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _send_error(
+                send, 413, "payload_too_large",
+                f"request body is {declared} bytes; the limit is {limit}", request_id, started,
+            )  # fmt: skip
+            self._record(scope, 413, started, request_id)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, f"request body is over the limit of {limit} bytes")
+            return message
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status_holder[0] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                elapsed_ms = (time.perf_counter() - started) * 1000.0
+                headers.append((b"x-process-time", f"{elapsed_ms:.3f}".encode()))
+                message["headers"] = headers
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        self.app_state.open_requests += 1
+        try:
+            await self.app(scope, limited_receive, send_with_headers)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            self.metrics.errors.labels("internal_error").inc()
+            if not response_started:
+                await _send_error(
+                    send, 500, "internal_error", "internal server error", request_id, started
+                )
+            status_holder[0] = 500
+        finally:
+            self.metrics.in_flight.dec()
+            self.app_state.open_requests -= 1
+            self._record(scope, status_holder[0], started, request_id)
+
+    def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:
+        elapsed = time.perf_counter() - started
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        method = scope.get("method", "")
+        self.metrics.requests.labels(method, template, str(status)).inc()
+        self.metrics.request_latency.labels(method, template).observe(elapsed)
+        if not self.access_log_enabled or not access_log.isEnabledFor(logging.INFO):
+            return
+        state = scope.get("state", {})
+        model, version = state.get("model"), state.get("version")
+        access_log.info(
+            "%s %s %d %.1fms rid=%s%s",
+            method,
+            scope.get("path", ""),
+            status,
+            elapsed * 1000.0,
+            request_id,
+            f" model={model}:{version}" if model else "",
+            extra={
+                "method": method,
+                "path": scope.get("path", ""),
+                "status": status,
+                "duration_ms": round(elapsed * 1000.0, 3),
+                "request_id": request_id,
+                "model": model,
+                "version": version,
+            },
+        )
+
+
+def _request_id(scope: Scope) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if SAFE_REQUEST_ID.match(text):
+                return text
+            break
+    return uuid.uuid4().hex
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_error(
+    send: Send, status: int, code: str, message: str, request_id: str, started: float
+) -> None:
+    body = error_body(code, message, request_id)
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+                (b"x-process-time", f"{elapsed_ms:.3f}".encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

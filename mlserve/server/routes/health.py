@@ -1,0 +1,177 @@
+"""Liveness, readiness and health (real smoke predictions), plus Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from datetime import datetime
+
+import psutil
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import Response
+
+from mlserve import __version__
+from mlserve.errors import MlserveError
+from mlserve.schemas import (
+    DetailedHealthResponse,
+    DetailedModelHealth,
+    HealthResponse,
+    LiveResponse,
+    ModelHealth,
+    ProcessInfo,
+    ReadyResponse,
+)
+from mlserve.server.deps import StateDep
+from mlserve.server.manager import ServedModel
+from mlserve.server.state import AppState
+
+router = APIRouter(tags=["health"])
+
+SMOKE_TIMEOUT_S = 5.0
+
+
+@router.get("/api/live", response_model=LiveResponse, summary="Liveness probe")
+async def live() -> LiveResponse:
+    """The process is up and its event loop answers."""
+    return LiveResponse(live=True)
+
+
+@router.get(
+    "/api/ready",
+    response_model=ReadyResponse,
+    responses={503: {"model": ReadyResponse, "description": "Not ready yet, or shutting down."}},
+    summary="Readiness probe",
+)
+async def ready(state: StateDep) -> Response:
+    """200 once model loading is done and at least one model serves; 503 before and on shutdown."""
+    manager = state.manager
+    statuses = {name: served.status for name, served in manager.models.items()}
+    is_ready = (
+        manager.loading_done
+        and not state.draining
+        and any(s == "loaded" for s in statuses.values())
+    )
+    body = ReadyResponse(ready=is_ready, models=statuses)
+    return Response(
+        body.model_dump_json(), status_code=200 if is_ready else 503, media_type="application/json"
+    )
+
+
+async def _smoke(served: ServedModel) -> ModelHealth:
+    runtime = served.current
+    if runtime is None:
+        return ModelHealth(
+            name=served.name, version=None, status="degraded", error=served.error or "not loaded"
+        )
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(
+            runtime.batcher.submit(runtime.model.sample_input()), SMOKE_TIMEOUT_S
+        )
+    except TimeoutError:
+        error = f"smoke prediction took over {SMOKE_TIMEOUT_S:.0f} s"
+    except MlserveError as exc:
+        error = exc.message
+    else:
+        return ModelHealth(
+            name=served.name,
+            version=runtime.version,
+            status="healthy",
+            latency_ms=round((time.perf_counter() - started) * 1000.0, 3),
+        )
+    return ModelHealth(name=served.name, version=runtime.version, status="degraded", error=error)
+
+
+async def _health(state: AppState) -> tuple[str, list[ModelHealth]]:
+    results = await asyncio.gather(*(_smoke(s) for s in state.manager.models.values()))
+    healthy = sum(r.status == "healthy" for r in results)
+    if results and healthy == len(results):
+        overall = "healthy"
+    elif healthy:
+        overall = "degraded"
+    else:
+        overall = "unhealthy"
+    return overall, list(results)
+
+
+@router.get(
+    "/api/health",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": "No model can predict."}},
+    summary="Health with smoke predictions",
+)
+async def health(state: StateDep) -> Response:
+    """healthy / degraded per model from a real smoke prediction; 503 when none can predict."""
+    overall, models = await _health(state)
+    body = HealthResponse(
+        status=overall,
+        version=__version__,
+        uptime_s=round(state.uptime_s, 3),
+        models=models,
+    )
+    return Response(
+        body.model_dump_json(),
+        status_code=503 if overall == "unhealthy" else 200,
+        media_type="application/json",
+    )
+
+
+@router.get(
+    "/api/health/detailed",
+    response_model=DetailedHealthResponse,
+    responses={503: {"model": DetailedHealthResponse, "description": "No model can predict."}},
+    summary="Health plus process and per-model details",
+)
+async def health_detailed(state: StateDep) -> Response:
+    """Health plus process CPU, RSS, open requests, and per-model load time and counts."""
+    overall, models = await _health(state)
+    detailed = []
+    for item in models:
+        served = state.manager.models[item.name]
+        runtime = served.current
+        loaded_at: datetime | None = runtime.loaded_at if runtime else None
+        detailed.append(
+            DetailedModelHealth(
+                **item.model_dump(),
+                loaded_at=loaded_at,
+                predictions=runtime.predictions if runtime else 0,
+                queue_depth=runtime.batcher.queue_depth if runtime else 0,
+            )
+        )
+    proc = psutil.Process(os.getpid())
+    with proc.oneshot():
+        cpu = proc.cpu_times()
+        info = ProcessInfo(
+            pid=proc.pid,
+            cpu_percent=proc.cpu_percent(interval=None),
+            cpu_seconds=round(cpu.user + cpu.system, 3),
+            rss_bytes=proc.memory_info().rss,
+            threads=proc.num_threads(),
+            open_requests=state.open_requests,
+        )
+    body = DetailedHealthResponse(
+        status=overall,
+        version=__version__,
+        uptime_s=round(state.uptime_s, 3),
+        models=detailed,
+        process=info,
+    )
+    return Response(
+        body.model_dump_json(),
+        status_code=503 if overall == "unhealthy" else 200,
+        media_type="application/json",
+    )
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text."}},
+    summary="Prometheus metrics",
+    tags=["metrics"],
+)
+async def metrics(state: StateDep) -> Response:
+    """Prometheus text exposition of the server's metrics."""
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

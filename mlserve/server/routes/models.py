@@ -1,0 +1,136 @@
+"""Model routes: what is served, registry metadata, and reload."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Path
+
+from mlserve.errors import MlserveError
+from mlserve.registry import version_mismatch_warnings
+from mlserve.schemas import (
+    ErrorResponse,
+    ModelInfo,
+    ModelList,
+    ModelListItem,
+    ReloadResponse,
+    VersionInfo,
+)
+from mlserve.server.deps import ManagerDep
+from mlserve.server.manager import ModelManager, ServedModel
+
+router = APIRouter(prefix="/api/models", tags=["models"])
+
+NameParam = Path(description="Model name.", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "Model or version not found."}
+}
+
+
+def _loaded_versions(served: ServedModel) -> dict[int, Any]:
+    out: dict[int, Any] = dict(served.extra)
+    if served.current is not None:
+        out[served.current.version] = served.current
+    return out
+
+
+@router.get("", response_model=ModelList, summary="List served models")
+async def list_models(manager: ManagerDep) -> ModelList:
+    """Every served model: versions, aliases, task, and which versions are loaded."""
+
+    def build() -> list[ModelListItem]:
+        items = []
+        for name, served in sorted(manager.models.items()):
+            try:
+                summary = manager.registry.summary(name)
+            except MlserveError:
+                summary = None  # gone from disk since loading: still report what is served
+            current = served.current
+            items.append(
+                ModelListItem(
+                    name=name,
+                    task=summary.task
+                    if summary
+                    else current.model.metadata.task
+                    if current
+                    else None,
+                    versions=summary.versions if summary else [],
+                    aliases=summary.aliases if summary else {},
+                    serving_version=current.version if current else None,
+                    loaded_versions=sorted(_loaded_versions(served)),
+                    status=served.status,
+                    error=served.error,
+                )
+            )
+        return items
+
+    return ModelList(models=await asyncio.to_thread(build), default_model=manager.default_name)
+
+
+async def _version_info(manager: ModelManager, name: str, version: int) -> dict[str, Any]:
+    served = manager.served(name)
+    meta = await asyncio.to_thread(manager.registry.metadata, name, version)
+    aliases = await asyncio.to_thread(manager.registry.aliases, name)
+    runtime = _loaded_versions(served).get(version)
+    data = meta.model_dump()
+    data.update(
+        aliases=sorted(a for a, v in aliases.items() if v == version),
+        loaded=runtime is not None,
+        loaded_at=runtime.loaded_at if runtime else None,
+        warnings=version_mismatch_warnings(meta),
+    )
+    return data
+
+
+@router.get("/{name}", response_model=ModelInfo, responses=NOT_FOUND, summary="Describe a model")
+async def model_info(manager: ManagerDep, name: str = NameParam) -> ModelInfo:
+    """Registry metadata (real metrics, classes, input schema, sha256) of the serving version."""
+    served = manager.served(name)
+    if served.current is not None:
+        version = served.current.version
+    else:
+        version = await asyncio.to_thread(
+            manager.registry.resolve_version,
+            served.ref,
+            default_alias=manager.settings.server.default_alias,
+        )
+    data = await _version_info(manager, name, version)
+    data["versions"] = await asyncio.to_thread(manager.registry.versions, name)
+    data["all_aliases"] = await asyncio.to_thread(manager.registry.aliases, name)
+    return ModelInfo.model_validate(data)
+
+
+@router.get(
+    "/{name}/versions/{version}",
+    response_model=VersionInfo,
+    responses=NOT_FOUND,
+    summary="Describe a model version",
+)
+async def version_info(
+    manager: ManagerDep,
+    name: str = NameParam,
+    version: int = Path(ge=1, description="Version number."),
+) -> VersionInfo:
+    """Registry metadata of one version, and whether this server has it loaded."""
+    return VersionInfo.model_validate(await _version_info(manager, name, version))
+
+
+@router.post(
+    "/{name}/reload",
+    response_model=ReloadResponse,
+    responses={
+        **NOT_FOUND,
+        500: {"model": ErrorResponse, "description": "Loading failed; the old version serves."},
+    },
+    summary="Reload a model from the registry",
+)
+async def reload_model(manager: ManagerDep, name: str = NameParam) -> ReloadResponse:
+    """Re-read the registry and atomically swap in what the model's alias now points at."""
+    outcome = await manager.reload(name)
+    return ReloadResponse(
+        name=outcome.name,
+        status="reloaded" if outcome.changed else "unchanged",
+        previous_version=outcome.previous_version,
+        version=outcome.version,
+    )

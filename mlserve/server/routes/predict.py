@@ -1,0 +1,128 @@
+"""Prediction routes: one input, or a batch scored in one vectorized call."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from mlserve.errors import InvalidInputError
+from mlserve.runtime.model import Prediction
+from mlserve.schemas import (
+    BatchPredictRequest,
+    BatchPredictResponse,
+    ErrorResponse,
+    PredictRequest,
+    PredictResponse,
+)
+from mlserve.server.deps import ManagerDep, MetricsDep, SettingsDep
+from mlserve.server.manager import Runtime
+from mlserve.server.metrics import ServerMetrics
+
+router = APIRouter(prefix="/api", tags=["predict"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "Unknown model, version or alias."},
+    413: {"model": ErrorResponse, "description": "Request body over server.max_body_bytes."},
+    422: {"model": ErrorResponse, "description": "Invalid input (the message names the field)."},
+    500: {"model": ErrorResponse, "description": "The model failed to predict."},
+    503: {"model": ErrorResponse, "description": "Model not loaded, or its queue is full."},
+}
+
+
+class JSONBytes(Response):
+    media_type = "application/json"
+
+
+def _item(p: Prediction) -> dict[str, Any]:
+    return {"prediction": p.label, "confidence": p.confidence, "probabilities": p.probabilities}
+
+
+def _count(metrics: ServerMetrics, runtime: Runtime, predictions: list[Prediction]) -> None:
+    runtime.predictions += len(predictions)
+    name, version = runtime.model.name, str(runtime.model.version)
+    for p in predictions:
+        metrics.predictions.labels(name, version, str(p.label)).inc()
+
+
+def _mark(request: Request, runtime: Runtime) -> None:
+    state = request.scope.setdefault("state", {})
+    state["model"] = runtime.model.name
+    state["version"] = runtime.model.version
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=ERRORS,
+    summary="Predict one input",
+)
+async def predict(
+    body: PredictRequest, request: Request, manager: ManagerDep, metrics: MetricsDep
+) -> Response:
+    """Predict the class (or value) of one text or one row of features."""
+    started = time.perf_counter()
+    if (body.text is None) == (body.features is None):
+        raise InvalidInputError("send exactly one of 'text' or 'features'")
+    runtime = await manager.get(body.model, body.model_version)
+    _mark(request, runtime)
+    row = runtime.model.prepare(text=body.text, features=body.features)
+    result = await runtime.batcher.submit(row)
+    _count(metrics, runtime, [result])
+    payload = _item(result)
+    payload.update(
+        model=runtime.model.name,
+        version=runtime.model.version,
+        processing_time_ms=round((time.perf_counter() - started) * 1000.0, 3),
+        request_id=request.scope["state"]["request_id"],
+    )
+    return JSONBytes(orjson.dumps(payload))
+
+
+@router.post(
+    "/predict/batch",
+    response_model=BatchPredictResponse,
+    responses=ERRORS,
+    summary="Predict a batch of inputs",
+)
+async def predict_batch(
+    body: BatchPredictRequest,
+    request: Request,
+    manager: ManagerDep,
+    metrics: MetricsDep,
+    settings: SettingsDep,
+) -> Response:
+    """Score up to server.max_batch_items texts or records in one vectorized model call."""
+    started = time.perf_counter()
+    if (body.texts is None) == (body.records is None):
+        raise InvalidInputError("send exactly one of 'texts' or 'records'")
+    inputs: list[Any] = body.texts if body.texts is not None else body.records  # type: ignore[assignment]
+    field = "texts" if body.texts is not None else "records"
+    limit = settings.server.max_batch_items
+    if not inputs:
+        raise InvalidInputError(f"'{field}' is empty; send 1 to {limit} items")
+    if len(inputs) > limit:
+        raise InvalidInputError(
+            f"'{field}' has {len(inputs)} items; the limit is {limit} (server.max_batch_items)"
+        )
+    runtime = await manager.get(body.model, body.model_version)
+    _mark(request, runtime)
+    model = runtime.model
+    if body.texts is not None:
+        rows = [model.prepare(text=t, field=f"texts.{i}") for i, t in enumerate(inputs)]
+    else:
+        rows = [model.prepare(features=r, field=f"records.{i}") for i, r in enumerate(inputs)]
+    results = await runtime.batcher.submit_many(rows)
+    _count(metrics, runtime, results)
+    payload = {
+        "predictions": [_item(p) for p in results],
+        "model": model.name,
+        "version": model.version,
+        "batch_size": len(results),
+        "total_processing_time_ms": round((time.perf_counter() - started) * 1000.0, 3),
+        "request_id": request.scope["state"]["request_id"],
+    }
+    return JSONBytes(orjson.dumps(payload))

@@ -1,0 +1,70 @@
+"""Run the app on uvicorn: one process, or N workers sharing one socket."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from mlserve.config import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+WORKER_ENV = "_MLSERVE_WORKER_SETTINGS"
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    """After uvicorn's graceful shutdown it re-raises the signal it caught; exit 0 then."""
+    raise SystemExit(0)
+
+
+def worker_app() -> Any:
+    """App factory for worker processes: rebuilds the parent's settings from the environment."""
+    from mlserve.logs import setup_logging
+    from mlserve.server.app import create_app
+
+    data = json.loads(os.environ[WORKER_ENV])
+    settings = load_settings(data["config"], **data["overrides"])
+    setup_logging(level=settings.logging.level, fmt=settings.logging.format)
+    return create_app(settings, background_load=True)
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "log_config": None,  # our handlers (mlserve.logs) are already installed
+        "access_log": False,  # the request middleware writes the access log
+        "timeout_keep_alive": int(settings.server.timeout_keep_alive),
+        "timeout_graceful_shutdown": int(settings.server.graceful_timeout),
+        "server_header": False,
+    }
+
+
+def run(
+    settings: Settings, *, config_path: str | None = None, overrides: dict[str, Any] | None = None
+) -> None:
+    """Serve until SIGTERM/SIGINT; returns after a graceful shutdown."""
+    from mlserve.server.app import create_app
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
+    workers = settings.server.workers
+    if workers <= 1:
+        app = create_app(settings, background_load=True)
+        uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings))).run()
+        return
+    os.environ[WORKER_ENV] = json.dumps({"config": config_path, "overrides": overrides or {}})
+    config = uvicorn.Config(
+        "mlserve.server.run:worker_app",
+        factory=True,
+        workers=workers,
+        **uvicorn_options(settings),
+    )
+    sock = config.bind_socket()
+    uvicorn.supervisors.Multiprocess(config, sockets=[sock]).run()
