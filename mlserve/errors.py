@@ -136,3 +136,31 @@ class PredictionError(MlserveError):
     code = "prediction_failed"
     status_code = 500
     exit_code = 1
+
+
+class ServerUnreachableError(MlserveError):
+    """The client could not connect to, or got no answer from, the server."""
+
+    code = "unreachable"
+    status_code = 503
+    exit_code = 1
+
+
+class ServerResponseError(MlserveError):
+    """The server answered with an error body; carries its status and code."""
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: str,
+        request_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.status_code = status
+        self.code = code
+        self.request_id = request_id

@@ -7,7 +7,16 @@ from typing import Annotated
 import typer
 
 from mlserve import __version__
-from mlserve.cli import config_cmd, models_cmd, register_cmd, serve_cmd, train_cmd
+from mlserve.cli import (
+    config_cmd,
+    health_cmd,
+    loadtest_cmd,
+    models_cmd,
+    predict_cmd,
+    register_cmd,
+    serve_cmd,
+    train_cmd,
+)
 
 app = typer.Typer(
     name="mlserve",
@@ -43,6 +52,9 @@ def root(
 app.command("train")(train_cmd.train)
 app.command("register")(register_cmd.register)
 app.command("serve")(serve_cmd.serve)
+app.command("predict")(predict_cmd.predict)
+app.command("health-check")(health_cmd.health_check)
+app.command("loadtest")(loadtest_cmd.loadtest)
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(config_cmd.app, name="config")
 

@@ -101,10 +101,15 @@ def create_app(settings: Settings, *, background_load: bool = False) -> FastAPI:
 
     @app.get("/", tags=["meta"], summary="Service index")
     async def index() -> dict[str, Any]:
-        """Name, version and where to find docs, health and metrics."""
+        """Name, version, request limits and where to find docs, health and metrics."""
         return {
             "name": "mlserve",
             "version": __version__,
+            "limits": {
+                "max_batch_items": settings.server.max_batch_items,
+                "max_text_length": settings.server.max_text_length,
+                "max_body_bytes": settings.server.max_body_bytes,
+            },
             "links": {
                 "docs": "/docs",
                 "redoc": "/redoc",

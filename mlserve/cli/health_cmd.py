@@ -1,0 +1,113 @@
+"""`mlserve health-check`: an exit code for scripts, containers and CI."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+
+from mlserve.cli._client_opts import ApiKeyOpt, TimeoutOpt, UrlOpt, client_settings, make_client
+from mlserve.cli._common import ConfigOpt, cli_errors, console, err_console, print_json
+
+POLL_INTERVAL_S = 0.5
+
+
+def check_once(client: Any, mode: str) -> dict[str, Any]:
+    """One probe; returns {"healthy": bool, "status": str, "models": [...], "error"?: str}."""
+    from mlserve.errors import MlserveError
+
+    try:
+        if mode == "live":
+            alive = client.live()
+            return {"healthy": alive, "status": "live" if alive else "not live", "models": []}
+        if mode == "ready":
+            ready, body = client.ready()
+            models = [
+                {"name": name, "status": status}
+                for name, status in sorted((body.models if body else {}).items())
+            ]
+            return {"healthy": ready, "status": "ready" if ready else "not ready", "models": models}
+        health = client.health()
+        return {
+            "healthy": health.status == "healthy",
+            "status": health.status,
+            "models": [m.model_dump(mode="json") for m in health.models],
+        }
+    except MlserveError as exc:
+        return {"healthy": False, "status": "unreachable", "models": [], "error": exc.message}
+
+
+@cli_errors
+def health_check(
+    live: Annotated[bool, typer.Option("--live", help="Only check the process answers.")] = False,
+    ready: Annotated[
+        bool, typer.Option("--ready", help="Check models are loaded (the default).")
+    ] = False,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Run a smoke prediction per model (/api/health).")
+    ] = False,
+    wait: Annotated[
+        float,
+        typer.Option("--wait", help="Poll for up to this many seconds until healthy.", min=0),
+    ] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing.")] = False,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    timeout: TimeoutOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Exit 0 when the server is healthy, 1 when not (unreachable, not ready, degraded).
+
+    For container HEALTHCHECKs and CI: `mlserve health-check --wait 60` after starting a server.
+    """
+    from mlserve.errors import UsageError
+
+    if sum([live, ready, deep]) > 1:
+        raise UsageError("choose one of --live, --ready or --deep")
+    mode = "live" if live else "deep" if deep else "ready"
+    settings = client_settings(config, url, api_key, timeout)
+    deadline = time.monotonic() + wait
+    with make_client(settings) as client:
+        while True:
+            result = check_once(client, mode)
+            if result["healthy"] or time.monotonic() + POLL_INTERVAL_S > deadline:
+                break
+            time.sleep(POLL_INTERVAL_S)  # polling a server that is starting: bounded by --wait
+    result["url"] = settings.client.url
+    result["check"] = mode
+    if as_json and not quiet:
+        print_json(result)
+    elif not quiet:
+        _render(result)
+    raise typer.Exit(0 if result["healthy"] else 1)
+
+
+def _render(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    color = "green" if result["healthy"] else "red"
+    console.print(f"[{color}]{result['status']}[/] {result['url']} ({result['check']} check)")
+    if result.get("error"):
+        err_console.print(result["error"])
+    if result["models"]:
+        table = Table(show_header=True)
+        table.add_column("model")
+        table.add_column("status")
+        extra = result["check"] == "deep"
+        if extra:
+            table.add_column("version")
+            table.add_column("latency ms", justify="right")
+            table.add_column("error")
+        for m in result["models"]:
+            row = [m["name"], m["status"]]
+            if extra:
+                latency = m.get("latency_ms")
+                row += [
+                    str(m.get("version") or "-"),
+                    f"{latency:.1f}" if latency is not None else "-",
+                    m.get("error") or "",
+                ]
+            table.add_row(*row)
+        console.print(table)

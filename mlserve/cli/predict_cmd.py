@@ -1,0 +1,414 @@
+"""`mlserve predict`: ask a running server (or the local registry) for predictions."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlserve.cli._client_opts import ApiKeyOpt, TimeoutOpt, UrlOpt, client_settings, make_client
+from mlserve.cli._common import ConfigOpt, RegistryOpt, cli_errors, console, err_console
+
+DEFAULT_CHUNK = 100
+
+
+@dataclass(slots=True)
+class Inputs:
+    """Either texts or feature records, in input order."""
+
+    texts: list[str] | None = None
+    records: list[Any] | None = None
+
+    @property
+    def items(self) -> list[Any]:
+        return self.texts if self.texts is not None else self.records or []
+
+
+@dataclass(slots=True)
+class Result:
+    input: Any
+    prediction: Any
+    confidence: float | None
+    probabilities: dict[str, float] | None
+    model: str
+    version: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "prediction": self.prediction,
+            "confidence": self.confidence,
+            "probabilities": self.probabilities,
+            "model": self.model,
+            "version": self.version,
+        }
+
+
+# ---------------------------------------------------------------------------- reading inputs
+def _usage(message: str) -> Exception:
+    from mlserve.errors import UsageError
+
+    return UsageError(message)
+
+
+def _read_lines(lines: Iterator[str]) -> list[str]:
+    return [line.rstrip("\r\n") for line in lines if line.strip()]
+
+
+def _number_record(row: dict[str, str], line: int, path: Path) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key, raw in row.items():
+        value = (raw or "").strip()
+        if value == "":
+            out[key] = None
+            continue
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise _usage(
+                f"{path} row {line}: column '{key}' holds '{value[:40]}', not a number "
+                "(for text use --text-column)"
+            ) from None
+    return out
+
+
+def read_file(path: Path, text_column: str | None) -> Inputs:
+    """.txt: a text per line; .csv: a text column or numeric feature columns; .jsonl: texts,
+    {"text": ...}, {"features": ...} or feature objects."""
+    if not path.is_file():
+        raise _usage(f"--file {path} does not exist or is not a file")
+    suffix = path.suffix.lower()
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            if suffix == ".csv":
+                reader = csv.DictReader(fh)
+                header = reader.fieldnames or []
+                column = text_column or ("text" if "text" in header else None)
+                if text_column and text_column not in header:
+                    raise _usage(
+                        f"--text-column '{text_column}' is not in {path} "
+                        f"(columns: {', '.join(header)})"
+                    )
+                if column:
+                    return Inputs(texts=[r[column] for r in reader if (r[column] or "").strip()])
+                return Inputs(
+                    records=[_number_record(r, i, path) for i, r in enumerate(reader, start=2)]
+                )
+            if suffix == ".jsonl":
+                return _read_jsonl(fh, path)
+            return Inputs(texts=_read_lines(iter(fh)))
+    except UnicodeDecodeError:
+        raise _usage(f"--file {path} is not UTF-8 text") from None
+    except csv.Error as exc:
+        raise _usage(f"--file {path} is not readable CSV: {exc}") from None
+
+
+def _read_jsonl(lines: Any, path: Path) -> Inputs:
+    texts: list[str] = []
+    records: list[Any] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _usage(f"{path} line {number} is not valid JSON: {exc.msg}") from None
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, dict) and isinstance(item.get("text"), str):
+            texts.append(item["text"])
+        elif isinstance(item, dict) and "features" in item:
+            records.append(item["features"])
+        elif isinstance(item, dict | list):
+            records.append(item)
+        else:
+            raise _usage(f"{path} line {number}: expected a text or a record, got {item!r:.40}")
+    if texts and records:
+        raise _usage(f"{path} mixes texts and feature records; use one kind per file")
+    return Inputs(texts=texts) if texts or not records else Inputs(records=records)
+
+
+def gather_inputs(
+    texts: list[str], file: Path | None, features: str | None, text_column: str | None
+) -> Inputs:
+    sources = sum([bool(texts), file is not None, features is not None])
+    if sources == 0:
+        raise _usage("give texts as arguments, '-' for stdin, --file FILE or --features JSON")
+    if sources > 1:
+        raise _usage("give inputs one way: text arguments, --file, or --features")
+    if features is not None:
+        try:
+            parsed = json.loads(features)
+        except json.JSONDecodeError as exc:
+            raise _usage(f"--features is not valid JSON: {exc.msg}") from None
+        if not isinstance(parsed, dict | list):
+            raise _usage('--features must be a JSON object {"name": value} or a list')
+        return Inputs(records=[parsed])
+    if file is not None:
+        inputs = read_file(file, text_column)
+    elif texts == ["-"]:
+        inputs = Inputs(texts=_read_lines(iter(sys.stdin)))
+    else:
+        inputs = Inputs(texts=list(texts))
+    if not inputs.items:
+        raise _usage("no inputs to predict (the file or stdin was empty)")
+    return inputs
+
+
+# ---------------------------------------------------------------------------- predicting
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def predict_remote(
+    settings: Any, inputs: Inputs, model: str | None, batch_size: int
+) -> list[Result]:
+    from rich.progress import Progress
+
+    results: list[Result] = []
+    with make_client(settings) as client:
+        items = inputs.items
+        if len(items) == 1:
+            one = client.predict(
+                inputs.texts[0] if inputs.texts else None,
+                features=inputs.records[0] if inputs.records else None,
+                model=model,
+            )
+            return [
+                Result(
+                    items[0],
+                    one.prediction,
+                    one.confidence,
+                    one.probabilities,
+                    one.model,
+                    one.version,
+                )
+            ]
+        limit = client.index().get("limits", {}).get("max_batch_items", batch_size)
+        size = max(1, min(batch_size, int(limit)))
+        show = len(items) > size and err_console.is_terminal
+        with Progress(console=err_console, transient=True, disable=not show) as progress:
+            task = progress.add_task("predicting", total=len(items))
+            for chunk in _chunks(items, size):
+                batch = client.predict_batch(
+                    chunk if inputs.texts is not None else None,
+                    records=chunk if inputs.records is not None else None,
+                    model=model,
+                )
+                for item, p in zip(chunk, batch.predictions, strict=True):
+                    results.append(
+                        Result(
+                            item,
+                            p.prediction,
+                            p.confidence,
+                            p.probabilities,
+                            batch.model,
+                            batch.version,
+                        )
+                    )
+                progress.advance(task, len(chunk))
+    return results
+
+
+def predict_local(
+    settings: Any, inputs: Inputs, model: str | None, batch_size: int
+) -> list[Result]:
+    """In-process prediction from the registry, through the same runtime the server uses."""
+    from mlserve.cli._common import open_registry
+    from mlserve.errors import UsageError
+    from mlserve.runtime.model import LoadedModel
+
+    registry = open_registry(settings)
+    reference = model or settings.server.default_model
+    if reference is None:
+        names = registry.names()
+        if len(names) != 1:
+            raise UsageError(
+                f"--model is required: the registry holds {len(names)} models "
+                f"({', '.join(names) or 'none'})"
+            )
+        reference = names[0]
+    artifact = registry.load(reference, default_alias=settings.server.default_alias)
+    for note in artifact.warnings:
+        err_console.print(f"[yellow]warning:[/] {note}")
+    loaded = LoadedModel(
+        artifact.estimator, artifact.metadata, max_text_length=settings.server.max_text_length
+    )
+    results: list[Result] = []
+    for chunk in _chunks(inputs.items, batch_size):
+        if inputs.texts is not None:
+            rows = [loaded.prepare(text=t, field=f"input {i + 1}") for i, t in enumerate(chunk)]
+        else:
+            rows = [loaded.prepare(features=r, field=f"input {i + 1}") for i, r in enumerate(chunk)]
+        for item, p in zip(chunk, loaded.predict(rows), strict=True):
+            results.append(
+                Result(item, p.label, p.confidence, p.probabilities, loaded.name, loaded.version)
+            )
+    return results
+
+
+# ---------------------------------------------------------------------------- output
+def _bar(value: float | None, width: int = 10) -> str:
+    if value is None:
+        return "-"
+    filled = round(value * width)
+    return f"{'█' * filled}{'░' * (width - filled)} {value:.3f}"
+
+
+def _short(item: Any, limit: int = 60) -> str:
+    text = item if isinstance(item, str) else json.dumps(item)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def render_table(results: list[Result], top: int) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    first = results[0]
+    table = Table(title=f"{first.model}:{first.version}", title_justify="left")
+    table.add_column("input", overflow="fold")
+    table.add_column("prediction")
+    table.add_column("confidence")
+    if top > 0:
+        table.add_column(f"top {top}")
+    for r in results:
+        row = [escape(_short(r.input)), escape(str(r.prediction)), _bar(r.confidence)]
+        if top > 0:
+            if r.probabilities:
+                ranked = sorted(r.probabilities.items(), key=lambda kv: kv[1], reverse=True)
+                row.append(", ".join(f"{escape(k)} {v:.2f}" for k, v in ranked[:top]))
+            else:
+                row.append("-")
+        table.add_row(*row)
+    console.print(table)
+
+
+def write_output(path: Path, results: list[Result]) -> None:
+    suffix = path.suffix.lower()
+    try:
+        with path.open("w", encoding="utf-8", newline="") as fh:
+            if suffix == ".csv":
+                classes = sorted({k for r in results for k in (r.probabilities or {})})
+                writer = csv.writer(fh)
+                writer.writerow(
+                    ["input", "prediction", "confidence", "model", "version",
+                     *[f"p_{c}" for c in classes]]
+                )  # fmt: skip
+                for r in results:
+                    probs = r.probabilities or {}
+                    writer.writerow(
+                        [
+                            r.input if isinstance(r.input, str) else json.dumps(r.input),
+                            r.prediction,
+                            "" if r.confidence is None else r.confidence,
+                            r.model,
+                            r.version,
+                            *[probs.get(c, "") for c in classes],
+                        ]
+                    )
+            else:
+                for r in results:
+                    fh.write(json.dumps(r.as_dict(), ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise _usage(f"cannot write --output {path}: {exc.strerror}") from None
+
+
+@cli_errors
+def predict(
+    texts: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Texts to classify; '-' reads one text per line from stdin.", show_default=False
+        ),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            "-f",
+            help=".txt (a text per line), .csv or .jsonl inputs.",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    text_column: Annotated[
+        str | None,
+        typer.Option(
+            "--text-column",
+            help="CSV column holding the text (default: 'text' when "
+            "present; otherwise every column is a numeric feature).",
+            show_default=False,
+        ),
+    ] = None,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            "--features",
+            help="One tabular input as JSON: '{\"a\": 1.0, ...}' or '[1.0, 2.0]'.",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model reference: name, name:3 or name@alias.", show_default=False
+        ),
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Predict in-process from the registry, no server.")
+    ] = False,
+    top: Annotated[int, typer.Option("--top", help="Show the K most likely classes.", min=0)] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per input (JSON lines).")
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write results to a .jsonl or .csv file.",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size", help="Inputs per batch request (capped by the server).", min=1
+        ),
+    ] = DEFAULT_CHUNK,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    timeout: TimeoutOpt = None,
+    registry: RegistryOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Predict texts or feature rows with a running server (or --local, from the registry).
+
+    Examples: mlserve predict "I loved it" · mlserve predict - < reviews.txt ·
+    mlserve predict --file rows.csv --model iris --json
+    """
+    settings = client_settings(config, url, api_key, timeout, registry={"path": registry})
+    inputs = gather_inputs(texts or [], file, features, text_column)
+    if local:
+        results = predict_local(settings, inputs, model, batch_size)
+    else:
+        results = predict_remote(settings, inputs, model, batch_size)
+    if output is not None:
+        write_output(output, results)
+    if as_json:
+        for r in results:
+            sys.stdout.write(json.dumps(r.as_dict(), ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    elif output is None or len(results) <= 20:
+        render_table(results, top)
+    if output is not None:
+        err_console.print(f"wrote {len(results)} result(s) to {output}")
