@@ -104,6 +104,8 @@ class LoggingSettings(Section):
     """Log level."""
     format: Literal["text", "json"] = "text"
     """text: readable lines; json: one JSON object per line (access logs included)."""
+    access_log: bool = True
+    """Log one line per HTTP request (method, path, status, duration, request id, model)."""
 
 
 # Set only while load_settings() builds a Settings, so the TOML layer sits below the environment.
