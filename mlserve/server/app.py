@@ -70,9 +70,12 @@ def _freeze_heap(_: object) -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings, *, background_load: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings, *, background_load: bool = False, freeze_heap: bool = False
+) -> FastAPI:
     """Build an app over `settings`; models load in its lifespan (in the background when asked,
-    so liveness answers while big models load)."""
+    so liveness answers while big models load). `freeze_heap` is for server processes (see
+    _freeze_heap); tests building many apps in one process leave it off."""
     registry = Registry(settings.registry_path)
     metrics = ServerMetrics()
     manager = ModelManager(settings, registry, metrics)
@@ -81,7 +84,8 @@ def create_app(settings: Settings, *, background_load: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader = asyncio.create_task(manager.load_all(), name="load-models")
-        loader.add_done_callback(_freeze_heap)
+        if freeze_heap:
+            loader.add_done_callback(_freeze_heap)
         if not background_load:
             await loader
         restore = _drain_on_signals(state)

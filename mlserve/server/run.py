@@ -31,7 +31,7 @@ def worker_app() -> Any:
     data = json.loads(os.environ[WORKER_ENV])
     settings = load_settings(data["config"], **data["overrides"])
     setup_logging(level=settings.logging.level, fmt=settings.logging.format)
-    return create_app(settings, background_load=True)
+    return create_app(settings, background_load=True, freeze_heap=True)
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def run(
         signal.signal(sig, _exit_cleanly)
     workers = settings.server.workers
     if workers <= 1:
-        app = create_app(settings, background_load=True)
+        app = create_app(settings, background_load=True, freeze_heap=True)
         uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings))).run()
         return
     os.environ[WORKER_ENV] = json.dumps({"config": config_path, "overrides": overrides or {}})
