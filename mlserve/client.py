@@ -7,9 +7,10 @@ The transport is injectable: pass `transport=httpx.MockTransport(...)` or an `ht
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from mlserve.errors import ServerResponseError, ServerUnreachableError
 from mlserve.schemas import (
@@ -54,22 +55,33 @@ def _batch_body(
     return body
 
 
+def _one_line(text: str, limit: int = 200) -> str:
+    """Collapse whitespace (an HTML error page, a traceback) into one short line."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def raise_for_error(response: httpx.Response) -> None:
     """Turn a non-2xx response into ServerResponseError with the server's own message."""
     if response.is_success:
         return
-    code, message, request_id = "http_error", "", None
+    code, message = "http_error", ""
+    request_id: str | None = response.headers.get("x-request-id")
     try:
         data = response.json()
+    except ValueError:  # not JSON: a proxy's page, a plain-text error
+        message = _one_line(response.text)
+    else:
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict):
-            code = str(err.get("code", code))
-            message = str(err.get("message", ""))
-            request_id = err.get("request_id")
+            code = str(err.get("code") or code)
+            message = _one_line(str(err.get("message") or ""))
+            if err.get("request_id"):
+                request_id = str(err["request_id"])
         elif isinstance(err, str):  # the V2 protocol's shape
-            message = err
-    except ValueError:
-        message = response.text[:200]
+            message = _one_line(err)
+        elif isinstance(data, dict) and isinstance(data.get("detail"), str):  # plain FastAPI
+            message = _one_line(data["detail"])
     message = message or response.reason_phrase or "error"
     raise ServerResponseError(
         f"{response.status_code} {code}: {message}",
@@ -79,14 +91,79 @@ def raise_for_error(response: httpx.Response) -> None:
     )
 
 
+def _decode(response: httpx.Response) -> Any:
+    """The JSON body of a successful response; anything else is a typed error, not a crash."""
+    raise_for_error(response)
+    try:
+        return response.json()
+    except ValueError:
+        raise _unexpected(response, "a body that is not JSON") from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(schema: type[M], data: Any, response: httpx.Response) -> M:
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise _unexpected(
+            response, f"a body that is not a {schema.__name__} ({where}: {first['msg']})"
+        ) from None
+
+
+def _unexpected(response: httpx.Response, what: str) -> ServerResponseError:
+    return ServerResponseError(
+        f"{response.request.url} answered {response.status_code} with {what}; "
+        "is --url an mlserve server?",
+        status=response.status_code,
+        code="invalid_response",
+        request_id=response.headers.get("x-request-id"),
+    )
+
+
+def _refused(exc: BaseException) -> bool:
+    """True when the connection was refused somewhere down the cause chain (anyio, used by the
+    async transport, reports 'All connection attempts failed' over the ConnectionRefusedError)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError) or "refused" in str(current).lower():
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _unreachable(url: str, exc: httpx.TransportError) -> ServerUnreachableError:
     if isinstance(exc, httpx.TimeoutException):
         return ServerUnreachableError(f"no answer from {url} in time ({type(exc).__name__})")
-    reason = str(exc) or type(exc).__name__
-    if "refused" in reason.lower() or isinstance(exc, httpx.ConnectError):
-        reason = "connection refused" if "refused" in reason.lower() else reason
+    if isinstance(exc, httpx.ConnectError):
+        reason = "connection refused" if _refused(exc) else (str(exc) or "cannot connect")
         return ServerUnreachableError(f"cannot reach {url}: {reason} — is `mlserve serve` running?")
-    return ServerUnreachableError(f"cannot reach {url}: {reason}")
+    return ServerUnreachableError(f"cannot reach {url}: {str(exc) or type(exc).__name__}")
+
+
+def _ready(response: httpx.Response) -> tuple[bool, ReadyResponse | None]:
+    if response.status_code not in (200, 503):
+        raise_for_error(response)
+    try:
+        body = ReadyResponse.model_validate(response.json())
+    except ValueError:  # a 503 from a proxy in front of a server that is not up yet
+        body = None
+    return response.status_code == 200, body
+
+
+def _health(response: httpx.Response) -> HealthResponse:
+    if response.status_code == 503:
+        # A 503 from the server still carries a health body; one from a proxy does not.
+        try:
+            return HealthResponse.model_validate(response.json())
+        except ValueError:
+            raise_for_error(response)
+    return _parse(HealthResponse, _decode(response), response)
 
 
 class Client:
@@ -128,16 +205,15 @@ class Client:
         except httpx.TransportError as exc:
             raise _unreachable(self.base_url, exc) from None
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, schema: type[M], method: str, path: str, **kwargs: Any) -> M:
         response = self.request(method, path, **kwargs)
-        raise_for_error(response)
-        return response.json()
+        return _parse(schema, _decode(response), response)
 
     def predict(
         self, text: str | None = None, *, features: Any = None, model: str | None = None
     ) -> PredictResponse:
-        data = self._json("POST", "/api/predict", json=_predict_body(text, features, model))
-        return PredictResponse.model_validate(data)
+        body = _predict_body(text, features, model)
+        return self._call(PredictResponse, "POST", "/api/predict", json=body)
 
     def predict_batch(
         self,
@@ -146,14 +222,17 @@ class Client:
         records: Sequence[Any] | None = None,
         model: str | None = None,
     ) -> BatchPredictResponse:
-        data = self._json("POST", "/api/predict/batch", json=_batch_body(texts, records, model))
-        return BatchPredictResponse.model_validate(data)
+        body = _batch_body(texts, records, model)
+        return self._call(BatchPredictResponse, "POST", "/api/predict/batch", json=body)
 
     def models(self) -> ModelList:
-        return ModelList.model_validate(self._json("GET", "/api/models"))
+        return self._call(ModelList, "GET", "/api/models")
 
     def index(self) -> dict[str, Any]:
-        data: dict[str, Any] = self._json("GET", "/")
+        response = self.request("GET", "/")
+        data = _decode(response)
+        if not isinstance(data, dict):
+            raise _unexpected(response, "a body that is not a JSON object")
         return data
 
     def live(self) -> bool:
@@ -161,21 +240,11 @@ class Client:
 
     def ready(self) -> tuple[bool, ReadyResponse | None]:
         """(ready?, body). A 503 is an answer (not ready), not an error."""
-        response = self.request("GET", "/api/ready")
-        if response.status_code not in (200, 503):
-            raise_for_error(response)
-        try:
-            body = ReadyResponse.model_validate(response.json())
-        except ValueError:
-            body = None
-        return response.status_code == 200, body
+        return _ready(self.request("GET", "/api/ready"))
 
     def health(self) -> HealthResponse:
         """Deep health: smoke predictions per model. 503 still carries a health body."""
-        response = self.request("GET", "/api/health")
-        if response.status_code not in (200, 503):
-            raise_for_error(response)
-        return HealthResponse.model_validate(response.json())
+        return _health(self.request("GET", "/api/health"))
 
 
 class AsyncClient:
@@ -198,6 +267,8 @@ class AsyncClient:
             timeout=timeout,
             transport=transport,
         )
+        if http is not None and api_key:
+            self._http.headers.update(_headers(api_key))
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -215,16 +286,15 @@ class AsyncClient:
         except httpx.TransportError as exc:
             raise _unreachable(self.base_url, exc) from None
 
-    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _call(self, schema: type[M], method: str, path: str, **kwargs: Any) -> M:
         response = await self.request(method, path, **kwargs)
-        raise_for_error(response)
-        return response.json()
+        return _parse(schema, _decode(response), response)
 
     async def predict(
         self, text: str | None = None, *, features: Any = None, model: str | None = None
     ) -> PredictResponse:
-        data = await self._json("POST", "/api/predict", json=_predict_body(text, features, model))
-        return PredictResponse.model_validate(data)
+        body = _predict_body(text, features, model)
+        return await self._call(PredictResponse, "POST", "/api/predict", json=body)
 
     async def predict_batch(
         self,
@@ -233,29 +303,19 @@ class AsyncClient:
         records: Sequence[Any] | None = None,
         model: str | None = None,
     ) -> BatchPredictResponse:
-        data = await self._json(
-            "POST", "/api/predict/batch", json=_batch_body(texts, records, model)
-        )
-        return BatchPredictResponse.model_validate(data)
+        body = _batch_body(texts, records, model)
+        return await self._call(BatchPredictResponse, "POST", "/api/predict/batch", json=body)
 
     async def models(self) -> ModelList:
-        return ModelList.model_validate(await self._json("GET", "/api/models"))
+        return await self._call(ModelList, "GET", "/api/models")
 
     async def live(self) -> bool:
         return (await self.request("GET", "/api/live")).status_code == 200
 
     async def ready(self) -> tuple[bool, ReadyResponse | None]:
-        response = await self.request("GET", "/api/ready")
-        if response.status_code not in (200, 503):
-            raise_for_error(response)
-        try:
-            body = ReadyResponse.model_validate(response.json())
-        except ValueError:
-            body = None
-        return response.status_code == 200, body
+        """(ready?, body). A 503 is an answer (not ready), not an error."""
+        return _ready(await self.request("GET", "/api/ready"))
 
     async def health(self) -> HealthResponse:
-        response = await self.request("GET", "/api/health")
-        if response.status_code not in (200, 503):
-            raise_for_error(response)
-        return HealthResponse.model_validate(response.json())
+        """Deep health: smoke predictions per model. 503 still carries a health body."""
+        return _health(await self.request("GET", "/api/health"))

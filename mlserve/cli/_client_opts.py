@@ -47,6 +47,14 @@ def client_settings(
     target = settings.client.url
     if not target.startswith(("http://", "https://")):
         raise UsageError(f"--url must start with http:// or https:// (got '{target}')")
+    import httpx
+
+    try:
+        host = httpx.URL(target).host
+    except httpx.InvalidURL as exc:
+        raise UsageError(f"--url '{target}' is not a valid URL: {exc}") from None
+    if not host:
+        raise UsageError(f"--url '{target}' names no host (e.g. http://127.0.0.1:8000)")
     if settings.client.timeout <= 0:
         raise UsageError("--timeout must be positive")
     return settings

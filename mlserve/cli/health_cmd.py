@@ -15,7 +15,7 @@ POLL_INTERVAL_S = 0.5
 
 def check_once(client: Any, mode: str) -> dict[str, Any]:
     """One probe; returns {"healthy": bool, "status": str, "models": [...], "error"?: str}."""
-    from mlserve.errors import MlserveError
+    from mlserve.errors import MlserveError, ServerUnreachableError
 
     try:
         if mode == "live":
@@ -34,8 +34,10 @@ def check_once(client: Any, mode: str) -> dict[str, Any]:
             "status": health.status,
             "models": [m.model_dump(mode="json") for m in health.models],
         }
-    except MlserveError as exc:
+    except ServerUnreachableError as exc:
         return {"healthy": False, "status": "unreachable", "models": [], "error": exc.message}
+    except MlserveError as exc:  # it answered, with an error (401, 500, not an mlserve server)
+        return {"healthy": False, "status": "error", "models": [], "error": exc.message}
 
 
 @cli_errors
@@ -72,9 +74,12 @@ def health_check(
     with make_client(settings) as client:
         while True:
             result = check_once(client, mode)
-            if result["healthy"] or time.monotonic() + POLL_INTERVAL_S > deadline:
+            remaining = deadline - time.monotonic()
+            if result["healthy"] or remaining <= 0:
                 break
-            time.sleep(POLL_INTERVAL_S)  # polling a server that is starting: bounded by --wait
+            # Polling a server that is starting, bounded by --wait; the last probe is at the
+            # deadline, so a server ready just before it still counts.
+            time.sleep(min(POLL_INTERVAL_S, remaining))
     result["url"] = settings.client.url
     result["check"] = mode
     if as_json and not quiet:

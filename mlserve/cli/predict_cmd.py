@@ -61,9 +61,15 @@ def _read_lines(lines: Iterator[str]) -> list[str]:
     return [line.rstrip("\r\n") for line in lines if line.strip()]
 
 
-def _number_record(row: dict[str, str], line: int, path: Path) -> dict[str, float | None]:
+def _number_record(row: dict[str | None, Any], line: int, path: Path) -> dict[str, float | None]:
+    extra = row.get(None)  # DictReader files values beyond the header under the key None
+    if extra:
+        columns = len(row) - 1
+        raise _usage(f"{path} row {line} has {columns + len(extra)} values for {columns} columns")
     out: dict[str, float | None] = {}
     for key, raw in row.items():
+        if key is None:
+            continue
         value = (raw or "").strip()
         if value == "":
             out[key] = None
@@ -154,6 +160,8 @@ def gather_inputs(
         inputs = read_file(file, text_column)
     elif texts == ["-"]:
         inputs = Inputs(texts=_read_lines(iter(sys.stdin)))
+    elif "-" in texts:
+        raise _usage("'-' reads texts from stdin: give it alone, without other texts")
     else:
         inputs = Inputs(texts=list(texts))
     if not inputs.items:
