@@ -8,6 +8,7 @@ import types
 import typing
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,6 +64,8 @@ class ServerSettings(Section):
     """Seconds an idle keep-alive connection stays open."""
     graceful_timeout: float = Field(default=10.0, gt=0)
     """Seconds in-flight requests get to finish on shutdown."""
+    allow_unauthenticated: bool = False
+    """Serve on a non-loopback address with auth off (no API keys, no JWT); refused otherwise."""
 
 
 class BatchingSettings(Section):
@@ -94,9 +97,83 @@ class LoadtestSettings(Section):
     """Seconds of unmeasured load before measuring."""
 
 
+class ApiKeyEntry(Section):
+    name: str = Field(min_length=1, max_length=64)
+    role: Literal["predict", "admin"]
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    expires_at: datetime | None = None
+
+
 class AuthSettings(Section):
     keys_file: Path | None = None
-    """File holding API-key hashes. Default: $MLSERVE_HOME/state/keys.json."""
+    """File holding API-key hashes (`mlserve keys`). Default: $MLSERVE_HOME/state/keys.json."""
+    keys: list[ApiKeyEntry] = Field(default_factory=list)
+    """Keys given as sha256 hashes, for deployments: [{name, role, sha256, expires_at?}]."""
+    public_metrics: bool = True
+    """Serve /metrics without a key (when auth is on)."""
+    public_docs: bool = True
+    """Serve /docs, /redoc and /openapi.json without a key (when auth is on)."""
+    jwt_secret: SecretStr | None = None
+    """HS256 secret for JWT bearer tokens (at least 32 bytes). Unset: no HS256 tokens."""
+    jwt_public_key: Path | None = None
+    """PEM file with the RS256 public key for JWT bearer tokens. Unset: no RS256 tokens."""
+    jwt_audience: str | None = None
+    """Required `aud` claim of JWTs, when set."""
+    jwt_issuer: str | None = None
+    """Required `iss` claim of JWTs, when set."""
+
+
+class RoleLimit(Section):
+    rate: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class RateLimitSettings(Section):
+    enabled: bool = False
+    """Limit requests per API key (or per client address when auth is off)."""
+    rate: float = Field(default=50.0, gt=0)
+    """Requests per second a client earns (token-bucket refill rate)."""
+    burst: int = Field(default=100, ge=1)
+    """Bucket size: the most requests a client may send at once."""
+    roles: dict[str, RoleLimit] = Field(default_factory=dict)
+    """Per-role overrides of rate and burst, keyed by role: admin, predict."""
+
+
+class CacheSettings(Section):
+    enabled: bool = False
+    """Cache predictions by (model, version, input); responses say X-Cache: hit|miss."""
+    max_entries: int = Field(default=10_000, ge=1)
+    """Most cached predictions (least recently used go first)."""
+    ttl_s: float = Field(default=300.0, gt=0)
+    """Seconds a cached prediction stays valid."""
+
+
+class JobsSettings(Section):
+    max_items: int = Field(default=100_000, ge=1)
+    """Most inputs in one async job."""
+    chunk_size: int = Field(default=500, ge=1)
+    """Inputs scored per step of a job (progress and resume granularity)."""
+    ttl_s: float = Field(default=7 * 86400.0, gt=0)
+    """Seconds a finished job and its results are kept."""
+    lease_s: float = Field(default=30.0, gt=0)
+    """A running job whose worker stops renewing its lease for this long is resumed elsewhere."""
+    concurrency: int = Field(default=1, ge=0)
+    """Jobs each server process works on at once (0: accept jobs, never run them here)."""
+    database: Path | None = None
+    """SQLite job store. Default: $MLSERVE_HOME/state/jobs.sqlite3."""
+
+
+class TrafficSettings(Section):
+    splits: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """A/B splits per model: version → weight, e.g. sentiment: {"3": 90, "4": 10}."""
+    shadow: dict[str, int] = Field(default_factory=dict)
+    """Shadow version per model, sent a copy of live traffic, e.g. sentiment: 5."""
+    watch_interval_s: float = Field(default=5.0, ge=0)
+    """Seconds between registry checks for alias changes (0: only on reload requests)."""
+    failure_threshold: int = Field(default=5, ge=1)
+    """Consecutive failed model calls that mark a version degraded (503 for the cooldown)."""
+    failure_cooldown_s: float = Field(default=30.0, gt=0)
+    """Seconds a degraded version fails fast before it is tried again."""
 
 
 class LoggingSettings(Section):
@@ -139,6 +216,10 @@ class Settings(BaseSettings):
     client: ClientSettings = Field(default_factory=ClientSettings)
     loadtest: LoadtestSettings = Field(default_factory=LoadtestSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
+    traffic: TrafficSettings = Field(default_factory=TrafficSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @classmethod
@@ -163,6 +244,10 @@ class Settings(BaseSettings):
     @property
     def keys_file(self) -> Path:
         return (self.auth.keys_file or self.state_dir / "keys.json").expanduser()
+
+    @property
+    def jobs_database(self) -> Path:
+        return (self.jobs.database or self.state_dir / "jobs.sqlite3").expanduser()
 
 
 class LoadedSettings(typing.NamedTuple):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -164,3 +165,49 @@ class ServerResponseError(MlserveError):
         self.status_code = status
         self.code = code
         self.request_id = request_id
+
+
+class Unauthorized(MlserveError):
+    """No valid credentials: the API key or token is missing, wrong, expired or revoked."""
+
+    code = "unauthorized"
+    status_code = 401
+    exit_code = 1
+
+    def __init__(
+        self, message: str, *, invalid_token: bool = False, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.invalid_token = invalid_token
+
+    def headers(self) -> dict[str, str]:
+        # RFC 6750: error="invalid_token" only when credentials were sent and refused.
+        challenge = 'Bearer realm="mlserve"'
+        if self.invalid_token:
+            challenge += ', error="invalid_token"'
+        return {"WWW-Authenticate": challenge}
+
+
+class Forbidden(MlserveError):
+    """Valid credentials whose role does not allow the request."""
+
+    code = "forbidden"
+    status_code = 403
+    exit_code = 1
+
+
+class RateLimited(MlserveError):
+    """The client sent more requests than its rate limit allows."""
+
+    code = "rate_limited"
+    status_code = 429
+    exit_code = 1
+
+    def __init__(
+        self, message: str, *, retry_after: float, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}

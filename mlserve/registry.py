@@ -23,7 +23,6 @@ import os
 import platform
 import re
 import shutil
-import tempfile
 import time
 import uuid
 import warnings
@@ -45,6 +44,8 @@ from mlserve.errors import (
     RegistryError,
     UsageError,
 )
+from mlserve.fsutil import atomic_write_json
+from mlserve.fsutil import fsync_dir as _fsync_dir
 from mlserve.schemas import ModelMetadata, ModelSummary, TaskKind, VersionSummary
 
 log = logging.getLogger(__name__)
@@ -121,37 +122,6 @@ class LoadedArtifact:
     estimator: Any
     metadata: ModelMetadata
     warnings: list[str] = field(default_factory=list)
-
-
-def _fsync_dir(path: Path) -> None:
-    # Directory fsync makes renames durable; not all platforms allow opening a directory.
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then os.replace over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -231,7 +201,8 @@ class Registry:
         if not self.root.is_dir():
             raise RegistryError(f"registry path {self.root} is not a directory")
         try:
-            next(iter(os.scandir(self.root)), None)
+            with os.scandir(self.root) as entries:  # closed, or it leaks a ResourceWarning
+                next(entries, None)
         except PermissionError:
             raise RegistryError(
                 f"registry {self.root} is not readable (permission denied)"
@@ -270,11 +241,12 @@ class Registry:
         path = self._model_dir(name) / ALIASES
         try:
             data = json.loads(path.read_text())
+            return {str(k): int(v) for k, v in data.items()}
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            # A hand-edited file can hold any JSON: report it instead of crashing.
             raise RegistryError(f"cannot read aliases file {path}: {exc}") from None
-        return {str(k): int(v) for k, v in data.items()}
 
     def metadata(self, name: str, version: int) -> ModelMetadata:
         path = self._version_dir(name, version) / METADATA

@@ -275,3 +275,170 @@ class ErrorResponse(BaseModel):
     """The one shape of every error response."""
 
     error: ErrorBody
+
+
+# ---------------------------------------------------------------------------- async jobs
+# (POST /api/predict/async, /api/jobs/{job_id}: batch scoring in the background)
+JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+JobKind = Literal["texts", "records"]
+
+
+class AsyncPredictRequest(BaseModel):
+    """One input or a batch, scored in the background: send exactly one of the input fields."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {"texts": ["Loved it", "Never again", "It arrived on Monday"]},
+                {"records": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], "model": "iris"},
+                {"text": "Refund took three weeks.", "model": "sentiment@staging"},
+            ]
+        },
+    )
+
+    text: str | None = Field(default=None, description="One text (text models).")
+    features: Features | None = Field(default=None, description="One feature row (tabular).")
+    texts: list[str] | None = Field(default=None, description="Texts (text models).")
+    records: list[Features] | None = Field(
+        default=None, description="Feature rows (tabular models)."
+    )
+    model: str | None = Field(
+        default=None,
+        description="Model reference: name, name:VERSION or name@ALIAS. Default: the server's.",
+    )
+    model_version: int | str | None = Field(
+        default=None, description="Version number or alias (compatibility; prefer 'model')."
+    )
+
+
+class JobProgress(BaseModel):
+    done: int = Field(description="Inputs scored so far.")
+    total: int = Field(description="Inputs in the job.")
+
+
+class JobAccepted(BaseModel):
+    """A job was stored and will be scored in the background."""
+
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": "6f1c2d0e9b7a4c3f8e5d4c3b2a190817",
+                    "status": "pending",
+                    "status_url": "/api/jobs/6f1c2d0e9b7a4c3f8e5d4c3b2a190817",
+                    "result_url": "/api/jobs/6f1c2d0e9b7a4c3f8e5d4c3b2a190817/result",
+                    "model": "sentiment",
+                    "version": 3,
+                    "total": 3,
+                    "created_at": "2025-11-29T17:30:00Z",
+                }
+            ]
+        },
+    )
+
+    job_id: str
+    status: JobStatus
+    status_url: str
+    result_url: str
+    model: str = Field(description="Model the job is scored with.")
+    version: int = Field(description="Version resolved at submission; every row uses it.")
+    total: int
+    created_at: datetime
+
+
+class JobInfo(BaseModel):
+    """Status, progress and timestamps of one job."""
+
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": "6f1c2d0e9b7a4c3f8e5d4c3b2a190817",
+                    "status": "running",
+                    "model": "sentiment",
+                    "version": 3,
+                    "kind": "texts",
+                    "progress": {"done": 1500, "total": 10000},
+                    "created_at": "2025-11-29T17:30:00Z",
+                    "started_at": "2025-11-29T17:30:00.2Z",
+                    "finished_at": None,
+                    "expires_at": None,
+                    "error": None,
+                    "status_url": "/api/jobs/6f1c2d0e9b7a4c3f8e5d4c3b2a190817",
+                    "result_url": "/api/jobs/6f1c2d0e9b7a4c3f8e5d4c3b2a190817/result",
+                }
+            ]
+        },
+    )
+
+    job_id: str
+    status: JobStatus
+    model: str
+    version: int
+    kind: JobKind = Field(description="texts (text model) or records (tabular model).")
+    progress: JobProgress
+    created_at: datetime
+    started_at: datetime | None = Field(description="When a worker first took the job.")
+    finished_at: datetime | None = Field(description="When it completed, failed or was cancelled.")
+    expires_at: datetime | None = Field(
+        description="When a finished job and its results are deleted (jobs.ttl_s)."
+    )
+    error: str | None = Field(description="Why the job failed; null otherwise.")
+    status_url: str
+    result_url: str
+
+
+class JobResultPage(BaseModel):
+    """A page of a completed job's predictions, in input order."""
+
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": "6f1c2d0e9b7a4c3f8e5d4c3b2a190817",
+                    "model": "iris",
+                    "version": 2,
+                    "total": 3,
+                    "offset": 0,
+                    "limit": 2,
+                    "next_offset": 2,
+                    "predictions": [
+                        {
+                            "prediction": "setosa",
+                            "confidence": 0.98,
+                            "probabilities": {
+                                "setosa": 0.98,
+                                "versicolor": 0.02,
+                                "virginica": 0.0,
+                            },
+                        },
+                        {
+                            "prediction": "virginica",
+                            "confidence": 0.93,
+                            "probabilities": {
+                                "setosa": 0.0,
+                                "versicolor": 0.07,
+                                "virginica": 0.93,
+                            },
+                        },
+                    ],
+                }
+            ]
+        },
+    )
+
+    job_id: str
+    model: str
+    version: int
+    total: int = Field(description="Predictions in the whole job.")
+    offset: int = Field(description="Index of the first prediction on this page.")
+    limit: int
+    next_offset: int | None = Field(description="Offset of the next page; null on the last one.")
+    predictions: list[PredictionItem] = Field(
+        description="predictions[i] answers input offset + i."
+    )

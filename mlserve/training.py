@@ -319,6 +319,8 @@ def train(
     task = task or choose_task(dataset)
     if dataset.kind == "text" and task != "text-classification":
         raise DataError("text data can only train a text-classification model")
+    if dataset.kind == "tabular" and task == "text-classification":
+        raise DataError("a text-classification model needs --text-column (the column of text)")
     y = _coerce_target(dataset, task)
     classify = task != "tabular-regression"
     if classify:

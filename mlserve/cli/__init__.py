@@ -10,6 +10,7 @@ from mlserve import __version__
 from mlserve.cli import (
     config_cmd,
     health_cmd,
+    keys_cmd,
     loadtest_cmd,
     models_cmd,
     predict_cmd,
@@ -57,6 +58,7 @@ app.command("health-check")(health_cmd.health_check)
 app.command("loadtest")(loadtest_cmd.loadtest)
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(keys_cmd.app, name="keys")
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import sys
@@ -10,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
-import click
 import typer
 from rich.console import Console
 
@@ -47,8 +47,19 @@ RegistryOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON to stdout.")]
 
 
+def _click(name: str, *, submodule: str = "") -> Any:
+    """An attribute of the click that typer runs on: recent typer vendors it as typer._click
+    (the `click` package's context and exceptions are then never the ones in play)."""
+    for package in ("typer._click", "click"):
+        try:
+            return getattr(importlib.import_module(package + submodule), name)
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError(f"no click providing {name}")  # pragma: no cover - typer needs one
+
+
 def is_verbose() -> bool:
-    ctx = click.get_current_context(silent=True)
+    ctx = _click("get_current_context", submodule=".globals")(silent=True)
     root = ctx.find_root() if ctx is not None else None
     return bool(root is not None and isinstance(root.obj, dict) and root.obj.get("verbose"))
 
@@ -72,7 +83,7 @@ def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise fail(_escape(exc.message), exc.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
-        except (typer.Exit, typer.Abort, click.ClickException):
+        except (typer.Exit, typer.Abort, _click("ClickException")):
             raise
         except Exception as exc:
             # An unexpected failure is a bug: one line by default, the traceback with --verbose.

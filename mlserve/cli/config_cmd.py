@@ -36,7 +36,11 @@ def render_config_document() -> str:
             if field.description:
                 lines.append(f"# {field.description}")
             if key in values:
-                lines.append(tomli_w.dumps({key: values[key]}).strip())
+                value = values[key]
+                if isinstance(value, dict) and not value:
+                    lines.append(f"{key} = {{}}")  # tomli-w would open a [table] here
+                else:
+                    lines.append(tomli_w.dumps({key: value}).strip())
             else:
                 lines.append(f"# {key} = ...  (unset by default)")
     return "\n".join(lines) + "\n"

@@ -8,9 +8,20 @@ from typing import Annotated, Any
 
 import typer
 
-from mlserve.cli._common import ConfigOpt, RegistryOpt, cli_errors, err_console, load_cli_settings
+from mlserve.cli._common import ConfigOpt, cli_errors, err_console, load_cli_settings
 
 log = logging.getLogger("mlserve.serve")
+
+# Like _common.RegistryOpt, but without click's file_okay=False: a file given as the registry
+# must end in serve's own one-line "is not a directory" error (exit 2), not a usage box.
+ServeRegistryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--registry",
+        help="Registry directory. Default: registry.path setting, else $MLSERVE_HOME/registry.",
+        show_default=False,
+    ),
+]
 
 
 def bootstrap_sample(settings: Any) -> None:
@@ -68,7 +79,14 @@ def serve(
             help="Do not train the bundled sentiment model when the registry is empty.",
         ),
     ] = False,
-    registry: RegistryOpt = None,
+    allow_unauthenticated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unauthenticated",
+            help="Serve on a non-loopback address although no API key or JWT is configured.",
+        ),
+    ] = False,
+    registry: ServeRegistryOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Start the inference server (FastAPI on uvicorn) over the registry's models.
@@ -78,10 +96,17 @@ def serve(
     """
     overrides: dict[str, Any] = {
         "registry": {"path": str(registry) if registry else None},
-        "server": {"host": host, "port": port, "workers": workers, "models": model or None},
+        "server": {
+            "host": host,
+            "port": port,
+            "workers": workers,
+            "models": model or None,
+            "allow_unauthenticated": allow_unauthenticated or None,
+        },
         "logging": {"level": log_level, "format": log_format},
     }
     settings = load_cli_settings(config, **overrides)
+    check_exposure(settings)
     from mlserve.cli._common import open_registry
 
     reg = open_registry(settings)
@@ -99,6 +124,39 @@ def serve(
         f"  docs    {base}/docs\n  metrics {base}/metrics\n  health  {base}/api/health"
     )
     run(settings, config_path=str(config) if config else None, overrides=_json_safe(overrides))
+
+
+def check_exposure(settings: Any) -> None:
+    """Refuse to serve beyond loopback with auth off, unless explicitly allowed (then warn).
+    Also validates the auth settings (key file, JWT) before anything binds."""
+    from mlserve.errors import ConfigError
+    from mlserve.server.auth import auth_configured
+
+    host = settings.server.host
+    if auth_configured(settings) or is_loopback(host):
+        return
+    if not settings.server.allow_unauthenticated:
+        raise ConfigError(
+            f"refusing to serve on {host or 'every interface'} without authentication: create "
+            "a key with `mlserve keys create --role predict` (or set auth.keys or a JWT key), "
+            "bind 127.0.0.1, or pass --allow-unauthenticated"
+        )
+    log.warning(
+        "serving on %s WITHOUT authentication (--allow-unauthenticated): anyone who can reach "
+        "this address can call every endpoint, admin ones included",
+        host,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a hostname other than localhost, or "" (every interface)
 
 
 def _display_host(host: str) -> str:

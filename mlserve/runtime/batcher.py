@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from mlserve.errors import ModelUnavailableError, OverloadedError, PredictionError
+from mlserve.errors import MlserveError, ModelUnavailableError, OverloadedError, PredictionError
 
 log = logging.getLogger(__name__)
 
@@ -150,16 +150,20 @@ class Batcher(Generic[T]):
             self.in_flight = len(batch)
             started = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._executor, self._predict, rows)
-                self._observe(len(rows), time.perf_counter() - started)
-                self._deliver(batch, results)
+                try:
+                    results = await loop.run_in_executor(self._executor, self._predict, rows)
+                except Exception as exc:  # noqa: BLE001 - the model's failure goes to its callers
+                    await self._isolate(batch, exc)
+                else:
+                    self._observe(len(rows), time.perf_counter() - started)
+                    self._deliver(batch, results)
             except asyncio.CancelledError:
+                # Stopped mid-call (or mid-isolation): these callers are no longer queued, so
+                # nothing else would ever answer them.
                 self._fail(
                     batch, ModelUnavailableError(f"model {self.name} stopped", retry_after=1)
                 )
                 raise
-            except Exception as exc:  # noqa: BLE001 - the model's failure goes to its callers
-                await self._isolate(batch, exc)
             finally:
                 self.in_flight = 0
 
@@ -184,18 +188,27 @@ class Batcher(Generic[T]):
 
     async def _isolate(self, batch: list[_Item], exc: Exception) -> None:
         """The model raised: retry each request alone so one poisoned input cannot fail the
-        others that happened to share its batch; the failing ones get a 500."""
-        log.error(
-            "model %s failed on a batch of %d request(s): %s: %s",
-            self.name,
-            len(batch),
-            type(exc).__name__,
-            exc,
-            exc_info=exc,
-        )
+        others that happened to share its batch. A predict function rejects an input by raising
+        an MlserveError (passed to that caller as is); anything else is a model failure, logged
+        here with its traceback and answered with a PredictionError that reveals nothing."""
+        if isinstance(exc, MlserveError):
+            log.info("model %s refused a batch of %d request(s): %s", self.name, len(batch), exc)
+        else:
+            log.error(
+                "model %s failed on a batch of %d request(s): %s: %s",
+                self.name,
+                len(batch),
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
         error = PredictionError(f"model {self.name} failed to predict")
+
+        def public(failure: Exception) -> Exception:
+            return failure if isinstance(failure, MlserveError) else error
+
         if len(batch) == 1:
-            self._fail(batch, error)
+            self._fail(batch, public(exc))
             return
         loop = asyncio.get_running_loop()
         for item in batch:
@@ -203,10 +216,12 @@ class Batcher(Generic[T]):
                 continue
             try:
                 results = await loop.run_in_executor(self._executor, self._predict, list(item.rows))
-            except Exception:  # noqa: BLE001 - already logged once for this batch
-                item.future.set_exception(error)
+            except Exception as item_exc:  # noqa: BLE001 - already logged once for this batch
+                if not item.future.done():
+                    item.future.set_exception(public(item_exc))
             else:
-                item.future.set_result(results)
+                if not item.future.done():
+                    item.future.set_result(results)
 
     async def stop(self, *, drain: bool = True, timeout: float = 10.0) -> None:
         """Stop accepting work; finish (drain=True) or fail what is queued; free the thread."""

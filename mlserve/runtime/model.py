@@ -164,8 +164,29 @@ class LoadedModel:
         return np.asarray(rows, dtype=float).reshape(len(rows), self.n_features)
 
     def predict(self, rows: Sequence[Any]) -> list[Prediction]:
-        """One vectorized model call for prepared rows (one predict_proba pass when exact)."""
+        """One vectorized model call for prepared rows (one predict_proba pass when exact).
+
+        Missing values (null features) go to the model, which may handle them; when it refuses
+        them, that is the input's fault: InvalidInputError naming the features, not a 500."""
         x = self._matrix(rows)
+        try:
+            return self._predict(x)
+        except ValueError as exc:
+            missing = self._missing_features(x)
+            if not missing:
+                raise
+            raise InvalidInputError(
+                f"model {self.ref} does not accept missing values (null) for "
+                f"{', '.join(missing)}; send a number for every feature"
+            ) from exc
+
+    def _missing_features(self, x: Any) -> list[str]:
+        if self.is_text:
+            return []
+        columns = np.flatnonzero(np.isnan(x).any(axis=0)).tolist()
+        return [self.feature_names[j] if self.feature_names else str(j) for j in columns]
+
+    def _predict(self, x: Any) -> list[Prediction]:
         if not self.has_proba:
             labels = self.estimator.predict(x)
             return [

@@ -19,12 +19,14 @@ from starlette.middleware.gzip import GZipMiddleware
 from mlserve import __version__
 from mlserve.config import Settings
 from mlserve.registry import Registry
+from mlserve.server.auth import install_auth
 from mlserve.server.errors import install_error_handlers
 from mlserve.server.fastpath import FastPredictMiddleware
 from mlserve.server.manager import ModelManager
 from mlserve.server.metrics import ServerMetrics
 from mlserve.server.middleware import RequestContextMiddleware
-from mlserve.server.routes import health, models, predict
+from mlserve.server.ratelimit import install_rate_limit
+from mlserve.server.routes import health, models, predict, v2
 from mlserve.server.state import AppState
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ def create_app(
             if not loader.done():
                 loader.cancel()
             await manager.close()
+            metrics.close()
             log.info("server stopped")
 
     app = FastAPI(
@@ -113,6 +116,7 @@ def create_app(
     app.include_router(predict.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(v2.router)
 
     @app.get("/", tags=["meta"], summary="Service index")
     async def index() -> dict[str, Any]:
@@ -155,6 +159,10 @@ def create_app(
             expose_headers=["X-Request-ID", "X-Process-Time"],
         )
     app.add_middleware(FastPredictMiddleware, app_state=state)
+    # Outside the fast path, so predictions are authenticated and limited too; auth first,
+    # so buckets are per principal.
+    install_rate_limit(app, settings, metrics)
+    install_auth(app, settings, metrics)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,

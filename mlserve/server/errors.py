@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -47,6 +49,15 @@ def error_response(
         metrics.errors.labels(code).inc()
     state = request.scope.setdefault("state", {})
     state["error_code"] = code
+    if is_v2_path(request.scope.get("path", "")):
+        # Open Inference Protocol shape ({"error": "<message>"}, what tritonclient reads); the
+        # protocol answers invalid requests with 400 where /api uses 422.
+        return Response(
+            v2_error_body(message),
+            status_code=400 if status == 422 else status,
+            headers=headers,
+            media_type="application/json",
+        )
     return Response(
         error_body(code, message, request_id_of(request)),
         status_code=status,
@@ -75,6 +86,32 @@ def error_body(code: str, message: str, request_id: str | None) -> bytes:
     return orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
 
 
+def is_v2_path(path: str) -> bool:
+    """Paths of the Open Inference Protocol (V2) routes, whose errors have their own shape."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def v2_error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+def redact_paths(message: str, *roots: Path) -> str:
+    """`message` without the server's file paths under `roots` (a registry error names its
+    files; the server log keeps them, clients get the rest of the message)."""
+    for root in roots:
+        if len(root.parts) < 2:
+            continue  # never "/" (it would eat every absolute path, routes included)
+        message = re.sub(rf"\s*{re.escape(str(root))}[^\s:;,)]*", "", message)
+    return message
+
+
+def _server_roots(request: Request) -> tuple[Path, ...]:
+    state = getattr(request.app.state, "mlserve", None)
+    if state is None:
+        return ()
+    return (state.registry.root, state.settings.home)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """MlserveError, validation and HTTP errors become the error shape; anything else is
     caught by the request middleware as a plain 500."""
@@ -83,7 +120,8 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, MlserveError)  # noqa: S101 - registered for this type only
         if exc.status_code >= 500:
             log.warning("%s: %s", exc.code, exc.message)
-        return error_response(request, exc.status_code, exc.code, exc.message, exc.headers())
+        message = redact_paths(exc.message, *_server_roots(request))
+        return error_response(request, exc.status_code, exc.code, message, exc.headers())
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)  # noqa: S101

@@ -44,9 +44,13 @@ class FastPredictMiddleware:
                 return
             if key == b"accept-encoding" and b"gzip" in value:
                 accepts_gzip = True
+        # Named for the request metrics, which otherwise only know routed requests' templates.
+        scope["state"]["route"] = PREDICT_PATH
         try:
             body = await _read_body(receive)
         except HTTPException as exc:  # body over the limit (raised by the request middleware)
+            self.state.metrics.errors.labels("payload_too_large").inc()
+            scope["state"]["error_code"] = "payload_too_large"
             await _send(send, exc.status_code, error_body(
                 "payload_too_large", str(exc.detail), scope["state"].get("request_id")
             ))  # fmt: skip

@@ -21,6 +21,7 @@ from mlserve.registry import ModelRef, Registry
 from mlserve.runtime.batcher import Batcher, BatchingConfig
 from mlserve.runtime.model import LoadedModel, Prediction
 from mlserve.schemas import ModelMetadata
+from mlserve.server.errors import redact_paths
 from mlserve.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -157,8 +158,14 @@ class ModelManager:
             served.error = None
         except MlserveError as exc:
             served.status = "failed"
-            served.error = exc.message
+            # Shown to clients (/api/models, /api/health, 503s): the log keeps the file paths.
+            served.error = redact_paths(exc.message, self.registry.root, self.settings.home)
             log.error("cannot load %s: %s", served.ref, exc.message)
+        except Exception:
+            # A bug, not a bad model: still only this model fails, and the others serve.
+            served.status = "failed"
+            served.error = "internal error while loading (see the server log)"
+            log.exception("cannot load %s", served.ref)
 
     # ------------------------------------------------------------------ lookup
     def served(self, name: str) -> ServedModel:
@@ -177,7 +184,10 @@ class ModelManager:
                 raise InvalidInputError(
                     f"'model' is required: this server serves several models ({serving})"
                 )
-            ref = ModelRef(name=name)
+            # server.default_model may pin a version or an alias (iris:2, iris@staging); a
+            # request's own model_version still wins over that pin.
+            default = self.settings.server.default_model
+            ref = ModelRef.parse(default) if default and version is None else ModelRef(name=name)
         else:
             ref = ModelRef.parse(reference)
         if version is not None and ref.version is None and ref.alias is None:
@@ -280,3 +290,44 @@ class ModelManager:
             *self._background,
             return_exceptions=True,
         )
+
+    # ------------------------------------------------------------------ repository (V2 load/unload)
+    async def load(self, name: str) -> Runtime:
+        """Serve `name` from the registry: load it if it is not loaded (also a registry model
+        not served so far), or reload it (picking up a moved alias) if it is."""
+        served = self.models.get(name)
+        if served is None:
+            ref = ModelRef.parse(name)
+            if ref.version is not None or ref.alias is not None:
+                raise InvalidInputError(f"load takes a model name, not a reference ('{name}')")
+            await asyncio.to_thread(self.registry.versions, ref.name)  # 404 if not registered
+            served = self.models.setdefault(ref.name, ServedModel(name=ref.name, ref=ref))
+        if served.current is not None:
+            await self.reload(served.name)
+        else:
+            async with served.lock:
+                if served.current is None:
+                    served.status = "loading"
+                    await self._load_current(served)
+        if served.current is None:
+            raise ModelUnavailableError(f"cannot load model '{served.name}': {served.error}")
+        return served.current
+
+    async def unload(self, name: str) -> list[int]:
+        """Stop serving `name` (every loaded version; queued requests still get answers).
+        It stays listed, unavailable (503), until loaded again. Returns the versions stopped."""
+        served = self.served(name)
+        async with served.lock:
+            runtimes = [served.current] if served.current is not None else []
+            runtimes.extend(served.extra.values())
+            served.current = None
+            served.extra.clear()
+            # ServedModel.status has no "unloaded" value (it is part of the /api schemas):
+            # an unloaded model reads as failed, with the reason in `error`.
+            served.status = "failed"
+            served.error = "unloaded through the model repository API"
+            for runtime in runtimes:
+                self._retire(runtime)
+        if runtimes:
+            log.info("unloaded %s (versions %s)", name, ", ".join(str(r.version) for r in runtimes))
+        return [r.version for r in runtimes]

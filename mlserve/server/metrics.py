@@ -11,7 +11,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
@@ -90,6 +90,12 @@ class ServerMetrics:
             ["code"],
             registry=r,
         )
+
+    def close(self) -> None:
+        """In multiprocess mode, drop this process's live gauges (in-flight requests, models
+        loaded) from the aggregate when it stops."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def render(self) -> bytes:
         """The text exposition; aggregates all workers when multiprocess mode is on."""

@@ -11,7 +11,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlserve.server.errors import error_body
+from mlserve.server.errors import error_body, is_v2_path, v2_error_body
 from mlserve.server.metrics import ServerMetrics
 from mlserve.server.state import AppState
 
@@ -56,6 +56,7 @@ class RequestContextMiddleware:
             await _send_error(
                 send, 413, "payload_too_large",
                 f"request body is {declared} bytes; the limit is {limit}", request_id, started,
+                path=scope.get("path", ""),
             )  # fmt: skip
             self._record(scope, 413, started, request_id)
             return
@@ -92,8 +93,9 @@ class RequestContextMiddleware:
             self.metrics.errors.labels("internal_error").inc()
             if not response_started:
                 await _send_error(
-                    send, 500, "internal_error", "internal server error", request_id, started
-                )
+                    send, 500, "internal_error", "internal server error", request_id, started,
+                    path=scope.get("path", ""),
+                )  # fmt: skip
             status_holder[0] = 500
         finally:
             self.metrics.in_flight.dec()
@@ -102,14 +104,14 @@ class RequestContextMiddleware:
 
     def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:
         elapsed = time.perf_counter() - started
-        route = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
+        state = scope.get("state", {})
+        # Routed requests carry their route; the predict fast path names its template in state.
+        template = getattr(scope.get("route"), "path", None) or state.get("route") or "unmatched"
         method = scope.get("method", "")
         self.metrics.requests.labels(method, template, str(status)).inc()
         self.metrics.request_latency.labels(method, template).observe(elapsed)
         if not self.access_log_enabled or not access_log.isEnabledFor(logging.INFO):
             return
-        state = scope.get("state", {})
         model, version = state.get("model"), state.get("version")
         access_log.info(
             "%s %s %d %.1fms rid=%s%s",
@@ -127,6 +129,8 @@ class RequestContextMiddleware:
                 "request_id": request_id,
                 "model": model,
                 "version": version,
+                # Who called (a key's name or a JWT subject), never the credential.
+                "principal": getattr(state.get("principal"), "name", None),
             },
         )
 
@@ -135,7 +139,7 @@ def _request_id(scope: Scope) -> str:
     for key, value in scope.get("headers", ()):
         if key == b"x-request-id":
             text: str = value.decode("latin-1")
-            if SAFE_REQUEST_ID.match(text):
+            if SAFE_REQUEST_ID.fullmatch(text):  # match() would let "id\n" through ($)
                 return text
             break
     return uuid.uuid4().hex
@@ -152,9 +156,17 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _send_error(
-    send: Send, status: int, code: str, message: str, request_id: str, started: float
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    request_id: str,
+    started: float,
+    *,
+    path: str = "",
 ) -> None:
-    body = error_body(code, message, request_id)
+    # V2 (Open Inference Protocol) clients expect {"error": "<message>"}.
+    body = v2_error_body(message) if is_v2_path(path) else error_body(code, message, request_id)
     elapsed_ms = (time.perf_counter() - started) * 1000.0
     await send(
         {

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
+import tempfile
 from types import FrameType
 from typing import Any
 
@@ -16,6 +18,7 @@ from mlserve.config import Settings, load_settings
 log = logging.getLogger(__name__)
 
 WORKER_ENV = "_MLSERVE_WORKER_SETTINGS"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -31,7 +34,10 @@ def worker_app() -> Any:
     data = json.loads(os.environ[WORKER_ENV])
     settings = load_settings(data["config"], **data["overrides"])
     setup_logging(level=settings.logging.level, fmt=settings.logging.format)
-    return create_app(settings, background_load=True, freeze_heap=True)
+    # Load before serving: a worker only starts accepting on the shared socket once its models
+    # are loaded, so a request never lands on a worker that would answer 503 while its
+    # siblings are ready.
+    return create_app(settings, background_load=False, freeze_heap=True)
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -60,11 +66,22 @@ def run(
         uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings))).run()
         return
     os.environ[WORKER_ENV] = json.dumps({"config": config_path, "overrides": overrides or {}})
-    config = uvicorn.Config(
-        "mlserve.server.run:worker_app",
-        factory=True,
-        workers=workers,
-        **uvicorn_options(settings),
-    )
-    sock = config.bind_socket()
-    uvicorn.supervisors.Multiprocess(config, sockets=[sock]).run()
+    # /metrics must count every worker's requests, not the one that answers the scrape:
+    # prometheus_client's multiprocess mode, in a folder made for this run.
+    metrics_dir = None
+    if not os.environ.get(MULTIPROC_ENV):
+        metrics_dir = tempfile.mkdtemp(prefix="mlserve-metrics-")
+        os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
+        config = uvicorn.Config(
+            "mlserve.server.run:worker_app",
+            factory=True,
+            workers=workers,
+            **uvicorn_options(settings),
+        )
+        sock = config.bind_socket()
+        uvicorn.supervisors.Multiprocess(config, sockets=[sock]).run()
+    finally:
+        if metrics_dir is not None:
+            os.environ.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)

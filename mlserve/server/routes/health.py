@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from datetime import datetime
 
-import psutil
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
@@ -140,7 +138,7 @@ async def health_detailed(state: StateDep) -> Response:
                 queue_depth=runtime.batcher.queue_depth if runtime else 0,
             )
         )
-    proc = psutil.Process(os.getpid())
+    proc = state.process
     with proc.oneshot():
         cpu = proc.cpu_times()
         info = ProcessInfo(

@@ -1,0 +1,162 @@
+"""Shared fixtures: an isolated MLSERVE_HOME per test, tiny fitted models, a CLI runner."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from mlserve.registry import Registry
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No MLSERVE_* variable from the outside leaks in; the home and the cwd are per-test."""
+    for key in list(os.environ):
+        if key.upper().startswith("MLSERVE_"):
+            monkeypatch.delenv(key)
+    home = tmp_path / "home"
+    monkeypatch.setenv("MLSERVE_HOME", str(home))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # so a stray ./mlserve.toml is never discovered
+    return home
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI points its loggers at the captured stderr of one invocation; undo that."""
+    loggers = [logging.getLogger(name) for name in ("mlserve", "uvicorn", "uvicorn.error")]
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    yield
+    for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
+
+
+@pytest.fixture
+def home(isolated_env: Path) -> Path:
+    return isolated_env
+
+
+@pytest.fixture
+def registry_path(home: Path) -> Path:
+    return home / "registry"
+
+
+@pytest.fixture
+def registry(registry_path: Path) -> Registry:
+    return Registry(registry_path)
+
+
+def _xy() -> tuple[Any, list[int]]:
+    import numpy as np
+
+    x = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [2.0, 1.0], [0.0, 2.0]])
+    return x, [0, 1, 1, 0, 1, 0]
+
+
+@pytest.fixture
+def classifier() -> Any:
+    """A tiny fitted tabular classifier (two features, classes 0 and 1)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = _xy()
+    return LogisticRegression().fit(x, y)
+
+
+@pytest.fixture
+def regressor() -> Any:
+    from sklearn.linear_model import LinearRegression
+
+    x, _ = _xy()
+    return LinearRegression().fit(x, [0.5, 1.5, 2.0, 0.1, 3.2, 0.7])
+
+
+@pytest.fixture
+def text_classifier() -> Any:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    texts = ["good great fine", "awful bad", "lovely good", "terrible awful", "great", "bad"]
+    labels = ["pos", "neg", "pos", "neg", "pos", "neg"]
+    return Pipeline([("tfidf", TfidfVectorizer()), ("clf", LogisticRegression())]).fit(
+        texts, labels
+    )
+
+
+def _dump(obj: Any, path: Path) -> Path:
+    import joblib
+
+    joblib.dump(obj, path)
+    return path
+
+
+@pytest.fixture
+def save_joblib() -> Callable[[Any, Path], Path]:
+    """Write any object to a joblib file (how a user would save a model)."""
+    return _dump
+
+
+@pytest.fixture
+def model_file(tmp_path: Path, classifier: Any) -> Path:
+    """The tiny classifier saved with joblib (made per test, never committed)."""
+    return _dump(classifier, tmp_path / "model.joblib")
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def cli(runner: CliRunner) -> Callable[..., Result]:
+    """Invoke `mlserve ARGS...` in-process; stdout and stderr are captured separately."""
+    from mlserve.cli import app
+
+    def invoke(*args: str | os.PathLike[str]) -> Result:
+        return runner.invoke(app, [str(a) for a in args])
+
+    return invoke
+
+
+def _assert_user_error(result: Result, *fragments: str, code: int = 2) -> None:
+    """A user error: the exit code, one line on stderr naming the fragments, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    message = result.stderr.strip()
+    assert message.startswith("error: "), message
+    assert "\n" not in message, message
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+@pytest.fixture
+def assert_user_error() -> Callable[..., None]:
+    return _assert_user_error
+
+
+@pytest.fixture
+def run_mlserve() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run `python -m mlserve ARGS...` as a real process with the test's environment."""
+
+    def run(*args: str | os.PathLike[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mlserve", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(os.environ),
+            check=False,
+        )
+
+    return run

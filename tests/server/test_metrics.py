@@ -1,0 +1,153 @@
+"""GET /metrics: Prometheus text that counts what the server did."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from mlserve.schemas import ModelMetadata
+
+FLOWERS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+
+
+def scrape(client: TestClient) -> dict[str, list[Any]]:
+    """Samples by name from the exposition text (parsed, so the format must be valid)."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples: dict[str, list[Any]] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    return samples
+
+
+def value(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels` (0 when none)."""
+    return sum(
+        s.value
+        for s in samples.get(name, [])
+        if all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def test_request_counter_counts_every_predict_request(client: TestClient) -> None:
+    before = scrape(client)
+    for _ in range(5):
+        client.post("/api/predict", json={"text": "lovely", "model": "sentiment"})
+
+    after = scrape(client)
+
+    labels = {"method": "POST", "route": "/api/predict", "status": "200"}
+    got = value(after, "mlserve_http_requests_total", **labels)
+    assert got - value(before, "mlserve_http_requests_total", **labels) == 5
+    assert value(after, "mlserve_http_request_duration_seconds_count", route="/api/predict") == 5
+
+
+def test_requests_are_labelled_by_route_template_not_path(client: TestClient) -> None:
+    client.get("/api/models/iris")
+    client.get("/api/models/sentiment")
+    client.get("/no/such/route/1")
+
+    samples = scrape(client)
+
+    routes = {s.labels["route"] for s in samples["mlserve_http_requests_total"]}
+    assert "/api/models/{name}" in routes
+    assert not any("iris" in r or "/no/such" in r for r in routes)
+    assert value(samples, "mlserve_http_requests_total", route="/api/models/{name}") == 2
+
+
+def test_predictions_are_counted_by_model_version_and_class(
+    client: TestClient, iris_estimator: Any, iris_meta: ModelMetadata
+) -> None:
+    response = client.post("/api/predict/batch", json={"records": FLOWERS, "model": "iris"})
+    assert response.status_code == 200
+    client.post("/api/predict", json={"features": FLOWERS[0], "model": "iris"})
+
+    samples = scrape(client)
+
+    labels = [str(c) for c in iris_estimator.predict(FLOWERS + [FLOWERS[0]])]
+    for cls in set(labels):
+        got = value(
+            samples,
+            "mlserve_predictions_total",
+            model="iris",
+            version=str(iris_meta.version),
+            predicted_class=cls,
+        )
+        assert got == labels.count(cls), cls
+
+
+def test_batch_sizes_are_observed(model_server: TestClient) -> None:
+    model_server.post("/api/predict/batch", json={"records": FLOWERS, "model": "iris"})
+    model_server.post("/api/predict", json={"features": FLOWERS[0], "model": "iris"})
+
+    samples = scrape(model_server)
+
+    assert value(samples, "mlserve_batch_size_count", model="iris", version="1") == 2
+    assert value(samples, "mlserve_batch_size_sum", model="iris", version="1") == 4
+    assert value(samples, "mlserve_batch_size_bucket", model="iris", le="1.0") == 1
+    assert value(samples, "mlserve_batch_size_bucket", model="iris", le="4.0") == 2
+    assert value(samples, "mlserve_prediction_duration_seconds_count", model="iris") == 2
+
+
+@pytest.fixture
+def model_server(iris_meta: ModelMetadata, text_meta: ModelMetadata, serve: Any) -> TestClient:
+    return serve()
+
+
+def test_models_loaded_gauge_and_load_time(model_server: TestClient) -> None:
+    samples = scrape(model_server)
+
+    assert value(samples, "mlserve_models_loaded") == 2
+    assert value(samples, "mlserve_model_load_duration_seconds_count", model="iris") == 1
+    assert value(samples, "mlserve_model_load_duration_seconds_count", model="sentiment") == 1
+
+
+def test_errors_are_counted_by_code(client: TestClient) -> None:
+    client.post("/api/predict", json={"text": "x", "model": "nosuch"})
+    client.post("/api/predict", json={"text": "x", "model": "nosuch"})
+    client.post("/api/predict", json={"model": "sentiment"})
+
+    samples = scrape(client)
+
+    assert value(samples, "mlserve_errors_total", code="model_not_found") == 2
+    assert value(samples, "mlserve_errors_total", code="invalid_input") == 1
+    assert value(samples, "mlserve_http_requests_total", route="/api/predict", status="404") == 2
+
+
+def test_in_flight_gauge_is_back_to_one_between_scrapes(client: TestClient) -> None:
+    client.post("/api/predict", json={"text": "x", "model": "sentiment"})
+
+    samples = scrape(client)
+
+    assert value(samples, "mlserve_http_requests_in_flight") == 1  # the scrape itself
+
+
+def test_two_apps_in_one_process_keep_separate_metrics(
+    iris_meta: ModelMetadata, serve: Any
+) -> None:
+    first, second = serve(), serve()
+
+    first.post("/api/predict", json={"features": FLOWERS[0]})
+
+    assert value(scrape(first), "mlserve_predictions_total") == 1
+    assert value(scrape(second), "mlserve_predictions_total") == 0
+
+
+def test_a_body_over_the_limit_is_counted_as_payload_too_large(
+    text_meta: ModelMetadata, serve: Any
+) -> None:
+    client = serve(server={"max_body_bytes": 1024})
+
+    def chunks() -> Any:
+        yield b'{"text": "' + b"x" * 2000 + b'"}'
+
+    client.post("/api/predict", content=chunks(), headers={"content-type": "application/json"})
+
+    samples = scrape(client)
+    assert value(samples, "mlserve_errors_total", code="payload_too_large") == 1
+    assert value(samples, "mlserve_http_requests_total", route="/api/predict", status="413") == 1

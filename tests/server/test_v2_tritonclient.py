@@ -1,0 +1,238 @@
+"""The real tritonclient.http against a real `mlserve serve` process speaking V2."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from mlserve.registry import Registry
+
+from .conftest import IRIS_FEATURES
+
+# A guard for environments without the test extra; CI installs it, so this module runs there.
+httpclient = pytest.importorskip("tritonclient.http")
+InferenceServerException = pytest.importorskip("tritonclient.utils").InferenceServerException
+
+pytestmark = pytest.mark.slow
+
+TEXTS = [
+    "The staff were wonderful and the food was great",
+    "Terrible service, the box arrived broken",
+    "The meeting is on Tuesday",
+]
+FLOWERS = np.array([[5.1, 3.5, 1.4, 0.2], [6.1, 2.8, 4.7, 1.2], [6.7, 3.0, 5.2, 2.3]])
+START_TIMEOUT_S = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.process = process
+        self.port = port
+        self.log = log
+        self.url = f"127.0.0.1:{port}"
+        self.base = f"http://{self.url}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _wait_ready(server: Server) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    with httpx.Client(base_url=server.base, timeout=2.0) as http:
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                pytest.fail(f"mlserve serve exited early:\n{server.output()}")
+            try:
+                if http.get("/v2/health/ready").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+    pytest.fail(f"mlserve serve was not ready within {START_TIMEOUT_S:.0f} s:\n{server.output()}")
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, text_estimator: Any, iris_estimator: Any
+) -> Iterator[Server]:
+    """`mlserve serve` over a registry with sentiment (text) and iris (tabular)."""
+    root = tmp_path_factory.mktemp("v2-serve")
+    registry = Registry(root / "registry")
+    registry.register_estimator(text_estimator, name="sentiment", aliases=["production"])
+    registry.register_estimator(
+        iris_estimator, name="iris", aliases=["production"], feature_names=IRIS_FEATURES
+    )
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLSERVE_")}
+    env["MLSERVE_HOME"] = str(root / "home")
+    port = _free_port()
+    log = root / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlserve", "serve", "--port", str(port)]
+            + ["--registry", str(registry.root), "--no-sample"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=root,
+        )
+    running = Server(process, port, log)
+    try:
+        _wait_ready(running)
+        yield running
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail(f"mlserve serve ignored SIGTERM:\n{running.output()}")
+        assert code == 0, running.output()
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[Any]:
+    triton = httpclient.InferenceServerClient(url=server.url)
+    try:
+        yield triton
+    finally:
+        triton.close()
+
+
+def _api_answers(server: Server, model: str, field: str, inputs: list[Any]) -> list[Any]:
+    with httpx.Client(base_url=server.base, timeout=10.0) as http:
+        answers = []
+        for value in inputs:
+            response = http.post("/api/predict", json={field: value, "model": model})
+            assert response.status_code == 200, response.text
+            answers.append(response.json())
+    return answers
+
+
+def _assert_matches_api(result: Any, answers: list[Any], classes: list[str]) -> None:
+    labels = result.as_numpy("label")
+    proba = result.as_numpy("probabilities")
+    assert [str(v) for v in labels.tolist()] == [a["prediction"] for a in answers]
+    assert proba.shape == (len(answers), len(classes))
+    for row, answer in zip(proba.tolist(), answers, strict=True):
+        expected = [answer["probabilities"][c] for c in classes]
+        assert row == pytest.approx(expected, abs=1e-12)
+
+
+def _classes(client: Any, model: str) -> list[str]:
+    return list(client.get_model_metadata(model)["parameters"]["classes"])
+
+
+def test_server_is_live_and_ready(client: Any) -> None:
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.get_server_metadata()["name"] == "mlserve"
+    assert client.is_model_ready("sentiment")
+    assert client.is_model_ready("iris", model_version="1")
+
+
+def test_model_metadata_describes_the_tensors(client: Any) -> None:
+    text = client.get_model_metadata("sentiment")
+    iris = client.get_model_metadata("iris", model_version="1")
+
+    assert text["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    assert iris["inputs"] == [{"name": "input", "datatype": "FP64", "shape": [-1, 4]}]
+    assert [o["name"] for o in iris["outputs"]] == ["label", "probabilities"]
+    assert iris["outputs"][0]["datatype"] == "BYTES"
+
+
+def test_text_infer_with_the_clients_defaults_matches_api_predict(
+    client: Any, server: Server
+) -> None:
+    # Defaults: the input goes as binary tensor data, and binary outputs are asked for.
+    tensor = httpclient.InferInput("text", [len(TEXTS)], "BYTES")
+    tensor.set_data_from_numpy(np.array(TEXTS, dtype=object))
+
+    result = client.infer("sentiment", [tensor], request_id="t-1")
+
+    assert result.get_response()["id"] == "t-1"
+    answers = _api_answers(server, "sentiment", "text", TEXTS)
+    _assert_matches_api(result, answers, _classes(client, "sentiment"))
+
+
+def test_tabular_infer_with_json_tensors_matches_api_predict(client: Any, server: Server) -> None:
+    tensor = httpclient.InferInput("input", list(FLOWERS.shape), "FP64")
+    tensor.set_data_from_numpy(FLOWERS, binary_data=False)
+    outputs = [
+        httpclient.InferRequestedOutput("label", binary_data=False),
+        httpclient.InferRequestedOutput("probabilities", binary_data=False),
+    ]
+
+    result = client.infer("iris", [tensor], outputs=outputs)
+
+    answers = _api_answers(server, "iris", "features", FLOWERS.tolist())
+    _assert_matches_api(result, answers, _classes(client, "iris"))
+
+
+def test_tabular_infer_with_binary_input_compression_and_a_version(
+    client: Any, server: Server
+) -> None:
+    tensor = httpclient.InferInput("input", list(FLOWERS.shape), "FP64")
+    tensor.set_data_from_numpy(FLOWERS)  # binary
+    outputs = [httpclient.InferRequestedOutput(n) for n in ("label", "probabilities")]
+
+    result = client.infer(
+        "iris",
+        [tensor],
+        model_version="1",
+        outputs=outputs,
+        request_compression_algorithm="gzip",
+        response_compression_algorithm="gzip",
+    )
+
+    assert result.get_response()["model_version"] == "1"
+    answers = _api_answers(server, "iris", "features", FLOWERS.tolist())
+    _assert_matches_api(result, answers, _classes(client, "iris"))
+
+
+def test_errors_reach_the_client_with_status_and_message(client: Any) -> None:
+    tensor = httpclient.InferInput("input", [1, 3], "FP64")
+    tensor.set_data_from_numpy(FLOWERS[:1, :3])
+
+    with pytest.raises(InferenceServerException) as unknown:
+        client.infer("nope", [tensor])
+    with pytest.raises(InferenceServerException) as wrong_shape:
+        client.infer("iris", [tensor])
+
+    assert unknown.value.status() == "404"
+    assert "nope" in unknown.value.message()
+    assert wrong_shape.value.status() == "400"
+    assert "expects [n, 4]" in wrong_shape.value.message()
+
+
+def test_repository_unload_and_load(client: Any) -> None:
+    index = {m["name"]: m["state"] for m in client.get_model_repository_index()}
+    assert index == {"iris": "READY", "sentiment": "READY"}
+
+    client.unload_model("iris")
+    try:
+        assert not client.is_model_ready("iris")
+        states = {m["name"]: m["state"] for m in client.get_model_repository_index()}
+        assert states["iris"] == "UNAVAILABLE"
+    finally:
+        client.load_model("iris")
+
+    assert client.is_model_ready("iris")
