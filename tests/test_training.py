@@ -251,10 +251,13 @@ def test_train_iris_reports_real_hold_out_metrics() -> None:
     assert sum(result.training["predicted_class_distribution"].values()) == pytest.approx(1.0)
 
 
-def test_train_is_reproducible_with_a_seed() -> None:
-    data = training.load_sample("iris")
-    first = training.train(data, seed=3).metrics
-    assert training.train(data, seed=3).metrics == first
+def test_train_is_reproducible_with_a_seed(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "t.csv", text_rows(8))
+    data = training.read_csv(path, target="label", text_column="text")
+    first = training.train(data, seed=3, test_size=0.25)
+    again = training.train(data, seed=3, test_size=0.25)
+    assert again.metrics == first.metrics
+    assert again.training == first.training
 
 
 def test_train_regression_reports_r2_and_errors() -> None:
