@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
 TaskKind = Literal["text-classification", "tabular-classification", "tabular-regression"]
 Label = str | int | float | bool
@@ -66,7 +66,8 @@ class ModelSummary(BaseModel):
 
 
 # ---------------------------------------------------------------------------- prediction API
-Features = dict[str, float | None] | list[float | None]
+# Strict: "5.1" or true are not numbers (ints are accepted as floats).
+Features = dict[str, StrictFloat | None] | list[StrictFloat | None]
 
 
 class PredictRequest(BaseModel):

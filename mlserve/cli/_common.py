@@ -41,7 +41,6 @@ RegistryOpt = Annotated[
         "--registry",
         help="Registry directory. Default: registry.path setting, else $MLSERVE_HOME/registry.",
         show_default=False,
-        file_okay=False,
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON to stdout.")]

@@ -66,19 +66,32 @@ def error_response(
     )
 
 
+_UNION_TAG = re.compile(r"[\[\]]")
+
+
 def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
     """'field: problem' for each pydantic error, naming the field by its dotted path."""
-    parts = []
-    for err in errors[:5]:
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+    described: list[tuple[str, str, str]] = []
+    for err in errors:
+        # Drop "body" and pydantic's union-member tags like "dict[str,nullable[float]]".
+        loc = [str(p) for p in err.get("loc", ()) if p != "body" and not _UNION_TAG.search(str(p))]
         field = ".".join(loc) or "body"
+        kind = str(err.get("type", ""))
         msg = err.get("msg", "invalid")
-        if err.get("type") == "extra_forbidden":
+        if kind == "extra_forbidden":
             msg = "unknown field"
-        elif err.get("type") == "json_invalid":
+        elif kind == "json_invalid":
             field, msg = "body", f"invalid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
-        parts.append(f"{field}: {msg}")
-    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+        described.append((field, kind, msg))
+    # A union (object or list) reports every member; keep the member that got further.
+    deeper = {f for f, _, _ in described}
+    kept = [
+        (f, m)
+        for f, k, m in described
+        if not (k in ("dict_type", "list_type") and any(o.startswith(f + ".") for o in deeper))
+    ]
+    parts = [f"{f}: {m}" for f, m in kept[:5]]
+    more = f" (+{len(kept) - 5} more)" if len(kept) > 5 else ""
     return "; ".join(parts) + more
 
 
