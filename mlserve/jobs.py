@@ -42,6 +42,21 @@ class JobNotCompletedError(MlserveError):
     code = "job_not_completed"
     status_code = 409
 
+    @classmethod
+    def of(cls, job: Job) -> JobNotCompletedError:
+        detail = f": {job.error}" if job.error else ""
+        return cls(
+            f"job {job.id} is {job.status} ({job.done}/{job.total} rows done){detail}; "
+            "results are available once it has completed"
+        )
+
+
+class JobsUnavailableError(MlserveError):
+    """The job store cannot be reached (could not be opened, or its service is down)."""
+
+    code = "jobs_unavailable"
+    status_code = 503
+
 
 class LeaseLostError(Exception):
     """The worker no longer holds the job: it was cancelled, deleted or taken over after the
@@ -234,6 +249,12 @@ SELECT_JOB = (
 )
 
 
+CLAIMABLE = (
+    "SELECT 1 FROM jobs WHERE status = 'pending' "
+    "OR (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= ?)) LIMIT 1"
+)
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
@@ -387,6 +408,9 @@ class SqliteJobStore:
 
     def claim_next_sync(self, owner: str, lease_s: float) -> Job | None:
         now = self._clock()
+        # Idle polling from every loop of every process: look before taking the write lock.
+        if not self._connection().execute(CLAIMABLE, (now,)).fetchone():
+            return None
         with self._transaction() as db:
             # A job whose worker died max_attempts times in a row (a model that crashes the
             # process, say) would otherwise kill every server that picks it up, forever.
@@ -536,11 +560,7 @@ class SqliteJobStore:
     def _completed(self, db: sqlite3.Connection, job_id: str) -> Job:
         job = _job(db.execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
         if job.status != "completed":
-            detail = f": {job.error}" if job.error else ""
-            raise JobNotCompletedError(
-                f"job {job_id} is {job.status} ({job.done}/{job.total} rows done){detail}; "
-                "results are available once it has completed"
-            )
+            raise JobNotCompletedError.of(job)
         return job
 
     def results_sync(self, job_id: str, offset: int, limit: int) -> ResultPage:

@@ -891,8 +891,8 @@ def describe_failure(exc: BaseException) -> str:
     return name
 
 
-class Client(Protocol):
-    """One HTTP engine: send payload i, record the outcome (never raises for transport)."""
+class HttpEngine(Protocol):
+    """Sends payload i and records the outcome; transport failures are recorded, not raised."""
 
     async def fire(self, index: int, started: float, rec: Recorder) -> None: ...
 
@@ -1150,7 +1150,7 @@ class AiohttpClient:
         await self.session.close()
 
 
-def make_client(target: Target, plan: LoadPlan) -> Client:
+def make_client(target: Target, plan: LoadPlan) -> HttpEngine:
     if plan.engine == "aiohttp":
         return AiohttpClient(
             target, timeout=plan.timeout, connections=plan.connections, insecure=plan.insecure
@@ -1245,7 +1245,8 @@ class Engine:
 
     def _result(self) -> RunResult:
         rec = self.rec
-        ended = rec.last_end if rec.last_end > 0 else time.perf_counter()
+        # A share that sent nothing has an empty window (it must not widen a merged one).
+        ended = rec.last_end if rec.last_end > 0 else self.measure_start
         return RunResult(
             latencies_ms=rec.lat,
             server_ms=rec.srv,
@@ -1262,7 +1263,7 @@ class Engine:
             interrupted=self.stopping,
         )
 
-    async def _closed_worker(self, client: Client, index: int) -> None:
+    async def _closed_worker(self, client: HttpEngine, index: int) -> None:
         pc = time.perf_counter
         fire = client.fire
         n = len(self.target.bodies)
@@ -1282,7 +1283,7 @@ class Engine:
                 await fire(index, now, warm)
             index = (index + step) % n
 
-    async def _open_loop(self, client: Client) -> None:
+    async def _open_loop(self, client: HttpEngine) -> None:
         plan = self.plan
         rate = plan.rate or 1.0
         loop = asyncio.get_running_loop()
@@ -1338,7 +1339,7 @@ class Engine:
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _open_one(self, client: Client, index: int, scheduled: float, rec: Recorder) -> None:
+    async def _open_one(self, client: HttpEngine, index: int, scheduled: float, rec: Recorder) -> None:
         try:
             # Latency counts from the scheduled start: waiting for a slot is part of it.
             await client.fire(index, scheduled, rec)

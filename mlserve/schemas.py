@@ -192,7 +192,10 @@ class ModelListItem(BaseModel):
     aliases: dict[str, int]
     serving_version: int | None = Field(description="Version answering requests by default.")
     loaded_versions: list[int]
-    status: Literal["loaded", "failed", "loading"]
+    status: Literal["loaded", "failed", "loading", "unloaded", "degraded"] = Field(
+        description="degraded: the serving version fails fast after consecutive failed "
+        "predictions (the reason is in `error`); unloaded: through the V2 repository API."
+    )
     error: str | None = None
 
 
@@ -213,6 +216,40 @@ class ModelInfo(VersionInfo):
 
     versions: list[int]
     all_aliases: dict[str, int]
+
+
+class TrafficUpdate(BaseModel):
+    """A model's traffic configuration: an A/B split over versions and a shadow version."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"split": {"3": 90, "4": 10}, "shadow": 5}]},
+    )
+
+    split: dict[str, float] | None = Field(
+        default=None,
+        description='Weight per version number, e.g. {"3": 90, "4": 10}; each client '
+        "(X-Client-ID, else API key, else address) stays on one version. null: no split.",
+    )
+    shadow: int | None = Field(
+        default=None,
+        ge=1,
+        description="Version sent a copy of live traffic off the request path; its answers "
+        "are only compared (metrics), never returned. null: no shadow.",
+    )
+
+
+class TrafficInfo(TrafficUpdate):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    serving_version: int | None = Field(
+        description="Version requests get without a split (what the model's alias points at)."
+    )
+    source: Literal["settings", "runtime"] | None = Field(
+        description="Where the split and shadow come from: settings (traffic.splits, "
+        "traffic.shadow) or an admin PUT on this server process; null when neither is set."
+    )
 
 
 class ReloadResponse(BaseModel):
@@ -259,7 +296,7 @@ class DetailedHealthResponse(HealthResponse):
 
 class ReadyResponse(BaseModel):
     ready: bool
-    models: dict[str, Literal["loaded", "failed", "loading"]]
+    models: dict[str, Literal["loaded", "failed", "loading", "unloaded"]]
 
 
 class LiveResponse(BaseModel):

@@ -13,7 +13,7 @@ from mlserve.cli._client_opts import ApiKeyOpt, TimeoutOpt, UrlOpt
 from mlserve.cli._common import ConfigOpt, cli_errors, console, err_console, print_json
 
 if TYPE_CHECKING:
-    from mlserve.loadtest import LiveView, Progress
+    from mlserve.loadtest import Progress
 
 THRESHOLD_FAILED_EXIT = 99
 
@@ -379,14 +379,10 @@ def _run(target: Any, plan: Any, processes: int, *, live: bool) -> Any:
     with Live(view.render(), console=err_console, transient=True, auto_refresh=False) as display:
 
         def on_progress(index: int, progress: Progress) -> None:
-            _update(view, index, progress)
+            view.update(index, progress)
             now = time.monotonic()
             if now - last[0] >= 0.25:
                 last[0] = now
                 display.update(view.render(), refresh=True)
 
         return lt.run_load(target, plan, processes=processes, on_progress=on_progress)
-
-
-def _update(view: LiveView, index: int, progress: Progress) -> None:
-    view.update(index, progress)

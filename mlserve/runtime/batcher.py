@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from mlserve.errors import MlserveError, ModelUnavailableError, OverloadedError, PredictionError
+from mlserve.runtime.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,14 @@ class Batcher(Generic[T]):
         config: BatchingConfig,
         name: str = "model",
         on_batch: BatchObserver | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._predict = predict
         self.config = config
         self.name = name
         self._on_batch = on_batch
+        # Consecutive failed model calls open it: new requests then fail fast (503).
+        self.breaker = breaker
         self._queue: collections.deque[_Item] = collections.deque()
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
@@ -88,6 +92,9 @@ class Batcher(Generic[T]):
     async def _enqueue(self, rows: Sequence[Any]) -> list[T]:
         if self._closing:
             raise ModelUnavailableError(f"model {self.name} is shutting down", retry_after=1)
+        breaker = self.breaker
+        if breaker is not None and breaker.opened_at is not None:
+            breaker.check()  # raises ModelDegradedError, unless this call is the half-open probe
         if len(self._queue) >= self.config.max_queue:
             raise OverloadedError(
                 f"model {self.name} has {len(self._queue)} requests waiting "
@@ -156,6 +163,7 @@ class Batcher(Generic[T]):
                     await self._isolate(batch, exc)
                 else:
                     self._observe(len(rows), time.perf_counter() - started)
+                    self._succeeded()
                     self._deliver(batch, results)
             except asyncio.CancelledError:
                 # Stopped mid-call (or mid-isolation): these callers are no longer queued, so
@@ -166,6 +174,22 @@ class Batcher(Generic[T]):
                 raise
             finally:
                 self.in_flight = 0
+
+    def _succeeded(self) -> None:
+        breaker = self.breaker
+        if breaker is not None and (breaker.failures or breaker.opened_at is not None):
+            breaker.record_success()
+
+    def _failed(self) -> None:
+        """A model call failed (not an input it refused): count it; when that opens the
+        breaker, the requests still queued fail fast too instead of waiting their turn."""
+        breaker = self.breaker
+        if breaker is None or not breaker.record_failure():
+            return
+        log.warning("model %s is degraded: %s", self.name, breaker.reason)
+        queued = list(self._queue)
+        self._queue.clear()
+        self._fail(queued, breaker.error())
 
     def _observe(self, rows: int, seconds: float) -> None:
         if self._on_batch is not None:
@@ -205,7 +229,12 @@ class Batcher(Generic[T]):
         error = PredictionError(f"model {self.name} failed to predict")
 
         def public(failure: Exception) -> Exception:
-            return failure if isinstance(failure, MlserveError) else error
+            # A refused input is the caller's fault: the model itself works.
+            if isinstance(failure, MlserveError):
+                self._succeeded()
+                return failure
+            self._failed()
+            return error
 
         if len(batch) == 1:
             self._fail(batch, public(exc))
@@ -214,12 +243,17 @@ class Batcher(Generic[T]):
         for item in batch:
             if item.future.done():
                 continue
+            if self.breaker is not None and self.breaker.state == "open":
+                item.future.set_exception(self.breaker.error())  # opened by an earlier item
+                continue
             try:
                 results = await loop.run_in_executor(self._executor, self._predict, list(item.rows))
             except Exception as item_exc:  # noqa: BLE001 - already logged once for this batch
+                failure = public(item_exc)
                 if not item.future.done():
-                    item.future.set_exception(public(item_exc))
+                    item.future.set_exception(failure)
             else:
+                self._succeeded()
                 if not item.future.done():
                     item.future.set_result(results)
 

@@ -22,11 +22,12 @@ from mlserve.registry import Registry
 from mlserve.server.auth import install_auth
 from mlserve.server.errors import install_error_handlers
 from mlserve.server.fastpath import FastPredictMiddleware
+from mlserve.server.jobrunner import start_jobs
 from mlserve.server.manager import ModelManager
 from mlserve.server.metrics import ServerMetrics
 from mlserve.server.middleware import RequestContextMiddleware
 from mlserve.server.ratelimit import install_rate_limit
-from mlserve.server.routes import health, models, predict, v2
+from mlserve.server.routes import health, jobs, models, predict, v2
 from mlserve.server.state import AppState
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ def create_app(
             loader.add_done_callback(_freeze_heap)
         if not background_load:
             await loader
+        stop_jobs = await start_jobs(state)
+        state.traffic.start(loader)  # split/shadow preloads, then the registry watcher
         restore = _drain_on_signals(state)
         try:
             yield
@@ -98,6 +101,8 @@ def create_app(
             restore()
             if not loader.done():
                 loader.cancel()
+            await stop_jobs()  # before the models: a job's chunk in flight needs its batcher
+            await state.traffic.close()
             await manager.close()
             metrics.close()
             log.info("server stopped")
@@ -117,6 +122,7 @@ def create_app(
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(v2.router)
+    app.include_router(jobs.router)
 
     @app.get("/", tags=["meta"], summary="Service index")
     async def index() -> dict[str, Any]:

@@ -487,10 +487,11 @@ class AuthMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        access = self.policy.required(scope["method"], route_path(scope))
+        method = scope.get("method", "GET")  # websockets (none today) are checked like a GET
+        access = self.policy.required(method, route_path(scope))
         if access == "open" or _is_preflight(scope) or not await self.authenticator.enabled():
             await self.app(scope, receive, send)
             return
@@ -500,8 +501,11 @@ class AuthMiddleware:
                 held = f"role '{principal.role}'" if principal.role else "no mlserve role"
                 raise Forbidden(f"this request needs the '{access}' role; the caller has {held}")
         except (Unauthorized, Forbidden) as exc:
-            log.debug("refused %s %s: %s", scope["method"], scope["path"], exc.message)
-            await send_error(scope, send, exc, metrics=self.metrics)
+            log.debug("refused %s %s: %s", method, scope["path"], exc.message)
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})  # policy violation
+            else:
+                await send_error(scope, send, exc, metrics=self.metrics)
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)

@@ -22,6 +22,8 @@ from mlserve.server.state import AppState
 PREDICT_PATH = "/api/predict"
 FIELDS = frozenset({"text", "features", "model", "model_version"})
 JSON_HEADER = (b"content-type", b"application/json")
+CACHE_HIT = (b"x-cache", b"hit")
+CACHE_MISS = (b"x-cache", b"miss")
 
 
 class FastPredictMiddleware:
@@ -30,6 +32,7 @@ class FastPredictMiddleware:
     def __init__(self, app: ASGIApp, *, app_state: AppState) -> None:
         self.app = app
         self.state = app_state
+        self.traffic = app_state.traffic
         self.gzip_min = app_state.settings.server.gzip_min_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -66,17 +69,25 @@ class FastPredictMiddleware:
         if request is None:
             return False
         text, features, model_ref, model_version = request
-        manager = self.state.manager
+        traffic = self.traffic
         try:
-            runtime = await manager.get(model_ref, model_version)
+            # Each traffic feature costs one attribute test here while it is off.
+            if traffic.splits:
+                runtime = await traffic.select(model_ref, model_version, scope)
+            else:
+                runtime = await self.state.manager.get(model_ref, model_version)
             row = runtime.model.prepare(text=text, features=features)
         except MlserveError:
             return False  # the full route raises the same error and renders it
         state = scope["state"]
         state["model"] = runtime.model.name
         state["version"] = runtime.model.version
+        hit: bool | None = None
         try:
-            result = await runtime.batcher.submit(row)
+            if traffic.cache is None:
+                result = await runtime.batcher.submit(row)
+            else:
+                result, hit = await traffic.predict(runtime, row)
         except MlserveError as exc:
             self.state.metrics.errors.labels(exc.code).inc()
             state["error_code"] = exc.code
@@ -88,6 +99,8 @@ class FastPredictMiddleware:
             )
             return True
         _count(self.state.metrics, runtime, [result])
+        if traffic.shadows:
+            traffic.mirror(runtime, [row], [result])
         payload = _item(result)
         payload["model"] = runtime.model.name
         payload["version"] = runtime.model.version
@@ -95,9 +108,11 @@ class FastPredictMiddleware:
         payload["request_id"] = state.get("request_id")
         out = orjson.dumps(payload)
         extra: list[tuple[bytes, bytes]] = []
+        if hit is not None:
+            extra.append(CACHE_HIT if hit else CACHE_MISS)
         if accepts_gzip and len(out) >= self.gzip_min:
             out = gzip.compress(out, compresslevel=9)
-            extra = [(b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding")]
+            extra += [(b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding")]
         await _send(send, 200, out, extra)
         return True
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -19,6 +21,7 @@ from mlserve.errors import (
 )
 from mlserve.registry import ModelRef, Registry
 from mlserve.runtime.batcher import Batcher, BatchingConfig
+from mlserve.runtime.breaker import BreakerConfig, CircuitBreaker
 from mlserve.runtime.model import LoadedModel, Prediction
 from mlserve.schemas import ModelMetadata
 from mlserve.server.errors import redact_paths
@@ -27,6 +30,13 @@ from mlserve.server.metrics import ServerMetrics
 log = logging.getLogger(__name__)
 
 MAX_EXTRA_VERSIONS = 3  # versions a request names explicitly, kept loaded per model (LRU)
+# A retired runtime (swapped out, evicted, unloaded) keeps accepting work this long before it
+# drains and stops: a request that picked it just before the swap, then awaited something (a
+# shared cache lookup), still gets its answer from it instead of a "shutting down" 503.
+RETIRE_GRACE_S = 2.0
+ALIAS_REFRESH_S = 1.0  # an unknown alias re-reads the registry at most this often per model
+
+ServedStatus = Literal["loading", "loaded", "failed", "unloaded"]
 
 
 @dataclass(eq=False)
@@ -38,10 +48,17 @@ class Runtime:
     loaded_at: datetime
     warnings: list[str] = field(default_factory=list)
     predictions: int = 0
+    retired: bool = False
 
     @property
     def version(self) -> int:
         return self.model.version
+
+    @property
+    def degraded(self) -> bool:
+        """Failing fast after consecutive failed predictions (its circuit breaker tripped)."""
+        breaker = self.batcher.breaker
+        return breaker is not None and breaker.tripped
 
 
 @dataclass(eq=False)
@@ -50,12 +67,26 @@ class ServedModel:
 
     name: str
     ref: ModelRef
-    status: Literal["loading", "loaded", "failed"] = "loading"
+    status: ServedStatus = "loading"
     current: Runtime | None = None
     error: str | None = None
     extra: collections.OrderedDict[int, Runtime] = field(default_factory=collections.OrderedDict)
     aliases: dict[str, int] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Versions kept loaded whatever requests name (A/B split and shadow versions).
+    pinned: frozenset[int] = frozenset()
+    aliases_read_at: float = float("-inf")  # last re-read because a request missed an alias
+
+    @property
+    def health(self) -> tuple[str, str | None]:
+        """(status, error) for /api/models: the served status, or "degraded" (with the
+        reason) while the serving version fails fast."""
+        current = self.current
+        if current is not None and current.degraded:
+            breaker = current.batcher.breaker
+            assert breaker is not None  # noqa: S101 - degraded implies a breaker
+            return "degraded", f"version {current.version}: {breaker.reason}"
+        return self.status, self.error
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +100,22 @@ class ReloadOutcome:
 class ModelManager:
     """Owns every Runtime of one app; routes ask it for the runtime a request should use."""
 
-    def __init__(self, settings: Settings, registry: Registry, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        metrics: ServerMetrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
+        self.clock = clock  # circuit breakers and alias refreshes (tests move it by hand)
+        self.breaker_config = BreakerConfig(
+            failure_threshold=settings.traffic.failure_threshold,
+            cooldown_s=settings.traffic.failure_cooldown_s,
+        )
         self.batching = BatchingConfig(
             enabled=settings.batching.enabled,
             max_batch_size=settings.batching.max_batch_size,
@@ -83,6 +126,7 @@ class ModelManager:
         self._pending_loads: dict[tuple[str, int], asyncio.Task[Runtime]] = {}
         self.loading_done = False
         self._background: set[asyncio.Task[None]] = set()
+        self._closing = asyncio.Event()
 
     # ------------------------------------------------------------------ configuration
     def configured_refs(self) -> list[ModelRef]:
@@ -122,8 +166,16 @@ class ModelManager:
             batch_hist.observe(rows)
             latency_hist.observe(seconds)
 
+        degraded = self.metrics.model_degraded.labels(*labels)
+        degraded.set(0)
+        breaker = CircuitBreaker(
+            model.ref,
+            config=self.breaker_config,
+            clock=lambda: self.clock(),  # looked up per call: tests swap the manager's clock
+            on_change=lambda tripped: degraded.set(1 if tripped else 0),
+        )
         batcher: Batcher[Prediction] = Batcher(
-            model.predict, config=self.batching, name=model.ref, on_batch=observe
+            model.predict, config=self.batching, name=model.ref, on_batch=observe, breaker=breaker
         )
         self.metrics.queue_depth.labels(*labels).set_function(lambda: batcher.queue_depth)
         batcher.start()
@@ -212,30 +264,70 @@ class ModelManager:
             assert ref.alias is not None  # noqa: S101 - parse guarantees one of the two
             wanted = served.aliases.get(ref.alias)
             if wanted is None:
+                wanted = await self._refresh_alias(served, ref.alias)
+            if wanted is None:
                 raise ModelNotFoundError(f"model '{served.name}' has no alias '{ref.alias}'")
         if current is not None and current.version == wanted:
             return current
         return await self._extra_version(served, wanted)
+
+    async def _refresh_alias(self, served: ServedModel, alias: str) -> int | None:
+        """An alias created after the model loaded: re-read the model's aliases (at most
+        once per ALIAS_REFRESH_S, so unknown aliases cannot hammer the registry)."""
+        now = self.clock()
+        if now - served.aliases_read_at < ALIAS_REFRESH_S:
+            return None
+        served.aliases_read_at = now
+        try:
+            served.aliases = await asyncio.to_thread(self.registry.aliases, served.name)
+        except MlserveError as exc:
+            log.warning("cannot re-read the aliases of %s: %s", served.name, exc.message)
+            return None
+        return served.aliases.get(alias)
+
+    async def _load_version(self, meta: ModelMetadata) -> Runtime:
+        """Load one version once, however many callers ask for it at the same time."""
+        key = (meta.name, meta.version)
+        task = self._pending_loads.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load_runtime(meta))
+            self._pending_loads[key] = task
+            task.add_done_callback(lambda _t: self._pending_loads.pop(key, None))
+        return await asyncio.shield(task)
 
     async def _extra_version(self, served: ServedModel, version: int) -> Runtime:
         runtime = served.extra.get(version)
         if runtime is not None:
             served.extra.move_to_end(version)
             return runtime
-        key = (served.name, version)
-        task = self._pending_loads.get(key)
-        if task is None:
+        if (served.name, version) in self._pending_loads:
+            runtime = await asyncio.shield(self._pending_loads[(served.name, version)])
+        else:
             meta = await asyncio.to_thread(self.registry.metadata, served.name, version)
-            task = asyncio.get_running_loop().create_task(self._load_runtime(meta))
-            self._pending_loads[key] = task
-            task.add_done_callback(lambda _t: self._pending_loads.pop(key, None))
-        runtime = await asyncio.shield(task)
+            runtime = await self._load_version(meta)
+        current = served.current
+        if current is not None and current.version == version:
+            if current is not runtime:  # a reload made it current meanwhile
+                self._retire(runtime)
+            return current
         if version not in served.extra:
             served.extra[version] = runtime
-            while len(served.extra) > MAX_EXTRA_VERSIONS:
-                _, evicted = served.extra.popitem(last=False)
-                self._retire(evicted)
+            self._evict_extra(served)
+        elif served.extra[version] is not runtime:
+            self._retire(runtime)
         return served.extra[version]
+
+    def _evict_extra(self, served: ServedModel) -> None:
+        """Keep at most MAX_EXTRA_VERSIONS unpinned extra versions (least recently used go)."""
+        unpinned = [v for v in served.extra if v not in served.pinned]
+        while len(unpinned) > MAX_EXTRA_VERSIONS:
+            self._retire(served.extra.pop(unpinned.pop(0)))
+
+    def pin(self, name: str, versions: Iterable[int]) -> None:
+        """Keep these versions of `name` loaded once loaded (split and shadow versions)."""
+        served = self.served(name)
+        served.pinned = frozenset(versions)
+        self._evict_extra(served)
 
     # ------------------------------------------------------------------ reload
     async def reload(self, name: str) -> ReloadOutcome:
@@ -253,22 +345,40 @@ class ModelManager:
             if old is not None and old.version == meta.version:
                 served.aliases = aliases
                 return ReloadOutcome(name, False, previous, meta.version)
-            runtime = served.extra.pop(meta.version, None) or await self._load_runtime(meta)
+            # Loaded in the background while the old version keeps serving; then one
+            # assignment swaps them (requests already holding the old runtime finish on it).
+            runtime = served.extra.get(meta.version) or await self._load_version(meta)
+            served.extra.pop(meta.version, None)
             served.current = runtime
             served.aliases = aliases
             served.status = "loaded"
             served.error = None
             if old is not None:
-                self._retire(old)
+                if old.version in served.pinned:
+                    served.extra[old.version] = old  # still part of a split or the shadow
+                    self._evict_extra(served)
+                else:
+                    self._retire(old)
+            self.metrics.model_swaps.labels(name).inc()
             log.info("now serving %s (was %s)", runtime.model.ref, previous)
             return ReloadOutcome(name, True, previous, meta.version)
 
     def _retire(self, runtime: Runtime) -> None:
-        """Stop a runtime once its queued requests are answered (in the background)."""
+        """Stop a runtime once its queued requests are answered (in the background), after a
+        grace period in which late requests that already picked it are still accepted."""
+        if runtime.retired:
+            return
+        runtime.retired = True
 
         async def stop() -> None:
+            if not self._closing.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), RETIRE_GRACE_S)
             await runtime.batcher.stop(drain=True)
             self.metrics.models_loaded.dec()
+            if runtime.degraded:  # not serving any more: no alert for it
+                labels = (runtime.model.name, str(runtime.version))
+                self.metrics.model_degraded.labels(*labels).set(0)
 
         task = asyncio.get_running_loop().create_task(stop())
         self._background.add(task)
@@ -284,6 +394,7 @@ class ModelManager:
         return out
 
     async def close(self) -> None:
+        self._closing.set()  # retiring runtimes stop now, without their grace period
         timeout = self.settings.server.graceful_timeout
         await asyncio.gather(
             *(rt.batcher.stop(drain=True, timeout=timeout) for rt in self.runtimes()),
@@ -322,9 +433,7 @@ class ModelManager:
             runtimes.extend(served.extra.values())
             served.current = None
             served.extra.clear()
-            # ServedModel.status has no "unloaded" value (it is part of the /api schemas):
-            # an unloaded model reads as failed, with the reason in `error`.
-            served.status = "failed"
+            served.status = "unloaded"
             served.error = "unloaded through the model repository API"
             for runtime in runtimes:
                 self._retire(runtime)

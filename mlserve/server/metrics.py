@@ -90,6 +90,70 @@ class ServerMetrics:
             ["code"],
             registry=r,
         )
+        # Traffic control: prediction cache, shadow traffic, degraded versions, hot reload.
+        self.cache_hits = Counter(
+            "mlserve_cache_hits_total",
+            "Predictions answered from the prediction cache, by model.",
+            ["model"],
+            registry=r,
+        )
+        self.cache_misses = Counter(
+            "mlserve_cache_misses_total",
+            "Predictions looked up in the cache and computed by the model, by model.",
+            ["model"],
+            registry=r,
+        )
+        self.cache_evictions = Counter(
+            "mlserve_cache_evictions_total",
+            "Cached predictions dropped to make room (least recently used), by model.",
+            ["model"],
+            registry=r,
+        )
+        self.cache_entries = Gauge(
+            "mlserve_cache_entries",
+            "Predictions held in this process's cache.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.shadow_predictions = Counter(
+            "mlserve_shadow_predictions_total",
+            "Shadow predictions by model, live version, shadow version, and whether the "
+            "shadow's label agreed with the live answer.",
+            ["model", "version", "shadow_version", "agreement"],
+            registry=r,
+        )
+        self.shadow_latency = Histogram(
+            "mlserve_shadow_duration_seconds",
+            "Time of one shadow model call (a batch of mirrored requests).",
+            ["model", "shadow_version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "mlserve_shadow_dropped_total",
+            "Mirrored requests dropped because the shadow's queue was full.",
+            ["model", "shadow_version"],
+            registry=r,
+        )
+        self.shadow_errors = Counter(
+            "mlserve_shadow_errors_total",
+            "Mirrored requests the shadow version failed to predict.",
+            ["model", "shadow_version"],
+            registry=r,
+        )
+        self.model_degraded = Gauge(
+            "mlserve_model_degraded",
+            "1 while a model version fails fast after consecutive failed predictions.",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.model_swaps = Counter(
+            "mlserve_model_swaps_total",
+            "Serving-version swaps (hot reloads that changed the version), by model.",
+            ["model"],
+            registry=r,
+        )
 
     def close(self) -> None:
         """In multiprocess mode, drop this process's live gauges (in-flight requests, models

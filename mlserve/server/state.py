@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 import psutil
 
 from mlserve.config import Settings
+from mlserve.jobs import JobDispatcher, JobStore
 from mlserve.registry import Registry
 from mlserve.server.manager import ModelManager
 from mlserve.server.metrics import ServerMetrics
+from mlserve.server.traffic import TrafficController
 
 
 @dataclass(eq=False)
@@ -25,9 +27,28 @@ class AppState:
     # One Process object for the app's life: cpu_percent() measures since its previous call,
     # so a fresh object per request would always report 0.0.
     process: psutil.Process = field(default_factory=psutil.Process)
+    # Async jobs: set in the lifespan (None until then, or when the store cannot be opened).
+    jobs: JobStore | None = None
+    job_dispatcher: JobDispatcher | None = None
+    # Splits, shadows, prediction cache and the registry watcher (built from the settings).
+    traffic: TrafficController = field(init=False)
 
     def __post_init__(self) -> None:
         self.process.cpu_percent(interval=None)  # start the first measurement interval
+        self.traffic = TrafficController(
+            settings=self.settings, manager=self.manager, metrics=self.metrics
+        )
+
+    @property
+    def is_ready(self) -> bool:
+        """Readiness (/api/ready, /v2/health/ready): loading done, not draining, and at least
+        one model serving."""
+        manager = self.manager
+        return (
+            manager.loading_done
+            and not self.draining
+            and any(served.status == "loaded" for served in manager.models.values())
+        )
 
     @property
     def uptime_s(self) -> float:

@@ -77,14 +77,17 @@ def test_reload_without_changes_says_unchanged(v2: tuple[Any, ModelMetadata], se
 def test_reload_picks_up_a_new_alias_for_references(
     v2: tuple[Any, ModelMetadata], registry: Registry, serve: Any
 ) -> None:
+    registry.set_alias("iris", "canary", 1)
     client = serve()
-    registry.set_alias("iris", "canary", 2)
+    registry.set_alias("iris", "canary", 2)  # moved: the server knows the old target
     before = client.post("/api/predict", json={"features": FLOWER, "model": "iris@canary"})
 
     client.post("/api/models/iris/reload")
     after = client.post("/api/predict", json={"features": FLOWER, "model": "iris@canary"})
 
-    assert before.status_code == 404
+    # (An alias created after startup needs no reload: a miss re-reads the aliases; see
+    # test_watch.py. A moved one is picked up by a reload or the registry watcher.)
+    assert before.status_code == 200 and before.json()["version"] == 1
     assert after.status_code == 200 and after.json()["version"] == 2
 
 

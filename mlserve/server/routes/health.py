@@ -44,13 +44,8 @@ async def live() -> LiveResponse:
 )
 async def ready(state: StateDep) -> Response:
     """200 once model loading is done and at least one model serves; 503 before and on shutdown."""
-    manager = state.manager
-    statuses = {name: served.status for name, served in manager.models.items()}
-    is_ready = (
-        manager.loading_done
-        and not state.draining
-        and any(s == "loaded" for s in statuses.values())
-    )
+    statuses = {name: served.status for name, served in state.manager.models.items()}
+    is_ready = state.is_ready
     body = ReadyResponse(ready=is_ready, models=statuses)
     return Response(
         body.model_dump_json(), status_code=200 if is_ready else 503, media_type="application/json"
@@ -62,6 +57,13 @@ async def _smoke(served: ServedModel) -> ModelHealth:
     if runtime is None:
         return ModelHealth(
             name=served.name, version=None, status="degraded", error=served.error or "not loaded"
+        )
+    breaker = runtime.batcher.breaker
+    if breaker is not None and breaker.state == "open":
+        # Failing fast: no smoke prediction (once the cooldown is over, one may be the probe).
+        _, error = served.health
+        return ModelHealth(
+            name=served.name, version=runtime.version, status="degraded", error=error
         )
     started = time.perf_counter()
     try:

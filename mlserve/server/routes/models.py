@@ -15,9 +15,11 @@ from mlserve.schemas import (
     ModelList,
     ModelListItem,
     ReloadResponse,
+    TrafficInfo,
+    TrafficUpdate,
     VersionInfo,
 )
-from mlserve.server.deps import ManagerDep
+from mlserve.server.deps import ManagerDep, StateDep
 from mlserve.server.manager import ModelManager, ServedModel
 
 router = APIRouter(prefix="/api/models", tags=["models"])
@@ -47,6 +49,7 @@ async def list_models(manager: ManagerDep) -> ModelList:
             except MlserveError:
                 summary = None  # gone from disk since loading: still report what is served
             current = served.current
+            status, error = served.health
             items.append(
                 ModelListItem(
                     name=name,
@@ -59,8 +62,8 @@ async def list_models(manager: ManagerDep) -> ModelList:
                     aliases=summary.aliases if summary else {},
                     serving_version=current.version if current else None,
                     loaded_versions=sorted(_loaded_versions(served)),
-                    status=served.status,
-                    error=served.error,
+                    status=status,
+                    error=error,
                 )
             )
         return items
@@ -134,3 +137,46 @@ async def reload_model(manager: ManagerDep, name: str = NameParam) -> ReloadResp
         previous_version=outcome.previous_version,
         version=outcome.version,
     )
+
+
+TRAFFIC_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "Model or version not found."},
+    422: {"model": ErrorResponse, "description": "Invalid split or shadow."},
+    500: {"model": ErrorResponse, "description": "A version failed to load; nothing changed."},
+}
+
+
+@router.get(
+    "/{name}/traffic",
+    response_model=TrafficInfo,
+    responses=NOT_FOUND,
+    summary="Show a model's A/B split and shadow",
+)
+async def get_traffic(state: StateDep, name: str = NameParam) -> TrafficInfo:
+    """The model's traffic split over versions and its shadow version, in this process."""
+    return TrafficInfo.model_validate(state.traffic.describe(name))
+
+
+@router.put(
+    "/{name}/traffic",
+    response_model=TrafficInfo,
+    responses=TRAFFIC_ERRORS,
+    summary="Set a model's A/B split and shadow",
+)
+async def put_traffic(body: TrafficUpdate, state: StateDep, name: str = NameParam) -> TrafficInfo:
+    """Split requests without an explicit version over versions by weight (each client stays
+    on one), and mirror live traffic to a shadow version. Applies to this server process;
+    every version named is loaded before the change takes effect."""
+    info = await state.traffic.configure(name, body.split, body.shadow)
+    return TrafficInfo.model_validate(info)
+
+
+@router.delete(
+    "/{name}/traffic",
+    response_model=TrafficInfo,
+    responses=NOT_FOUND,
+    summary="Clear a model's A/B split and shadow",
+)
+async def delete_traffic(state: StateDep, name: str = NameParam) -> TrafficInfo:
+    """Serve the model's alias target to everyone again and stop mirroring (this process)."""
+    return TrafficInfo.model_validate(await state.traffic.clear(name))

@@ -18,7 +18,7 @@ from mlserve.schemas import (
     PredictRequest,
     PredictResponse,
 )
-from mlserve.server.deps import ManagerDep, MetricsDep, SettingsDep
+from mlserve.server.deps import MetricsDep, SettingsDep, StateDep
 from mlserve.server.manager import Runtime
 from mlserve.server.metrics import ServerMetrics
 
@@ -61,17 +61,24 @@ def _mark(request: Request, runtime: Runtime) -> None:
     summary="Predict one input",
 )
 async def predict(
-    body: PredictRequest, request: Request, manager: ManagerDep, metrics: MetricsDep
+    body: PredictRequest, request: Request, state: StateDep, metrics: MetricsDep
 ) -> Response:
-    """Predict the class (or value) of one text or one row of features."""
+    """Predict the class (or value) of one text or one row of features.
+
+    Without an explicit version, a model with an A/B split answers from the version of the
+    client's bucket (X-Client-ID, else API key, else address); `version` says which did.
+    With the prediction cache on, X-Cache says hit or miss."""
     started = time.perf_counter()
     if (body.text is None) == (body.features is None):
         raise InvalidInputError("send exactly one of 'text' or 'features'")
-    runtime = await manager.get(body.model, body.model_version)
+    traffic = state.traffic
+    runtime = await traffic.select(body.model, body.model_version, request.scope)
     _mark(request, runtime)
     row = runtime.model.prepare(text=body.text, features=body.features)
-    result = await runtime.batcher.submit(row)
+    result, hit = await traffic.predict(runtime, row)
     _count(metrics, runtime, [result])
+    if traffic.shadows:
+        traffic.mirror(runtime, [row], [result])
     payload = _item(result)
     payload.update(
         model=runtime.model.name,
@@ -79,7 +86,8 @@ async def predict(
         processing_time_ms=round((time.perf_counter() - started) * 1000.0, 3),
         request_id=request.scope["state"]["request_id"],
     )
-    return JSONBytes(orjson.dumps(payload))
+    headers = None if hit is None else {"X-Cache": "hit" if hit else "miss"}
+    return JSONBytes(orjson.dumps(payload), headers=headers)
 
 
 @router.post(
@@ -91,11 +99,14 @@ async def predict(
 async def predict_batch(
     body: BatchPredictRequest,
     request: Request,
-    manager: ManagerDep,
+    state: StateDep,
     metrics: MetricsDep,
     settings: SettingsDep,
 ) -> Response:
-    """Score up to server.max_batch_items texts or records in one vectorized model call."""
+    """Score up to server.max_batch_items texts or records in one vectorized model call.
+
+    With the prediction cache on, cached rows are answered from it and the rest go to the
+    model in one call; X-Cache-Hits says how many rows hit."""
     started = time.perf_counter()
     if (body.texts is None) == (body.records is None):
         raise InvalidInputError("send exactly one of 'texts' or 'records'")
@@ -108,15 +119,18 @@ async def predict_batch(
         raise InvalidInputError(
             f"'{field}' has {len(inputs)} items; the limit is {limit} (server.max_batch_items)"
         )
-    runtime = await manager.get(body.model, body.model_version)
+    traffic = state.traffic
+    runtime = await traffic.select(body.model, body.model_version, request.scope)
     _mark(request, runtime)
     model = runtime.model
     if body.texts is not None:
         rows = [model.prepare(text=t, field=f"texts.{i}") for i, t in enumerate(inputs)]
     else:
         rows = [model.prepare(features=r, field=f"records.{i}") for i, r in enumerate(inputs)]
-    results = await runtime.batcher.submit_many(rows)
+    results, hits = await traffic.predict_many(runtime, rows)
     _count(metrics, runtime, results)
+    if traffic.shadows:
+        traffic.mirror(runtime, rows, results)
     payload = {
         "predictions": [_item(p) for p in results],
         "model": model.name,
@@ -125,4 +139,5 @@ async def predict_batch(
         "total_processing_time_ms": round((time.perf_counter() - started) * 1000.0, 3),
         "request_id": request.scope["state"]["request_id"],
     }
-    return JSONBytes(orjson.dumps(payload))
+    headers = None if hits is None else {"X-Cache-Hits": str(hits)}
+    return JSONBytes(orjson.dumps(payload), headers=headers)

@@ -52,7 +52,6 @@ from mlserve.server.manager import ModelManager, Runtime
 from mlserve.server.metrics import ServerMetrics
 from mlserve.server.routes.models import NameParam
 from mlserve.server.routes.predict import JSONBytes, _count, _mark
-from mlserve.server.state import AppState
 
 log = logging.getLogger(__name__)
 
@@ -379,16 +378,6 @@ def _render(spec: MetadataTensor, model: LoadedModel, results: list[Prediction])
 
 
 # ---------------------------------------------------------------------------- health and server
-def _server_ready(state: AppState) -> bool:
-    # The /api/ready rule (routes/health.py): loading done, not draining, a model loaded.
-    manager = state.manager
-    return (
-        manager.loading_done
-        and not state.draining
-        and any(served.status == "loaded" for served in manager.models.values())
-    )
-
-
 @router.get("/health/live", response_model=ServerLiveResponse, summary="V2 server liveness")
 async def server_live() -> ServerLiveResponse:
     """The process is up and its event loop answers."""
@@ -403,7 +392,7 @@ async def server_live() -> ServerLiveResponse:
 )
 async def server_ready(state: StateDep) -> Response:
     """200 once loading is done and a model serves; 503 before that and while shutting down."""
-    ready = _server_ready(state)
+    ready = state.is_ready
     return JSONBytes(orjson.dumps({"ready": ready}), status_code=200 if ready else 503)
 
 
@@ -582,7 +571,9 @@ async def _infer(
     name: str,
     version: str | None,
 ) -> Response:
-    runtime: Runtime = await manager.get(name, version)
+    # A/B splits and shadows apply here too (not the prediction cache).
+    traffic = request.app.state.mlserve.traffic
+    runtime: Runtime = await traffic.select(name, version, request.scope)
     _mark(request, runtime)
     model = runtime.model
     tensor_in, outputs = _model_signature(model)
@@ -590,6 +581,8 @@ async def _infer(
     rows = _rows(body.inputs, model, tensor_in, limit)
     results = await runtime.batcher.submit_many(rows)
     _count(metrics, runtime, results)
+    if traffic.shadows:
+        traffic.mirror(runtime, rows, results)
     payload = {
         "model_name": model.name,
         "model_version": str(model.version),

@@ -1,0 +1,134 @@
+"""Prediction cache: answers keyed on (model, version, prepared input), LRU with a TTL."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import time
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Protocol
+
+from mlserve.config import CacheSettings
+from mlserve.runtime.model import Prediction
+
+EvictionObserver = Callable[[str], None]
+LONG_TEXT = 256  # longer texts are keyed by a digest, so keys stay small
+
+
+def input_key(row: Any) -> Hashable:
+    """The normalized input: a prepared row is the exact text (str) or the feature values as
+    floats in the model's feature order (list) — so {"a": 1, "b": 2}, [1, 2] and [1.0, 2.0]
+    share one entry, and nothing from the request's headers or ids takes part."""
+    if type(row) is str:
+        if len(row) <= LONG_TEXT:
+            return row
+        return hashlib.blake2b(row.encode("utf-8", "surrogatepass"), digest_size=20).digest()
+    return tuple(row)
+
+
+class PredictionCache(Protocol):
+    """What the server needs from a prediction cache. The in-memory LRU below serves one
+    process; a Redis implementation (shared by replicas) provides the same coroutines, with
+    keys namespaced by model and version and values serialized (orjson of a Prediction)."""
+
+    async def get(self, model: str, version: int, row: Any) -> Prediction | None:
+        """The cached answer for a prepared row, or None."""
+        ...
+
+    async def set(self, model: str, version: int, row: Any, prediction: Prediction) -> None:
+        """Remember the answer for a prepared row."""
+        ...
+
+    async def get_many(
+        self, model: str, version: int, rows: Sequence[Any]
+    ) -> list[Prediction | None]:
+        """Cached answers for several rows (None where absent), in one round trip."""
+        ...
+
+    async def set_many(
+        self, model: str, version: int, rows: Sequence[Any], predictions: Sequence[Prediction]
+    ) -> None:
+        """Remember the answers for several rows."""
+        ...
+
+    async def clear(self) -> None:
+        """Forget every entry."""
+        ...
+
+    def __len__(self) -> int:
+        """Entries held (an estimate is fine for a shared store)."""
+        ...
+
+
+class MemoryCache:
+    """A process-local LRU cache with a TTL and an entry bound.
+
+    Runs on the event loop thread only (no lock). Expired entries are dropped when read;
+    when the cache is full the least recently used entry goes (counted as an eviction)."""
+
+    def __init__(
+        self,
+        *,
+        max_entries: int,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_evict: EvictionObserver | None = None,
+    ) -> None:
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self.on_evict = on_evict
+        # (model, version, input key) -> (expires at, prediction); oldest use first.
+        self._entries: collections.OrderedDict[
+            tuple[str, int, Hashable], tuple[float, Prediction]
+        ] = collections.OrderedDict()
+
+    @classmethod
+    def from_settings(
+        cls, settings: CacheSettings, *, on_evict: EvictionObserver | None = None
+    ) -> MemoryCache:
+        return cls(max_entries=settings.max_entries, ttl_s=settings.ttl_s, on_evict=on_evict)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _get(self, key: tuple[str, int, Hashable]) -> Prediction | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self.clock():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def _set(self, key: tuple[str, int, Hashable], prediction: Prediction) -> None:
+        entries = self._entries
+        entries[key] = (self.clock() + self.ttl_s, prediction)
+        entries.move_to_end(key)
+        if len(entries) > self.max_entries:
+            now = self.clock()
+            while len(entries) > self.max_entries:
+                (model, _, _), (expires, _) = entries.popitem(last=False)
+                if self.on_evict is not None and expires > now:  # expired: not an eviction
+                    self.on_evict(model)
+
+    async def get(self, model: str, version: int, row: Any) -> Prediction | None:
+        return self._get((model, version, input_key(row)))
+
+    async def set(self, model: str, version: int, row: Any, prediction: Prediction) -> None:
+        self._set((model, version, input_key(row)), prediction)
+
+    async def get_many(
+        self, model: str, version: int, rows: Sequence[Any]
+    ) -> list[Prediction | None]:
+        return [self._get((model, version, input_key(row))) for row in rows]
+
+    async def set_many(
+        self, model: str, version: int, rows: Sequence[Any], predictions: Sequence[Prediction]
+    ) -> None:
+        for row, prediction in zip(rows, predictions, strict=True):
+            self._set((model, version, input_key(row)), prediction)
+
+    async def clear(self) -> None:
+        self._entries.clear()

@@ -1,0 +1,463 @@
+"""Async jobs: submit inputs to score in the background, poll the job, fetch its results."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import importlib.util
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+import pydantic
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.responses import Response, StreamingResponse
+
+from mlserve.errors import InvalidInputError, PayloadTooLargeError
+from mlserve.jobs import Job, JobNotCompletedError, JobStore, JobsUnavailableError
+from mlserve.runtime.model import LoadedModel
+from mlserve.schemas import (
+    AsyncPredictRequest,
+    ErrorResponse,
+    JobAccepted,
+    JobInfo,
+    JobKind,
+    JobResultPage,
+)
+from mlserve.server.deps import SettingsDep, StateDep
+from mlserve.server.jobrunner import prepare_rows
+from mlserve.server.routes.predict import JSONBytes, _mark
+from mlserve.server.state import AppState
+
+router = APIRouter(prefix="/api", tags=["jobs"])
+
+NDJSON = "application/x-ndjson"
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10_000
+HAS_MULTIPART = importlib.util.find_spec("python_multipart") is not None
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such job (or it expired)."},
+    503: {"model": ErrorResponse, "description": "The job store is unavailable."},
+}
+
+SUBMIT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": AsyncPredictRequest.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": (
+                                '.jsonl: one {"text": ...} or {"features": ...} object per '
+                                "line; .csv: a header row, then a `text` column (text models) "
+                                "or one numeric column per feature (tabular models; an empty "
+                                "cell is a missing value, other columns are ignored)."
+                            ),
+                        },
+                        "model": {"type": "string", "description": "Model reference."},
+                        "model_version": {"type": "string", "description": "Version or alias."},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+# ---------------------------------------------------------------------------- helpers
+def _store(state: AppState) -> JobStore:
+    store: JobStore | None = state.jobs
+    if store is None:
+        raise JobsUnavailableError("async jobs are unavailable: the job store could not be opened")
+    return store
+
+
+def _urls(request: Request, job_id: str) -> tuple[str, str]:
+    status = f"{request.scope.get('root_path', '')}/api/jobs/{job_id}"
+    return status, f"{status}/result"
+
+
+def _when(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def _info(request: Request, job: Job) -> dict[str, Any]:
+    status_url, result_url = _urls(request, job.id)
+    return {
+        "job_id": job.id,
+        "status": job.status,
+        "model": job.model,
+        "version": job.version,
+        "kind": job.kind,
+        "progress": {"done": job.done, "total": job.total},
+        "created_at": _when(job.created_at),
+        "started_at": _when(job.started_at),
+        "finished_at": _when(job.finished_at),
+        "expires_at": _when(job.expires_at),
+        "error": job.error,
+        "status_url": status_url,
+        "result_url": result_url,
+    }
+
+
+@dataclass(slots=True)
+class Submission:
+    reference: str | None  # the model the client asked for
+    kind: JobKind
+    inputs: list[Any]
+    fields: list[str] | None  # names of the inputs in error messages (None: texts.N, records.N)
+
+
+def _too_many(what: str, count: int | str, limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"{what} has {count} inputs; the limit is {limit} (jobs.max_items): split it into jobs"
+    )
+
+
+def _from_json(raw: bytes, limit: int) -> tuple[AsyncPredictRequest, str]:
+    try:
+        body = AsyncPredictRequest.model_validate_json(raw or b"null")
+    except pydantic.ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    given = [f for f in ("text", "features", "texts", "records") if getattr(body, f) is not None]
+    if len(given) != 1:
+        raise InvalidInputError(
+            "send exactly one of 'text', 'features', 'texts' or 'records' "
+            "(or upload a file as multipart/form-data field 'file')"
+        )
+    field = given[0]
+    if field in ("texts", "records"):
+        items: list[Any] = getattr(body, field)
+        if not items:
+            raise InvalidInputError(f"'{field}' is empty; send 1 to {limit} items")
+        if len(items) > limit:
+            raise _too_many(f"'{field}'", len(items), limit)
+    return body, field
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"the file is not UTF-8 text (byte {exc.start})") from None
+
+
+def _parse_jsonl(data: bytes, model: LoadedModel, limit: int) -> tuple[list[Any], list[str]]:
+    wanted = "text" if model.is_text else "features"
+    inputs: list[Any] = []
+    fields: list[str] = []
+    # Split on newlines only: U+2028, U+0085 and friends may sit inside a JSON string.
+    for n, line in enumerate(_decode(data).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInputError(f"line {n}: invalid JSON ({exc})") from None
+        if not isinstance(obj, dict) or set(obj) - {"text", "features"} or len(obj) != 1:
+            raise InvalidInputError(
+                f'line {n}: expected one object per line, {{"text": ...}} or {{"features": ...}}'
+            )
+        if wanted not in obj:
+            raise InvalidInputError(f"line {n}: model {model.ref} needs '{wanted}'")
+        inputs.append(obj[wanted])
+        fields.append(f"line {n}")
+        if len(inputs) > limit:
+            raise _too_many("the file", f"more than {limit}", limit)
+    return inputs, fields
+
+
+def _number(raw: str | None, n: int, column: str) -> float | None:
+    if raw is None:
+        raise InvalidInputError(f"line {n}: fewer values than columns in the header")
+    text = raw.strip()
+    if not text:
+        return None  # a missing value, like null in JSON
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidInputError(
+            f"line {n}, column '{column}': {raw!r:.40} is not a number"
+        ) from None
+
+
+def _parse_csv(data: bytes, model: LoadedModel, limit: int) -> tuple[list[Any], list[str]]:
+    reader = csv.DictReader(io.StringIO(_decode(data), newline=""))
+    inputs: list[Any] = []
+    fields: list[str] = []
+    try:
+        header = reader.fieldnames
+        if not header:
+            raise InvalidInputError("the file is empty: expected a header row")
+        if model.is_text:
+            if "text" not in header:
+                raise InvalidInputError(
+                    f"model {model.ref} takes text: the CSV needs a 'text' column "
+                    f"(found: {', '.join(header)})"
+                )
+            columns = ["text"]
+        elif model.feature_names:
+            missing = [c for c in model.feature_names if c not in header]
+            if missing:
+                raise InvalidInputError(
+                    f"the CSV lacks column(s) {', '.join(missing)} of model {model.ref}"
+                )
+            columns = model.feature_names
+        else:
+            columns = list(header)
+        for row in reader:
+            n = reader.line_num
+            if None in row:
+                raise InvalidInputError(f"line {n}: more values than columns in the header")
+            if model.is_text:
+                text = row["text"]
+                if text is None:
+                    raise InvalidInputError(f"line {n}: fewer values than columns in the header")
+                inputs.append(text)
+            else:
+                inputs.append([_number(row[c], n, c) for c in columns])
+            fields.append(f"line {n}")
+            if len(inputs) > limit:
+                raise _too_many("the file", f"more than {limit}", limit)
+    except csv.Error as exc:
+        raise InvalidInputError(f"line {reader.line_num}: invalid CSV ({exc})") from None
+    return inputs, fields
+
+
+def _file_kind(upload: UploadFile) -> Literal["jsonl", "csv"]:
+    name = (upload.filename or "").lower()
+    media = (upload.content_type or "").split(";")[0].strip().lower()
+    if name.endswith((".jsonl", ".ndjson")) or media in (NDJSON, "application/jsonl"):
+        return "jsonl"
+    if name.endswith(".csv") or media == "text/csv":
+        return "csv"
+    raise HTTPException(415, "upload a .jsonl or a .csv file")
+
+
+async def _read_upload(request: Request) -> tuple[UploadFile, bytes, str | None, str | None]:
+    if not HAS_MULTIPART:
+        raise HTTPException(
+            415, "file uploads need the python-multipart package on the server; send JSON"
+        )
+    async with request.form(max_files=1, max_fields=8) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInputError("send the file in the multipart/form-data field 'file'")
+        data = await upload.read()
+        model, version = form.get("model"), form.get("model_version")
+        return (
+            upload,
+            data,
+            model if isinstance(model, str) and model else None,
+            version if isinstance(version, str) and version else None,
+        )
+
+
+def _wants_lines(request: Request, fmt: str | None) -> bool:
+    if fmt is not None:
+        return fmt == "jsonl"
+    accept = request.headers.get("accept", "")
+    return any(m in accept for m in (NDJSON, "application/jsonl", "application/json-lines"))
+
+
+# ---------------------------------------------------------------------------- routes
+@router.post(
+    "/predict/async",
+    status_code=202,
+    response_model=JobAccepted,
+    responses={
+        400: {"model": ErrorResponse, "description": "Malformed multipart body."},
+        404: {"model": ErrorResponse, "description": "Unknown model, version or alias."},
+        413: {
+            "model": ErrorResponse,
+            "description": "More inputs than jobs.max_items, or a body over server.max_body_bytes.",
+        },
+        415: {"model": ErrorResponse, "description": "Neither JSON nor a .jsonl/.csv upload."},
+        422: {"model": ErrorResponse, "description": "An invalid input (the message names it)."},
+        503: {"model": ErrorResponse, "description": "Model not loaded, or no job store."},
+    },
+    openapi_extra=SUBMIT_BODY,
+    summary="Submit an async prediction job",
+)
+async def submit_job(request: Request, state: StateDep, settings: SettingsDep) -> Response:
+    """Store one input or up to jobs.max_items inputs (JSON, or a .jsonl/.csv upload) as a job
+    scored in the background; every input is validated first, so a job once accepted only
+    fails if the model does. The version is chosen as for /api/predict/batch (an A/B split
+    included) and every row is scored with it. Poll status_url; fetch result_url once it has
+    completed."""
+    store = _store(state)
+    limit = settings.jobs.max_items
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == "multipart/form-data":
+        upload, data, reference, version = await _read_upload(request)
+        runtime = await state.traffic.select(reference, version, request.scope)
+        parse = _parse_jsonl if _file_kind(upload) == "jsonl" else _parse_csv
+        inputs, fields = await asyncio.to_thread(parse, data, runtime.model, limit)
+        if not inputs:
+            raise InvalidInputError("the file holds no inputs")
+        kind: JobKind = "texts" if runtime.model.is_text else "records"
+        job_input = Submission(reference, kind, inputs, fields)
+    elif media in ("", "application/json") or media.endswith("+json"):
+        body, field = await asyncio.to_thread(_from_json, await request.body(), limit)
+        runtime = await state.traffic.select(body.model, body.model_version, request.scope)
+        if field in ("text", "features"):
+            kind = "texts" if field == "text" else "records"
+            job_input = Submission(body.model, kind, [getattr(body, field)], [field])
+        else:
+            kind = "texts" if field == "texts" else "records"
+            job_input = Submission(body.model, kind, getattr(body, field), None)
+    else:
+        raise HTTPException(
+            415, "send application/json, or a .jsonl/.csv file as multipart/form-data"
+        )
+    _mark(request, runtime)
+    model = runtime.model
+    await asyncio.to_thread(
+        prepare_rows, model, job_input.kind, job_input.inputs, fields=job_input.fields
+    )
+    job = await store.submit(
+        model_reference=job_input.reference,
+        model=model.name,
+        version=model.version,
+        kind=job_input.kind,
+        inputs=job_input.inputs,
+    )
+    if state.job_dispatcher is not None:
+        state.job_dispatcher.notify(job.id)
+    status_url, result_url = _urls(request, job.id)
+    accepted = {
+        "job_id": job.id,
+        "status": job.status,
+        "status_url": status_url,
+        "result_url": result_url,
+        "model": job.model,
+        "version": job.version,
+        "total": job.total,
+        "created_at": _when(job.created_at),
+    }
+    return JSONBytes(orjson.dumps(accepted), status_code=202, headers={"Location": status_url})
+
+
+@router.get("/jobs/{job_id}", response_model=JobInfo, responses=NOT_FOUND, summary="Job status")
+async def job_status(job_id: str, request: Request, state: StateDep) -> Response:
+    """Status (pending, running, completed, failed, cancelled), progress and timestamps."""
+    job = await _store(state).get(job_id)
+    return JSONBytes(orjson.dumps(_info(request, job)))
+
+
+@router.get(
+    "/predict/async/{job_id}",
+    response_model=JobInfo,
+    responses=NOT_FOUND,
+    summary="Job status (alias of GET /api/jobs/{job_id})",
+)
+async def job_status_alias(job_id: str, request: Request, state: StateDep) -> Response:
+    """The same answer as GET /api/jobs/{job_id}, kept for older clients."""
+    return await job_status(job_id, request, state)
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    response_model=JobResultPage,
+    responses={
+        200: {
+            "content": {
+                NDJSON: {
+                    "schema": {"type": "string"},
+                    "example": '{"prediction":"positive","confidence":0.91,"probabilities":'
+                    '{"negative":0.04,"neutral":0.05,"positive":0.91}}\n',
+                }
+            },
+            "description": "A page of predictions as JSON; or, with `Accept: "
+            "application/x-ndjson` or `?format=jsonl`, one prediction per line (streamed), "
+            "line i answering input offset + i.",
+        },
+        409: {"model": ErrorResponse, "description": "The job has not completed."},
+        **NOT_FOUND,
+    },
+    summary="Job results",
+)
+async def job_result(
+    job_id: str,
+    request: Request,
+    state: StateDep,
+    offset: Annotated[int, Query(ge=0, description="Index of the first prediction.")] = 0,
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_PAGE,
+            description=f"Predictions per page (JSON: default {DEFAULT_PAGE}; "
+            "JSON lines: default all).",
+        ),
+    ] = None,
+    fmt: Annotated[
+        Literal["json", "jsonl"] | None,
+        Query(alias="format", description="jsonl: stream JSON lines (like Accept: x-ndjson)."),
+    ] = None,
+) -> Response:
+    """A completed job's predictions in input order: pages of JSON (follow next_offset) or a
+    stream of JSON lines. 409 while the job is pending or running, or if it did not complete."""
+    store = _store(state)
+    if not _wants_lines(request, fmt):
+        page = await store.results(job_id, offset, limit or DEFAULT_PAGE)
+        payload = {
+            "job_id": page.job.id,
+            "model": page.job.model,
+            "version": page.job.version,
+            "total": page.job.total,
+            "offset": offset,
+            "limit": limit or DEFAULT_PAGE,
+            "next_offset": page.next_offset,
+            "predictions": page.items,
+        }
+        return JSONBytes(orjson.dumps(payload))
+    job = await store.get(job_id)
+    if job.status != "completed":
+        raise JobNotCompletedError.of(job)
+
+    async def lines() -> AsyncIterator[bytes]:
+        left = limit
+        async for items in store.iter_results(job_id, offset):
+            if left is not None:
+                items = items[:left]
+                left -= len(items)
+            yield b"".join(orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE) for item in items)
+            if left == 0:
+                return
+
+    return StreamingResponse(lines(), media_type=NDJSON, headers={"X-Job-Total": str(job.total)})
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=JobInfo,
+    responses={
+        200: {"description": "The pending or running job is now cancelled (its status)."},
+        204: {"description": "The finished job and its results were deleted."},
+        **NOT_FOUND,
+    },
+    summary="Cancel or delete a job",
+)
+async def delete_job(job_id: str, request: Request, state: StateDep) -> Response:
+    """Cancel a pending or running job (200 with its status; no result is stored after
+    this), or delete a finished one with its results (204)."""
+    store = _store(state)
+    cancelled = await store.cancel(job_id)
+    if cancelled is None:
+        await store.delete(job_id)
+        return Response(status_code=204)
+    return JSONBytes(orjson.dumps(_info(request, cancelled)))
