@@ -1339,7 +1339,9 @@ class Engine:
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _open_one(self, client: HttpEngine, index: int, scheduled: float, rec: Recorder) -> None:
+    async def _open_one(
+        self, client: HttpEngine, index: int, scheduled: float, rec: Recorder
+    ) -> None:
         try:
             # Latency counts from the scheduled start: waiting for a slot is part of it.
             await client.fire(index, scheduled, rec)
@@ -1804,10 +1806,11 @@ class LiveView:
         done, errors = sum(self.done), sum(self.errors)
         if "warmup" in self.phase and done == 0:
             return Text(f"warming up… {elapsed:5.1f}s", style="dim")
-        rps = 0.0
+        rps = math.nan
         if len(self.counts) >= 2:
             (t0, n0), (t1, n1) = self.counts[0], self.counts[-1]
-            rps = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+            if t1 - t0 >= 0.2:  # snapshots of several processes arrive close together
+                rps = (n1 - n0) / (t1 - t0)
         window: list[float] = []
         for _, chunk in self.recent:
             window.extend(chunk)
@@ -1819,7 +1822,7 @@ class LiveView:
         return Text.assemble(
             (f"{elapsed:6.1f}s ", "dim"),
             (f"{done:>10,} requests ", "bold"),
-            (f"{rps:>9,.0f} req/s ", ""),
+            (f"{'–' if math.isnan(rps) else f'{rps:,.0f}':>9} req/s ", ""),
             (f"p50 {_ms(p50):>7} ms  p99 {_ms(p99):>7} ms  ", ""),
             (f"errors {errors:,}", style),
         )

@@ -525,3 +525,35 @@ def test_plan_bounds(plan: LoadPlan, message: str) -> None:
 def test_threshold_dataclass_expression() -> None:
     t = Threshold(metric="p", op="<", value=200, percentile=99.9)
     assert t.expression == "p(99.9)<200" and t.label == "p(99.9)<200"
+
+
+def test_live_view_aggregates_processes_and_renders_a_line() -> None:
+    from mlserve.loadtest import LiveView, Progress
+
+    view = LiveView(processes=2)
+    assert "warming up" in str(view.render())
+    for index in (0, 1):
+        view.update(
+            index,
+            Progress(
+                elapsed=1.0, phase="measure", done=100, errors=index, window=array("d", [1.0, 3.0])
+            ),
+        )
+    line = " ".join(str(view.render()).split())
+    assert "200 requests" in line and "errors 1" in line
+    assert "p50 1.00 ms p99 3.00 ms" in line
+    assert "– req/s" in line  # two snapshots a moment apart give no rate yet
+
+
+def test_the_cli_module_imports_no_http_engine() -> None:
+    """`mlserve --help` stays fast: the engines load inside the command only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mlserve.cli.loadtest_cmd; "
+        "print(sorted(m for m in ('aiohttp', 'httptools', 'uvloop', 'mlserve.loadtest') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -275,6 +275,10 @@ def loadtest(
     if not 1 <= processes <= lt.MAX_PROCESSES:
         raise UsageError(f"invalid --processes {processes}: use 1 to {lt.MAX_PROCESSES}")
     headers = [lt.parse_header(h) for h in header or []]
+    for out, flag in ((json_out, "--json"), (junit, "--junit")):
+        # A report that cannot be written is found now, not after the run.
+        if out is not None and out != "-" and not Path(out).parent.is_dir():
+            raise UsageError(f"{flag} {out}: the folder {Path(out).parent} does not exist")
     if url is not None:
         lt.check_url(url)
 

@@ -362,6 +362,8 @@ def test_timeout_at_preflight_exits_1(loadtest: Callable[..., Result]) -> None:
         (["--processes", "0"], "--processes"),
         (["--data", "missing.txt"], "does not exist"),
         (["--duration", "2h"], "--duration"),
+        (["--json", "no/such/dir/out.json"], "does not exist"),
+        (["--junit", "no/such/dir/junit.xml"], "does not exist"),
     ],
 )
 def test_usage_errors_exit_2(
@@ -375,3 +377,14 @@ def test_usage_errors_exit_2(
         "loadtest", *(["--url", "http://127.0.0.1:9"] if "--url" not in args else []), *args
     )
     assert_user_error(result, fragment)
+
+
+def test_engine_stops_when_asked_and_keeps_what_it_measured(fake: FakeServer) -> None:
+    from mlserve.loadtest import LoadPlan, Payloads, build_target, run_engine
+
+    target = build_target(url=fake.url, payloads=Payloads(texts=("hello",)))
+    plan = LoadPlan(concurrency=2, duration=30.0)
+    result = run_engine(target, plan, should_stop=lambda: True)  # asked at the first tick
+    assert result.interrupted
+    assert 0 < result.requests == fake.counts["predict"]
+    assert result.duration_s < 5
