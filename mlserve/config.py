@@ -158,7 +158,7 @@ class JobsSettings(Section):
     lease_s: float = Field(default=30.0, gt=0)
     """A running job whose worker stops renewing its lease for this long is resumed elsewhere."""
     concurrency: int = Field(default=1, ge=0)
-    """Jobs each server process works on at once (0: accept jobs, never run them here)."""
+    """Jobs each server process works on at once (0: never here; with redis.url: mlserve worker)."""
     database: Path | None = None
     """SQLite job store. Default: $MLSERVE_HOME/state/jobs.sqlite3."""
 
@@ -174,6 +174,23 @@ class TrafficSettings(Section):
     """Consecutive failed model calls that mark a version degraded (503 for the cooldown)."""
     failure_cooldown_s: float = Field(default=30.0, gt=0)
     """Seconds a degraded version fails fast before it is tried again."""
+
+
+class RedisSettings(Section):
+    url: SecretStr | None = None
+    """Redis shared by replicas (needs mlserve[redis]), e.g. redis://redis:6379/0. Unset: off."""
+    key_prefix: str = Field(default="mlserve:", pattern=r"^[A-Za-z0-9_.:{}-]{0,64}$")
+    """Prefix of every key and of the Celery queue: one per deployment sharing a Redis database."""
+    socket_timeout_s: float = Field(default=1.0, gt=0)
+    """Seconds to wait for a Redis reply; past it Redis counts as down (requests go on)."""
+    connect_timeout_s: float = Field(default=1.0, gt=0)
+    """Seconds to wait for a connection to Redis."""
+    health_check_interval_s: float = Field(default=1.0, gt=0)
+    """Seconds between background pings: how soon a lost or recovered Redis is noticed."""
+    max_connections: int = Field(default=64, ge=1)
+    """Most connections one process opens to Redis."""
+    rate_limit_fail_open: bool = True
+    """Redis down: true, limit with this process's own buckets; false, limited requests get 503."""
 
 
 class LoggingSettings(Section):
@@ -220,6 +237,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     traffic: TrafficSettings = Field(default_factory=TrafficSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @classmethod

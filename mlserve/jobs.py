@@ -13,12 +13,16 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 import orjson
 
 from mlserve.errors import MlserveError, NotFoundError
 from mlserve.schemas import JobKind, JobStatus
+
+if TYPE_CHECKING:
+    from mlserve.config import Settings
+    from mlserve.redis_backend import RedisBackend
 
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
@@ -687,3 +691,21 @@ class SqliteJobStore:
 
     async def purge_expired(self) -> int:
         return await self._call(self.purge_expired_sync)
+
+
+# ---------------------------------------------------------------------------- factory
+async def open_job_store(settings: Settings, *, redis: RedisBackend | None = None) -> JobStore:
+    """The job store for these settings: in Redis, shared by every replica and worker, when
+    there is a Redis backend (redis.url); else SQLite in the state directory (one host)."""
+    if redis is not None:
+        from mlserve.redis_jobs import RedisJobStore
+
+        return RedisJobStore(
+            redis,
+            chunk_size=settings.jobs.chunk_size,
+            ttl_s=settings.jobs.ttl_s,
+            dispatch_grace_s=settings.jobs.lease_s,
+        )
+    return await SqliteJobStore.open(
+        settings.jobs_database, chunk_size=settings.jobs.chunk_size, ttl_s=settings.jobs.ttl_s
+    )

@@ -15,13 +15,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlserve.config import AuthSettings
-from mlserve.errors import ConfigError, NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from mlserve.config import Settings
+from mlserve.errors import ConfigError, MlserveError, NotFoundError, UsageError
 from mlserve.fsutil import atomic_write_json
 
 Role = Literal["predict", "admin"]
@@ -103,7 +106,7 @@ class KeyRecord(BaseModel):
     created_at: datetime | None = None
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
-    source: Literal["file", "settings"] = Field(default="file", exclude=True)
+    source: Literal["file", "settings", "redis"] = Field(default="file", exclude=True)
 
     @field_validator("created_at", "expires_at", "revoked_at")
     @classmethod
@@ -248,3 +251,76 @@ def _free_name(role: str, taken: set[str]) -> str:
         candidate = f"{role}-{secrets.token_hex(3)}"
         if candidate not in taken:
             return candidate
+
+
+# ---------------------------------------------------------------------------- shared revocations
+REVOKED_HASH = "revoked"  # under redis.key_prefix: sha256 -> {"name", "role", "revoked_at"}
+
+
+def revocation_entry(record: KeyRecord) -> bytes:
+    """The value stored in Redis for a revoked key (never the key, only who it was)."""
+    revoked = record.revoked_at or datetime.now(UTC)
+    return json.dumps(
+        {"name": record.name, "role": record.role, "revoked_at": revoked.isoformat()}
+    ).encode()
+
+
+def revocation_from_entry(sha256: str, raw: bytes | str) -> KeyRecord | None:
+    """The KeyRecord for one entry of the shared revocations; None for a malformed entry."""
+    try:
+        data = json.loads(raw)
+        return KeyRecord(
+            name=data["name"],
+            role=data["role"],
+            sha256=sha256,
+            revoked_at=datetime.fromisoformat(data["revoked_at"]),
+            source="redis",
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _redis(settings: Settings) -> Any:
+    from mlserve.redis_backend import redis_url, sync_client
+
+    url = redis_url(settings)
+    if url is None:
+        return None
+    return sync_client(url, settings.redis)
+
+
+def share_revocation(settings: Settings, record: KeyRecord) -> bool:
+    """Record a revocation in Redis when `redis.url` is set, so every replica refuses the key
+    within a second whatever key file or settings it reads. False when Redis is off;
+    MlserveError when it is set but unreachable."""
+    client = _redis(settings)
+    if client is None:
+        return False
+    from mlserve.redis_backend import display_url, redis_url
+
+    key = settings.redis.key_prefix + REVOKED_HASH
+    try:
+        with client:
+            client.hset(key, record.sha256, revocation_entry(record))
+    except Exception as exc:  # noqa: BLE001 - redis-py's errors, told to the user in one line
+        where = display_url(redis_url(settings) or "")
+        raise MlserveError(
+            f"cannot record the revocation of '{record.name}' in redis {where} ({exc}); "
+            "run the command again once Redis is reachable"
+        ) from None
+    return True
+
+
+def shared_revocations(settings: Settings) -> dict[str, KeyRecord]:
+    """The revocations recorded in Redis (sha256 -> record); {} when Redis is off."""
+    client = _redis(settings)
+    if client is None:
+        return {}
+    with client:
+        raw: dict[bytes, bytes] = client.hgetall(settings.redis.key_prefix + REVOKED_HASH)
+    out: dict[str, KeyRecord] = {}
+    for digest, value in raw.items():
+        record = revocation_from_entry(digest.decode(), value)
+        if record is not None:
+            out[record.sha256] = record
+    return out

@@ -185,14 +185,19 @@ class Registry:
         self._ensure_root()
         lock = FileLock(str(self.root / ".lock"), timeout=LOCK_TIMEOUT_S)
         try:
-            with lock:
-                yield
+            lock.acquire()
         except Timeout:
             raise RegistryError(
                 f"registry {self.root} is locked by another writer (waited {LOCK_TIMEOUT_S:.0f} s)"
             ) from None
+        except OSError as exc:  # permission denied, a read-only file system, ...
+            raise RegistryError(f"registry {self.root} is not writable: {exc.strerror}") from None
+        try:
+            yield
         except PermissionError as exc:
             raise RegistryError(f"registry {self.root} is not writable: {exc.strerror}") from None
+        finally:
+            lock.release()
 
     def check_readable(self) -> None:
         """Raise RegistryError when the registry directory exists but cannot be listed."""
@@ -378,9 +383,12 @@ class Registry:
         try:
             estimator, _ = _unpickle(data, origin=str(path))
         except Exception as exc:  # noqa: BLE001 - unpickling can raise anything; report, never crash
+            # What the exception says comes from code in the artifact: it goes to the log; the
+            # message (which API clients see) names only its type.
+            log.error("cannot unpickle %s: %s: %s", path, type(exc).__name__, exc)
             raise IntegrityError(
                 f"artifact {path} of {meta.name}:{meta.version} cannot be loaded: "
-                f"{type(exc).__name__}: {exc}"
+                f"{type(exc).__name__} while unpickling (details in the log)"
             ) from exc
         notes = version_mismatch_warnings(meta)
         for note in notes:
@@ -533,13 +541,22 @@ class Registry:
                 meta = ModelMetadata(version=version, **draft)
                 _write_synced(staging / METADATA, meta.model_dump_json(indent=2).encode())
                 _fsync_dir(staging)
-                os.rename(staging, versions_dir / str(version))
+                published = versions_dir / str(version)
+                os.rename(staging, published)
                 _fsync_dir(versions_dir)
-                atomic_write_json(model_dir / ".highest", version)
-                if aliases:
-                    current = self.aliases(name)
-                    current.update(dict.fromkeys(aliases, version))
-                    atomic_write_json(model_dir / ALIASES, current)
+                try:
+                    atomic_write_json(model_dir / ".highest", version)
+                    if aliases:
+                        current = self.aliases(name)
+                        current.update(dict.fromkeys(aliases, version))
+                        atomic_write_json(model_dir / ALIASES, current)
+                except OSError:
+                    # A version and its aliases land together or not at all: unpublish it
+                    # (back to staging, removed below). A rename needs no free space.
+                    with contextlib.suppress(OSError):
+                        os.rename(published, staging)
+                        _fsync_dir(versions_dir)
+                    raise
         except OSError as exc:
             raise RegistryError(
                 f"cannot write to registry {self.root}: {exc.strerror or exc}"

@@ -267,11 +267,20 @@ class ModelHealth(BaseModel):
     error: str | None = None
 
 
+DependencyStatus = Literal["up", "down"]
+
+
 class HealthResponse(BaseModel):
     status: Literal["healthy", "degraded", "unhealthy"]
     version: str
     uptime_s: float
     models: list[ModelHealth]
+    dependencies: dict[str, DependencyStatus] = Field(
+        default_factory=dict,
+        description="Shared services the server uses (`redis` when redis.url is set) and "
+        "whether they answer; one that is down makes a healthy server `degraded` (predictions "
+        "go on without it).",
+    )
 
 
 class DetailedModelHealth(ModelHealth):
@@ -327,6 +336,9 @@ class AsyncPredictRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         protected_namespaces=(),
+        # Read from JSON text by pydantic, which takes NaN / Infinity tokens; refused here as
+        # on every other route (null is the missing value).
+        allow_inf_nan=False,
         json_schema_extra={
             "examples": [
                 {"texts": ["Loved it", "Never again", "It arrived on Monday"]},

@@ -17,6 +17,7 @@ from mlserve.cli import (
     register_cmd,
     serve_cmd,
     train_cmd,
+    worker_cmd,
 )
 
 app = typer.Typer(
@@ -56,6 +57,7 @@ app.command("serve")(serve_cmd.serve)
 app.command("predict")(predict_cmd.predict)
 app.command("health-check")(health_cmd.health_check)
 app.command("loadtest")(loadtest_cmd.loadtest)
+app.command("worker")(worker_cmd.worker)
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(keys_cmd.app, name="keys")

@@ -111,6 +111,8 @@ def list_keys(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     store = KeyStore(settings.keys_file)
     records = [*store.list(), *records_from_settings(settings.auth)]
     now = datetime.now(UTC)
+    if settings.redis.url is not None:
+        records = _with_shared_revocations(settings, records)
     if as_json:
         print_json([_record_json(r, now) for r in records])
         return
@@ -141,24 +143,77 @@ def list_keys(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     console.print(table)
 
 
+def _with_shared_revocations(settings: Any, records: list[Any]) -> list[Any]:
+    """Mark the keys revoked in Redis as revoked (a warning when Redis cannot be read)."""
+    from mlserve.keys import shared_revocations
+
+    try:
+        revoked = shared_revocations(settings)
+    except Exception as exc:  # noqa: BLE001 - the local listing is still worth showing
+        err_console.print(f"warning: cannot read the revocations in Redis ({exc})", markup=False)
+        return records
+    out = []
+    for record in records:
+        shared = revoked.get(record.sha256)
+        if shared is not None and record.revoked_at is None:
+            record = record.model_copy(update={"revoked_at": shared.revoked_at})
+        out.append(record)
+    return out
+
+
 @app.command("revoke")
 @cli_errors
 def revoke(
     name: Annotated[str, typer.Argument(help="Name of the active key to revoke.")],
     config: ConfigOpt = None,
 ) -> None:
-    """Revoke a key: running servers refuse it within about a second."""
-    from mlserve.errors import UsageError
+    """Revoke a key: running servers refuse it within about a second.
+
+    With redis.url set the revocation is also recorded in Redis, so every replica refuses the
+    key whatever key file it reads; keys given in settings (auth.keys) can then be revoked too.
+    """
+    from datetime import UTC, datetime
+
+    from mlserve.errors import NotFoundError, UsageError
+    from mlserve.keys import KeyRecord, KeyStore, share_revocation
 
     settings = load_cli_settings(config)
-    if any(entry.name == name for entry in settings.auth.keys):
-        raise UsageError(
-            f"key '{name}' is defined in the settings (auth.keys); remove it there and restart"
+    shared = settings.redis.url is not None
+    entry = next((e for e in settings.auth.keys if e.name == name), None)
+    if entry is not None:
+        if not shared:
+            raise UsageError(
+                f"key '{name}' is defined in the settings (auth.keys); remove it there and "
+                "restart (or set redis.url to revoke it for every replica at once)"
+            )
+        record = KeyRecord(
+            name=entry.name,
+            role=entry.role,
+            sha256=entry.sha256,
+            revoked_at=datetime.now(UTC),
+            source="settings",
         )
-    from mlserve.keys import KeyStore
-
-    record = KeyStore(settings.keys_file).revoke(name)
-    err_console.print(f"revoked key '{record.name}' (role {record.role})", markup=False)
+        share_revocation(settings, record)
+        err_console.print(
+            f"revoked key '{name}' (role {record.role}) in Redis: every replica refuses it; "
+            "remove it from auth.keys at the next deploy",
+            markup=False,
+        )
+        return
+    store = KeyStore(settings.keys_file)
+    try:
+        record = store.revoke(name)
+    except NotFoundError:
+        # Already revoked in the file: record it in Redis again (a previous run may have
+        # found Redis unreachable).
+        done = [r for r in store.list() if r.name == name and r.status() == "revoked"]
+        if not shared or not done:
+            raise
+        share_revocation(settings, done[-1])
+        err_console.print(f"key '{name}' was already revoked; recorded in Redis", markup=False)
+        return
+    where = " (key file and Redis)" if share_revocation(settings, record) else ""
+    err_console.print(f"revoked key '{record.name}' (role {record.role}){where}", markup=False)
 
 
 @app.command("hash")

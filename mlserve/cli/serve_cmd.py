@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -94,6 +95,11 @@ def serve(
     On an empty registry it first trains and registers the bundled sentiment model.
     Stop it with Ctrl-C or SIGTERM: in-flight requests finish first.
     """
+    # One OpenMP thread per model call. Requests already run concurrently (a predict thread
+    # per model beside the event loop); OpenMP's spinning workers on top of that made the
+    # p99 of a HistGradientBoosting model ~30x worse on 2 cores (bench/RESULTS.md). Set before
+    # scikit-learn loads its OpenMP runtime; an OMP_NUM_THREADS from the environment wins.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     overrides: dict[str, Any] = {
         "registry": {"path": str(registry) if registry else None},
         "server": {
@@ -107,6 +113,7 @@ def serve(
     }
     settings = load_cli_settings(config, **overrides)
     check_exposure(settings)
+    check_redis(settings)
     from mlserve.cli._common import open_registry
 
     reg = open_registry(settings)
@@ -148,6 +155,16 @@ def check_exposure(settings: Any) -> None:
     )
 
 
+def check_redis(settings: Any) -> None:
+    """With redis.url set, the mlserve[redis] extra must be installed (ConfigError, exit 2).
+    An unreachable Redis is not an error: the server starts, degraded, and recovers."""
+    if settings.redis.url is None:
+        return
+    from mlserve.redis_backend import require_redis
+
+    require_redis(celery=True)
+
+
 def is_loopback(host: str) -> bool:
     import ipaddress
 
@@ -160,7 +177,9 @@ def is_loopback(host: str) -> bool:
 
 
 def _display_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host  # noqa: S104
+    if host in ("0.0.0.0", ""):  # noqa: S104 - compared, not bound: shown as the local URL
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def _json_safe(overrides: dict[str, Any]) -> dict[str, Any]:

@@ -170,7 +170,10 @@ class LoadedModel:
         them, that is the input's fault: InvalidInputError naming the features, not a 500."""
         x = self._matrix(rows)
         try:
-            return self._predict(x)
+            # Features far outside the training range overflow inside the model: checked on
+            # its output below, not left to floating-point warnings.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                return self._predict(x)
         except ValueError as exc:
             missing = self._missing_features(x)
             if not missing:
@@ -186,14 +189,25 @@ class LoadedModel:
         columns = np.flatnonzero(np.isnan(x).any(axis=0)).tolist()
         return [self.feature_names[j] if self.feature_names else str(j) for j in columns]
 
+    def _overflowed(self) -> InvalidInputError:
+        return InvalidInputError(
+            f"model {self.ref} cannot score these features: they are so far outside the "
+            "values it was trained on that its output overflows"
+        )
+
     def _predict(self, x: Any) -> list[Prediction]:
         if not self.has_proba:
             labels = self.estimator.predict(x)
+            values = np.asarray(labels)
+            if values.dtype.kind == "f" and not np.isfinite(values).all():
+                raise self._overflowed()
             return [
                 Prediction(label=introspect.to_label(v), confidence=None, probabilities=None)
                 for v in labels
             ]
         proba = np.asarray(self.estimator.predict_proba(x), dtype=float)
+        if not np.isfinite(proba).all():
+            raise self._overflowed()
         best = proba.argmax(axis=1)
         if self.labels_from_proba:
             labels_out = [self.classes[i] for i in best.tolist()]

@@ -10,7 +10,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -29,6 +29,9 @@ from mlserve.server.middleware import RequestContextMiddleware
 from mlserve.server.ratelimit import install_rate_limit
 from mlserve.server.routes import health, jobs, models, predict, v2
 from mlserve.server.state import AppState
+
+if TYPE_CHECKING:
+    from mlserve.redis_backend import RedisBackend
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,30 @@ def _freeze_heap(_: object) -> None:
     gc.freeze()
 
 
+def _redis_backend(settings: Settings, metrics: ServerMetrics) -> RedisBackend | None:
+    """The Redis shared by the replicas when redis.url is set (ConfigError without the
+    mlserve[redis] extra); None otherwise, and then neither redis-py nor Celery is imported."""
+    if settings.redis.url is None:
+        return None
+    from mlserve.redis_backend import RedisBackend, export_state, require_redis
+
+    require_redis(celery=True)
+    backend = RedisBackend.from_settings(settings)
+    if backend is not None:
+        export_state(backend, metrics.registry)
+    return backend
+
+
+def _share_cache(state: AppState, redis: RedisBackend) -> None:
+    """With redis.url the prediction cache lives in Redis, shared by every replica (entries
+    expire after cache.ttl_s; Redis's maxmemory bounds the size)."""
+    from mlserve.server.redis_cache import RedisPredictionCache
+
+    cache = RedisPredictionCache.from_settings(state.settings.cache, redis)
+    state.traffic.cache = cache
+    state.metrics.cache_entries.set_function(cache.__len__)  # held in Redis, not here
+
+
 def create_app(
     settings: Settings, *, background_load: bool = False, freeze_heap: bool = False
 ) -> FastAPI:
@@ -82,7 +109,12 @@ def create_app(
     registry = Registry(settings.registry_path)
     metrics = ServerMetrics()
     manager = ModelManager(settings, registry, metrics)
-    state = AppState(settings=settings, registry=registry, metrics=metrics, manager=manager)
+    redis = _redis_backend(settings, metrics)
+    state = AppState(
+        settings=settings, registry=registry, metrics=metrics, manager=manager, redis=redis
+    )
+    if redis is not None and settings.cache.enabled:
+        _share_cache(state, redis)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,6 +123,8 @@ def create_app(
             loader.add_done_callback(_freeze_heap)
         if not background_load:
             await loader
+        if redis is not None:
+            await redis.start()  # an unreachable Redis is logged, not fatal (health: degraded)
         stop_jobs = await start_jobs(state)
         state.traffic.start(loader)  # split/shadow preloads, then the registry watcher
         restore = _drain_on_signals(state)
@@ -104,6 +138,8 @@ def create_app(
             await stop_jobs()  # before the models: a job's chunk in flight needs its batcher
             await state.traffic.close()
             await manager.close()
+            if redis is not None:
+                await redis.close()
             metrics.close()
             log.info("server stopped")
 
@@ -167,8 +203,8 @@ def create_app(
     app.add_middleware(FastPredictMiddleware, app_state=state)
     # Outside the fast path, so predictions are authenticated and limited too; auth first,
     # so buckets are per principal.
-    install_rate_limit(app, settings, metrics)
-    install_auth(app, settings, metrics)
+    install_rate_limit(app, settings, metrics, redis)
+    install_auth(app, settings, metrics, redis)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,

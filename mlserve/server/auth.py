@@ -28,6 +28,8 @@ from mlserve.server.metrics import ServerMetrics
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from mlserve.redis_backend import RedisBackend
+
 log = logging.getLogger(__name__)
 
 Access = Literal["open", "predict", "admin"]
@@ -143,8 +145,8 @@ def credential_of(scope: Scope) -> str | None:
 
 # ---------------------------------------------------------------------------- key sources
 class KeySource(Protocol):
-    """Where API keys come from. The key file and settings today; a Redis implementation
-    (keys and revocations shared by replicas) implements the same two methods."""
+    """Where API keys come from: the key file, settings, and (with redis.url) the revocations
+    shared by replicas through Redis (mlserve.server.redis_keys)."""
 
     async def find(self, digest: str) -> Sequence[KeyRecord]:
         """Records whose sha256 is `digest` (revoked and expired ones included)."""
@@ -398,12 +400,17 @@ class Authenticator:
         self._enabled = jwt is not None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Authenticator:
-        """Raises ConfigError for a broken key file or JWT setting (serve exits with 2)."""
+    def from_settings(cls, settings: Settings, redis: RedisBackend | None = None) -> Authenticator:
+        """Raises ConfigError for a broken key file or JWT setting (serve exits with 2). With a
+        Redis backend, revocations shared through Redis are honoured too."""
         sources: list[KeySource] = [
             FileKeySource(settings.keys_file),
             StaticKeySource.from_settings(settings.auth),
         ]
+        if redis is not None:
+            from mlserve.server.redis_keys import RedisRevocationSource
+
+            sources.append(RedisRevocationSource(redis))
         return cls(sources=sources, jwt=JwtVerifier.from_settings(settings.auth))
 
     async def enabled(self) -> bool:
@@ -574,10 +581,12 @@ def install_openapi_security(app: FastAPI, policy: AccessPolicy) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def install_auth(app: FastAPI, settings: Settings, metrics: ServerMetrics) -> None:
+def install_auth(
+    app: FastAPI, settings: Settings, metrics: ServerMetrics, redis: RedisBackend | None = None
+) -> None:
     """Add the auth middleware (raises ConfigError for broken auth settings) and its OpenAPI."""
     policy = AccessPolicy.from_settings(settings.auth)
-    authenticator = Authenticator.from_settings(settings)
+    authenticator = Authenticator.from_settings(settings, redis)
     app.add_middleware(
         AuthMiddleware,
         authenticator=authenticator,

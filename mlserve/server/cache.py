@@ -29,7 +29,11 @@ def input_key(row: Any) -> Hashable:
 class PredictionCache(Protocol):
     """What the server needs from a prediction cache. The in-memory LRU below serves one
     process; a Redis implementation (shared by replicas) provides the same coroutines, with
-    keys namespaced by model and version and values serialized (orjson of a Prediction)."""
+    keys namespaced by model and version (e.g. prefix + model + version + a digest of
+    input_key(row)), values serialized (orjson of a Prediction), the TTL as the key's expiry
+    and the size bound left to Redis's maxmemory policy. A cache is an optimisation: when
+    its store is unreachable, get returns None (a miss) and set does nothing, never raising
+    into the request. Plug one in as TrafficController.cache."""
 
     async def get(self, model: str, version: int, row: Any) -> Prediction | None:
         """The cached answer for a prepared row, or None."""

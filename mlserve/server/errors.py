@@ -80,6 +80,8 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
         msg = err.get("msg", "invalid")
         if kind == "extra_forbidden":
             msg = "unknown field"
+        elif kind == "model_attributes_type" and isinstance(err.get("input"), bytes):
+            msg = "not read as JSON: send it with Content-Type: application/json"
         elif kind == "json_invalid":
             field, msg = "body", f"invalid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
         described.append((field, kind, msg))
@@ -96,7 +98,12 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
 
 
 def error_body(code: str, message: str, request_id: str | None) -> bytes:
-    return orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
+    body = {"error": {"code": code, "message": message, "request_id": request_id}}
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # a lone surrogate quoted from the request: not UTF-8, cannot be sent
+        body["error"]["message"] = message.encode("utf-8", "replace").decode()
+        return orjson.dumps(body)
 
 
 def is_v2_path(path: str) -> bool:
@@ -137,13 +144,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, exc.status_code, exc.code, message, exc.headers())
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)  # noqa: S101
+        assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this type only
         return error_response(
             request, 422, "invalid_input", describe_validation_errors(list(exc.errors()))
         )
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+        assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
         code = HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         if exc.status_code == 404 and message == "Not Found":
@@ -153,3 +160,63 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MlserveError, on_mlserve_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    install_openapi_errors(app)
+
+
+VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def _is_fastapi_validation(response: dict[str, Any]) -> bool:
+    ref = response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref")
+    return bool(ref == "#/components/schemas/HTTPValidationError")
+
+
+def install_openapi_errors(app: FastAPI) -> None:
+    """Document the errors as the handlers send them. FastAPI declares its own 422 body
+    (HTTPValidationError); the handlers answer in the error shape, and on /v2 with 400 in the
+    protocol's shape. The body limit (413) holds on every route that takes a body."""
+    original = app.openapi
+    patched = False
+
+    def openapi() -> dict[str, Any]:
+        nonlocal patched
+        schema = original()  # FastAPI caches the dict: patch it in place once
+        if patched:
+            return schema
+        patched = True
+        schemas = schema.get("components", {}).get("schemas", {})
+        for path, operations in schema.get("paths", {}).items():
+            v2 = is_v2_path(path)
+            name = "V2ErrorResponse" if v2 else "ErrorResponse"
+            if name not in schemas:
+                continue
+            content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+            for operation in operations.values():
+                responses = operation.get("responses") if isinstance(operation, dict) else None
+                if responses is None:
+                    continue
+                validation = responses.get("422")
+                if validation is not None and _is_fastapi_validation(validation):
+                    if v2:
+                        del responses["422"]
+                        responses.setdefault(
+                            "400", {"description": "Invalid request.", "content": content}
+                        )
+                    else:
+                        responses["422"] = {
+                            "description": "Invalid input (the message names the field).",
+                            "content": content,
+                        }
+                if "requestBody" in operation:
+                    responses.setdefault(
+                        "413",
+                        {"description": "Request body over server.max_body_bytes.",
+                         "content": content},
+                    )  # fmt: skip
+        text = orjson.dumps(schema.get("paths", {}))
+        for unused in VALIDATION_SCHEMAS:
+            if f"#/components/schemas/{unused}".encode() not in text:
+                schemas.pop(unused, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

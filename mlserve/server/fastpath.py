@@ -41,12 +41,20 @@ class FastPredictMiddleware:
             return
         started = time.perf_counter()
         accepts_gzip = False
+        json_body = False
         for key, value in scope["headers"]:
             if key == b"origin":  # CORS: let the CORS middleware answer
                 await self.app(scope, receive, send)
                 return
             if key == b"accept-encoding" and b"gzip" in value:
                 accepts_gzip = True
+            elif key == b"content-type":
+                json_body = _is_json(value)
+        if not json_body:
+            # Without a JSON Content-Type the route refuses the body (422), as on every route:
+            # no text/plain "simple" cross-origin request gets a prediction either.
+            await self.app(scope, receive, send)
+            return
         # Named for the request metrics, which otherwise only know routed requests' templates.
         scope["state"]["route"] = PREDICT_PATH
         try:
@@ -140,6 +148,13 @@ def _parse(body: bytes) -> tuple[Any, Any, str | None, int | str | None] | None:
     if version is not None and type(version) not in (int, str):
         return None
     return text, features, model, version
+
+
+def _is_json(content_type: bytes) -> bool:
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
 
 
 async def _read_body(receive: Receive) -> bytes:

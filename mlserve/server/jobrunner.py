@@ -10,10 +10,17 @@ import socket
 import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlserve.errors import MlserveError, ModelUnavailableError
-from mlserve.jobs import Chunk, Job, JobStore, LeaseLostError, SqliteJobStore
+from mlserve.jobs import (
+    Chunk,
+    Job,
+    JobStore,
+    JobsUnavailableError,
+    LeaseLostError,
+    open_job_store,
+)
 from mlserve.runtime.model import LoadedModel
 from mlserve.schemas import JobKind
 from mlserve.server.errors import redact_paths
@@ -21,6 +28,9 @@ from mlserve.server.manager import ModelManager
 from mlserve.server.metrics import ServerMetrics
 from mlserve.server.routes.predict import _count, _item
 from mlserve.server.state import AppState
+
+if TYPE_CHECKING:
+    from mlserve.redis_backend import RedisBackend
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +107,11 @@ class JobRunner:
         """A job was accepted here: idle loops claim at once instead of at their next poll."""
         self._wakeup.set()
 
+    def request_stop(self) -> None:
+        """Jobs in progress are given back after their current chunk; no new job is claimed."""
+        self._stopping.set()
+        self._wakeup.set()
+
     async def stop(self, *, timeout: float = 10.0) -> None:
         """Let each loop finish the chunk it is scoring and give its job back (so a restart
         resumes it at once); loops still busy after `timeout` are cancelled, which gives the
@@ -160,6 +175,10 @@ class JobRunner:
             await self._chunks(job, owner, lost)
         except LeaseLostError as exc:
             log.info("job %s: stopped working on it (%s)", job.id, exc)
+        except JobsUnavailableError as exc:
+            # Not the job's fault: its lease runs out, and it is resumed (from its first chunk
+            # without results) once the store is back.
+            log.warning("job %s: paused, %s", job.id, exc.message)
         except asyncio.CancelledError:
             await self._give_back(job.id, owner)
             raise
@@ -241,11 +260,11 @@ async def start_jobs(state: AppState) -> Callable[[], Awaitable[None]]:
     function that stops them. A store that cannot be opened turns async jobs off (503)
     while predictions go on."""
     settings = state.settings
+    if state.redis is not None:
+        return await _start_shared_jobs(state, state.redis)
     path = settings.jobs_database
     try:
-        store = await SqliteJobStore.open(
-            path, chunk_size=settings.jobs.chunk_size, ttl_s=settings.jobs.ttl_s
-        )
+        store = await open_job_store(settings)
     except (OSError, sqlite3.Error, MlserveError) as exc:
         log.error("cannot open the job store %s; async jobs are off: %s", path, exc)
 
@@ -266,6 +285,27 @@ async def start_jobs(state: AppState) -> Callable[[], Awaitable[None]]:
 
     async def stop() -> None:
         await runner.stop(timeout=settings.server.graceful_timeout)
+        await store.close()
+
+    return stop
+
+
+async def _start_shared_jobs(state: AppState, redis: RedisBackend) -> Callable[[], Awaitable[None]]:
+    """With redis.url: jobs live in Redis and run on Celery workers (`mlserve worker`); this
+    process accepts jobs, answers for any job, and dispatches (again) the jobs nobody works
+    on. It scores none itself (jobs.concurrency does not apply)."""
+    from mlserve.celery_app import CeleryDispatcher
+    from mlserve.redis_jobs import RedisJobStore
+
+    store = await open_job_store(state.settings, redis=redis)
+    assert isinstance(store, RedisJobStore)  # noqa: S101 - open_job_store with a backend
+    dispatcher = CeleryDispatcher.from_settings(state.settings, store)
+    dispatcher.start()
+    state.jobs = store
+    state.job_dispatcher = dispatcher
+
+    async def stop() -> None:
+        await dispatcher.stop()
         await store.close()
 
     return stop

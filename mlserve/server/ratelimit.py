@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlserve.config import RateLimitSettings, Settings
-from mlserve.errors import RateLimited
+from mlserve.errors import MlserveError, RateLimited
 from mlserve.server.auth import Principal, error_content, route_path, send_error
 from mlserve.server.metrics import ServerMetrics
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from mlserve.redis_backend import RedisBackend
 
 # Probes and scrapes are never limited: a throttled readiness check takes a healthy pod out.
 EXEMPT_PATHS = frozenset(
@@ -132,9 +134,14 @@ class InMemoryRateLimiter:
             del self._buckets[key]
 
 
-def make_rate_limiter(settings: Settings) -> RateLimiter:
-    """The limiter for these settings (in memory; the Redis one slots in here)."""
-    return InMemoryRateLimiter()
+def make_rate_limiter(settings: Settings, redis: RedisBackend | None = None) -> RateLimiter:
+    """The limiter for these settings: shared through Redis when the server has a Redis
+    backend (redis.url), else this process's own buckets."""
+    if redis is None:
+        return InMemoryRateLimiter()
+    from mlserve.server.redis_ratelimit import RedisRateLimiter
+
+    return RedisRateLimiter(redis, fail_open=settings.redis.rate_limit_fail_open)
 
 
 class RateLimitMiddleware:
@@ -172,7 +179,11 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         key, limit = self._key_and_limit(scope)
-        decision = await self.limiter.acquire(key, limit)
+        try:
+            decision = await self.limiter.acquire(key, limit)
+        except MlserveError as unavailable:  # a shared limiter failing closed (Redis down)
+            await send_error(scope, send, unavailable, metrics=self.metrics)
+            return
         headers = decision.headers()
         if not decision.allowed:
             exc = RateLimited(
@@ -220,13 +231,15 @@ def install_openapi_rate_limit(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def install_rate_limit(app: FastAPI, settings: Settings, metrics: ServerMetrics) -> None:
+def install_rate_limit(
+    app: FastAPI, settings: Settings, metrics: ServerMetrics, redis: RedisBackend | None = None
+) -> None:
     """Add the rate-limit middleware when `rate_limit.enabled` (a no-op otherwise)."""
     if not settings.rate_limit.enabled:
         return
     app.add_middleware(
         RateLimitMiddleware,
-        limiter=make_rate_limiter(settings),
+        limiter=make_rate_limiter(settings, redis),
         config=settings.rate_limit,
         metrics=metrics,
     )

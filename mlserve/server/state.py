@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -13,6 +14,9 @@ from mlserve.registry import Registry
 from mlserve.server.manager import ModelManager
 from mlserve.server.metrics import ServerMetrics
 from mlserve.server.traffic import TrafficController
+
+if TYPE_CHECKING:
+    from mlserve.redis_backend import RedisBackend
 
 
 @dataclass(eq=False)
@@ -27,6 +31,8 @@ class AppState:
     # One Process object for the app's life: cpu_percent() measures since its previous call,
     # so a fresh object per request would always report 0.0.
     process: psutil.Process = field(default_factory=psutil.Process)
+    # Redis shared by the replicas (redis.url), or None: rate limits, cache, revocations, jobs.
+    redis: RedisBackend | None = None
     # Async jobs: set in the lifespan (None until then, or when the store cannot be opened).
     jobs: JobStore | None = None
     job_dispatcher: JobDispatcher | None = None

@@ -53,7 +53,7 @@ class Split:
         weights: dict[int, float] = {}
         for key, weight in raw.items():
             text = str(key).strip()
-            if not text.isdigit() or int(text) < 1:
+            if not (text.isascii() and text.isdigit()) or int(text) < 1:
                 raise InvalidInputError(f"split version '{key}' is not a version number")
             if not math.isfinite(weight) or weight < 0:
                 raise InvalidInputError(f"split weight of version {text} must be >= 0")
@@ -65,6 +65,8 @@ class Split:
         total = sum(weights.values())
         if total <= 0:
             raise InvalidInputError("split weights add up to 0")
+        if not math.isfinite(total):
+            raise InvalidInputError("split weights are too large")
         versions = tuple(v for v, w in weights.items() if w > 0)
         bounds: list[float] = []
         running = 0.0
@@ -247,12 +249,10 @@ class TrafficController:
         self.metrics = metrics
         self.cache: PredictionCache | None = None
         if settings.cache.enabled:
-            evictions = metrics.cache_evictions
-            memory = MemoryCache.from_settings(
-                settings.cache, on_evict=lambda model: evictions.labels(model).inc()
-            )
+            memory = MemoryCache.from_settings(settings.cache, on_evict=self._evicted)
             metrics.cache_entries.set_function(memory.__len__)
             self.cache = memory
+        self._evictions: dict[str, Counter] = {}
         self._cache_counters: dict[str, tuple[Counter, Counter]] = {}
         self.splits: dict[str, Split] = {}
         self.shadows: dict[str, int] = {}
@@ -380,6 +380,13 @@ class TrafficController:
             )
             self._cache_counters[name] = counters
         return counters
+
+    def _evicted(self, model: str) -> None:
+        # Once per miss when the cache is full: labels() would cost more than the lookup.
+        counter = self._evictions.get(model)
+        if counter is None:
+            counter = self._evictions[model] = self.metrics.cache_evictions.labels(model)
+        counter.inc()
 
     def mirror(self, runtime: Runtime, rows: Sequence[Any], results: Sequence[Prediction]) -> None:
         """Copy an answered request to the model's shadow version, if it has one (never

@@ -176,6 +176,8 @@ def test_a_split_naming_an_unknown_version_is_refused_and_nothing_changes(
     "body",
     [
         {"split": {"one": 50}},
+        {"split": {"²": 50}},
+        {"split": {"1": 1e308, "2": 1e308}},
         {"split": {"1": -5, "2": 10}},
         {"split": {"1": 0, "2": 0}},
         {"split": {}},

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from mlserve import __version__
 from mlserve.errors import MlserveError
 from mlserve.schemas import (
+    DependencyStatus,
     DetailedHealthResponse,
     DetailedModelHealth,
     HealthResponse,
@@ -84,16 +85,25 @@ async def _smoke(served: ServedModel) -> ModelHealth:
     return ModelHealth(name=served.name, version=runtime.version, status="degraded", error=error)
 
 
-async def _health(state: AppState) -> tuple[str, list[ModelHealth]]:
+def _dependencies(state: AppState) -> dict[str, DependencyStatus]:
+    """Shared services and whether they answer (the backend's state, kept by its pings)."""
+    if state.redis is None:
+        return {}
+    return {"redis": "up" if state.redis.available else "down"}
+
+
+async def _health(state: AppState) -> tuple[str, list[ModelHealth], dict[str, DependencyStatus]]:
     results = await asyncio.gather(*(_smoke(s) for s in state.manager.models.values()))
+    dependencies = _dependencies(state)
     healthy = sum(r.status == "healthy" for r in results)
     if results and healthy == len(results):
-        overall = "healthy"
+        # A shared service down costs features (shared limits, cache, jobs), not predictions.
+        overall = "healthy" if all(v == "up" for v in dependencies.values()) else "degraded"
     elif healthy:
         overall = "degraded"
     else:
         overall = "unhealthy"
-    return overall, list(results)
+    return overall, list(results), dependencies
 
 
 @router.get(
@@ -103,13 +113,15 @@ async def _health(state: AppState) -> tuple[str, list[ModelHealth]]:
     summary="Health with smoke predictions",
 )
 async def health(state: StateDep) -> Response:
-    """healthy / degraded per model from a real smoke prediction; 503 when none can predict."""
-    overall, models = await _health(state)
+    """healthy / degraded per model from a real smoke prediction, and whether shared services
+    (Redis) answer; 503 when no model can predict."""
+    overall, models, dependencies = await _health(state)
     body = HealthResponse(
         status=overall,
         version=__version__,
         uptime_s=round(state.uptime_s, 3),
         models=models,
+        dependencies=dependencies,
     )
     return Response(
         body.model_dump_json(),
@@ -126,7 +138,7 @@ async def health(state: StateDep) -> Response:
 )
 async def health_detailed(state: StateDep) -> Response:
     """Health plus process CPU, RSS, open requests, and per-model load time and counts."""
-    overall, models = await _health(state)
+    overall, models, dependencies = await _health(state)
     detailed = []
     for item in models:
         served = state.manager.models[item.name]
@@ -157,6 +169,7 @@ async def health_detailed(state: StateDep) -> Response:
         uptime_s=round(state.uptime_s, 3),
         models=detailed,
         process=info,
+        dependencies=dependencies,
     )
     return Response(
         body.model_dump_json(),

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import importlib.util
 import io
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
 
-from mlserve.errors import InvalidInputError, PayloadTooLargeError
+from mlserve.errors import InvalidInputError, MlserveError, PayloadTooLargeError
 from mlserve.jobs import Job, JobNotCompletedError, JobStore, JobsUnavailableError
 from mlserve.runtime.model import LoadedModel
 from mlserve.schemas import (
@@ -32,6 +33,7 @@ from mlserve.schemas import (
 )
 from mlserve.server.deps import SettingsDep, StateDep
 from mlserve.server.jobrunner import prepare_rows
+from mlserve.server.manager import Runtime
 from mlserve.server.routes.predict import JSONBytes, _mark
 from mlserve.server.state import AppState
 
@@ -40,6 +42,8 @@ router = APIRouter(prefix="/api", tags=["jobs"])
 NDJSON = "application/x-ndjson"
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10_000
+# Offsets are echoed in the answer: keep them integers every JSON reader holds exactly.
+MAX_OFFSET = 2**53 - 1
 HAS_MULTIPART = importlib.util.find_spec("python_multipart") is not None
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -266,6 +270,29 @@ async def _read_upload(request: Request) -> tuple[UploadFile, bytes, str | None,
         )
 
 
+def _missing_probe(rows: list[Any]) -> list[float] | None:
+    """One row with a missing value (NaN) in every column that some row leaves missing."""
+    probe: list[float] | None = None
+    for row in rows:
+        if any(math.isnan(v) for v in row):
+            if probe is None:
+                probe = list(row)
+            else:
+                probe = [math.nan if math.isnan(v) else p for v, p in zip(row, probe, strict=True)]
+    return probe
+
+
+async def _check_missing_accepted(runtime: Runtime, probe: list[float]) -> None:
+    """Only the model knows whether it takes missing values (/api/predict finds out when it
+    predicts): try them once now, so an accepted job never fails for its input (422)."""
+    try:
+        await runtime.batcher.submit(probe)
+    except InvalidInputError:
+        raise
+    except MlserveError:
+        pass  # a model failing otherwise is the job's to report, as it always was
+
+
 def _wants_lines(request: Request, fmt: str | None) -> bool:
     if fmt is not None:
         return fmt == "jsonl"
@@ -325,9 +352,13 @@ async def submit_job(request: Request, state: StateDep, settings: SettingsDep) -
         )
     _mark(request, runtime)
     model = runtime.model
-    await asyncio.to_thread(
+    rows = await asyncio.to_thread(
         prepare_rows, model, job_input.kind, job_input.inputs, fields=job_input.fields
     )
+    if not model.is_text:
+        probe = await asyncio.to_thread(_missing_probe, rows)
+        if probe is not None:
+            await _check_missing_accepted(runtime, probe)
     job = await store.submit(
         model_reference=job_input.reference,
         model=model.name,
@@ -394,7 +425,9 @@ async def job_result(
     job_id: str,
     request: Request,
     state: StateDep,
-    offset: Annotated[int, Query(ge=0, description="Index of the first prediction.")] = 0,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_OFFSET, description="Index of the first prediction.")
+    ] = 0,
     limit: Annotated[
         int | None,
         Query(

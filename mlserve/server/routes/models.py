@@ -20,9 +20,10 @@ from mlserve.schemas import (
     VersionInfo,
 )
 from mlserve.server.deps import ManagerDep, StateDep
+from mlserve.server.jsonbody import JSONRoute
 from mlserve.server.manager import ModelManager, ServedModel
 
-router = APIRouter(prefix="/api/models", tags=["models"])
+router = APIRouter(prefix="/api/models", tags=["models"], route_class=JSONRoute)
 
 NameParam = Path(description="Model name.", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 NOT_FOUND: dict[int | str, dict[str, Any]] = {

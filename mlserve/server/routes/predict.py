@@ -19,10 +19,11 @@ from mlserve.schemas import (
     PredictResponse,
 )
 from mlserve.server.deps import MetricsDep, SettingsDep, StateDep
+from mlserve.server.jsonbody import JSONRoute
 from mlserve.server.manager import Runtime
 from mlserve.server.metrics import ServerMetrics
 
-router = APIRouter(prefix="/api", tags=["predict"])
+router = APIRouter(prefix="/api", tags=["predict"], route_class=JSONRoute)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Unknown model, version or alias."},

@@ -1,0 +1,211 @@
+"""Two `mlserve serve` replicas and one `mlserve worker` sharing one Redis and one registry:
+jobs, rate limits and alias changes behave as one service."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis_procs import (
+    SKIP_REASON,
+    TEST_REDIS_URL,
+    Proc,
+    base_env,
+    delete_prefixed,
+    free_port,
+    wait_for,
+)
+
+pytest.importorskip("redis", reason="the mlserve[redis] extra is not installed")
+pytest.importorskip("celery", reason="the mlserve[redis] extra is not installed")
+
+from mlserve.keys import KeyStore
+from mlserve.registry import Registry
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+
+WATCH_S = 1.0
+PREDICT_BURST = 6
+WAIT_S = 60.0
+
+
+@dataclass
+class Deployment:
+    a: Proc
+    b: Proc
+    worker: Proc
+    registry: Path
+    admin: str
+    predict: str
+    estimators: dict[int, Any]
+    x: Any
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.output()[-4000:]}" for p in (self.a, self.b, self.worker)
+        )
+
+    def client(self, replica: Proc, key: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=replica.url, timeout=10, headers={"Authorization": f"Bearer {key}"}
+        )
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    if TEST_REDIS_URL is None:
+        pytest.skip(SKIP_REASON)
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    root = tmp_path_factory.mktemp("scale-out")
+    data = load_iris()
+    y = data.target_names[data.target]
+    estimators = {
+        1: LogisticRegression(max_iter=1000).fit(data.data, y),
+        2: DecisionTreeClassifier(max_depth=1, random_state=0).fit(data.data, y),
+    }
+    registry = Registry(root / "registry")  # the shared volume
+    registry.register_estimator(estimators[1], name="iris", aliases=["production"])
+    registry.register_estimator(estimators[2], name="iris")
+    home = root / "home"  # one key file for both replicas, as on a shared volume
+    keys = KeyStore(home / "state" / "keys.json")
+    admin = keys.create(role="admin", name="ops").key
+    predict = keys.create(role="predict", name="client").key
+
+    prefix = f"mlst-{uuid.uuid4().hex[:10]}:"
+    env = base_env(
+        home,
+        MLSERVE_REDIS__URL=TEST_REDIS_URL,
+        MLSERVE_REDIS__KEY_PREFIX=prefix,
+        MLSERVE_REDIS__HEALTH_CHECK_INTERVAL_S="0.5",
+        MLSERVE_RATE_LIMIT__ENABLED="true",
+        MLSERVE_RATE_LIMIT__RATE="1000",
+        MLSERVE_RATE_LIMIT__BURST="1000",
+        MLSERVE_RATE_LIMIT__ROLES=json.dumps({"predict": {"rate": 0.01, "burst": PREDICT_BURST}}),
+        MLSERVE_TRAFFIC__WATCH_INTERVAL_S=str(WATCH_S),
+        MLSERVE_CACHE__ENABLED="true",
+        MLSERVE_JOBS__CHUNK_SIZE="20",
+        MLSERVE_JOBS__LEASE_S="5",
+        MLSERVE_JOBS__TTL_S="600",
+        MLSERVE_LOGGING__LEVEL="info",
+    )
+    serve = ["--registry", str(registry.root), "--no-sample"]
+    procs: list[Proc] = []
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            procs.append(
+                Proc.start(
+                    f"replica-{name}",
+                    ["serve", "--port", str(port), *serve],
+                    cwd=root,
+                    env=env,
+                    url=f"http://127.0.0.1:{port}",
+                )
+            )
+        procs.append(
+            Proc.start("worker", ["worker", "--registry", str(registry.root)], cwd=root, env=env)
+        )
+        for proc in procs[:2]:
+            proc.wait_ready()
+        procs[2].wait_log("ready.")  # Celery: consuming the queue
+        yield Deployment(*procs, registry.root, admin, predict, estimators, data.data)  # type: ignore[call-arg]
+    finally:
+        for proc in procs:
+            proc.terminate()
+        delete_prefixed(TEST_REDIS_URL, prefix)
+
+
+def test_a_job_submitted_to_a_is_read_from_b_and_completed_by_the_worker(
+    deployment: Deployment,
+) -> None:
+    d = deployment
+    with d.client(d.a, d.admin) as a, d.client(d.b, d.admin) as b:
+        accepted = a.post("/api/predict/async", json={"model": "iris", "records": d.x.tolist()})
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["job_id"]
+        seen = b.get(f"/api/jobs/{job_id}")
+        finished = wait_for(
+            lambda: (j := b.get(f"/api/jobs/{job_id}").json())["status"] == "completed" and j,
+            "the job completed",
+            WAIT_S,
+            d.logs,
+        )
+        lines = a.get(f"/api/jobs/{job_id}/result", params={"format": "jsonl"})
+
+    assert seen.status_code == 200
+    assert seen.json()["progress"]["total"] == len(d.x)
+    assert finished["progress"] == {"done": len(d.x), "total": len(d.x)}
+    version = accepted.json()["version"]
+    predictions = [json.loads(line)["prediction"] for line in lines.text.splitlines()]
+    assert predictions == list(d.estimators[version].predict(d.x))
+    assert f"job {job_id}: completed" in d.worker.output()
+    for replica in (d.a, d.b):
+        assert f"job {job_id}: completed" not in replica.output()  # scored by the worker only
+
+
+def test_a_keys_rate_limit_is_shared_by_both_replicas(deployment: Deployment) -> None:
+    d = deployment
+    body = {"model": "iris", "features": d.x[0].tolist()}
+    with d.client(d.a, d.predict) as a, d.client(d.b, d.predict) as b:
+        answers = [(a if i % 2 else b).post("/api/predict", json=body) for i in range(10)]
+
+    statuses = [r.status_code for r in answers]
+    assert statuses.count(200) == PREDICT_BURST, statuses  # the burst, across both replicas
+    assert statuses == [200] * PREDICT_BURST + [429] * (10 - PREDICT_BURST)
+    assert [r.headers["x-ratelimit-remaining"] for r in answers[:PREDICT_BURST]] == [
+        str(PREDICT_BURST - 1 - i) for i in range(PREDICT_BURST)
+    ]
+    refused = answers[-1]
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert int(refused.headers["retry-after"]) >= 1
+
+
+def test_an_answer_cached_by_a_is_a_hit_on_b(deployment: Deployment) -> None:
+    d = deployment
+    body = {"model": "iris", "features": [6.1, 2.8, 4.7, 1.2]}
+    with d.client(d.a, d.admin) as a, d.client(d.b, d.admin) as b:
+        first = a.post("/api/predict", json=body)
+        second = b.post("/api/predict", json=body)
+
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
+    assert second.json()["prediction"] == first.json()["prediction"]
+    assert second.json()["version"] == first.json()["version"]
+
+
+def test_an_alias_promoted_through_a_is_served_by_b_within_the_watch_interval(
+    deployment: Deployment, run_mlserve: Any
+) -> None:
+    d = deployment
+    body = {"model": "iris", "features": d.x[0].tolist()}
+    with d.client(d.a, d.admin) as a, d.client(d.b, d.admin) as b:
+        assert b.post("/api/predict", json=body).json()["version"] == 1
+        promoted = run_mlserve(
+            "models", "alias", "iris", "2", "production", "--registry", d.registry
+        )
+        assert promoted.returncode == 0, promoted.stderr
+        reloaded = a.post("/api/models/iris/reload")
+        swapped_at = time.monotonic()
+        served_by_a = a.post("/api/predict", json=body).json()["version"]
+        wait_for(
+            lambda: b.post("/api/predict", json=body).json()["version"] == 2,
+            "replica b serving iris:2",
+            WAIT_S,
+            d.logs,
+        )
+        took = time.monotonic() - swapped_at
+
+    assert reloaded.status_code == 200, reloaded.text
+    assert reloaded.json()["version"] == 2
+    assert served_by_a == 2
+    assert took <= WATCH_S + 3.0, f"replica b took {took:.1f} s (watch interval {WATCH_S} s)"
+    assert "watch: iris now serves version 2" in d.b.output()
