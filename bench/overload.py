@@ -134,13 +134,18 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=50, help="texts per batch request")
     parser.add_argument("--max-queue", type=int, default=100, help="batching.max_queue")
     parser.add_argument("--max-in-flight", type=int, default=4000, help="open-loop cap")
+    parser.add_argument("--max-batch-size", type=int, default=64, help="batching.max_batch_size")
     parser.add_argument("--concurrency", type=int, default=32, help="closed-loop connections")
     args = parser.parse_args()
 
     OUT.mkdir(exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="mlserve-overload-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVE_")}
-    env.update(MLSERVE_HOME=str(home), MLSERVE_BATCHING__MAX_QUEUE=str(args.max_queue))
+    env.update(
+        MLSERVE_HOME=str(home),
+        MLSERVE_BATCHING__MAX_QUEUE=str(args.max_queue),
+        MLSERVE_BATCHING__MAX_BATCH_SIZE=str(args.max_batch_size),
+    )
     print(f"training the sample sentiment model in {home} ...", flush=True)
     subprocess.run(
         [PY, "-m", "mlserve", "train", "--sample", "sentiment", "--name", "sentiment",
@@ -197,7 +202,7 @@ def main() -> int:
             [*load_args, "--rate", str(target), "--duration", f"{args.duration:.0f}s",
              "--max-in-flight", str(args.max_in_flight), "--timeout", "30"],
             OUT / "overload-open-loop.json",
-            limit_s=args.duration + 120,
+            limit_s=args.duration * args.factor + 300,  # every scheduled request is sent
         )  # fmt: skip
         load_end = time.monotonic()
         time.sleep(5.0)  # recovery, seen by the probe
@@ -227,6 +232,8 @@ def main() -> int:
         "endpoint": path,
         "batch_size": args.batch_size if args.endpoint == "batch" else None,
         "max_queue": args.max_queue,
+        "max_batch_size": args.max_batch_size,
+        "max_in_flight": args.max_in_flight,
         "sustainable": {
             "throughput_rps": round(rate, 1),
             "p50_ms": sustainable["latencies"].get("p50"),
