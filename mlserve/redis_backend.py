@@ -89,24 +89,30 @@ class RedisBackend:
         client: Redis | None = None,
     ) -> None:
         require_redis()
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
         self.url = url
         self.key_prefix = key_prefix
         self.health_check_interval_s = health_check_interval_s
-        # One retry without backoff: after a Redis restart the first command on a pooled
-        # connection fails; the retry reconnects. More would only lengthen an outage's calls.
-        self.client: Redis = client or Redis.from_url(
-            url,
-            socket_timeout=socket_timeout_s,
-            socket_connect_timeout=connect_timeout_s,
-            max_connections=max_connections,
-            retry=Retry(NoBackoff(), 1),
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
+        if client is None:
+            # Blocking pool: under a burst, callers wait (up to the socket timeout) for one of
+            # max_connections instead of failing, which would read as "Redis is down". One
+            # retry without backoff: after a Redis restart the first command on a pooled
+            # connection fails and the retry reconnects; more would only lengthen an outage.
+            pool = BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=socket_timeout_s,
+                socket_timeout=socket_timeout_s,
+                socket_connect_timeout=connect_timeout_s,
+                retry=Retry(NoBackoff(), 1),
+                retry_on_timeout=False,
+                health_check_interval=0,
+            )
+            client = Redis.from_pool(pool)  # the client owns (and closes) the pool
+        self.client: Redis = client
         self.up = False
         self.since = time.monotonic()
         self.last_error: str | None = None

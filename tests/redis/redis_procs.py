@@ -7,6 +7,7 @@ is stopped by its own pid.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -45,9 +46,18 @@ def delete_prefixed(url: str, prefix: str) -> None:
 
     with Redis.from_url(url, socket_timeout=5) as client:
         keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        keys += list(client.scan_iter(match="_kombu.binding." + prefix + "*", count=1000))
+        keys += list(client.scan_iter(match="_kombu.binding*." + prefix + "*", count=1000))
         for start in range(0, len(keys), 500):
             client.delete(*keys[start : start + 500])
+        # Messages a killed worker left unacknowledged (kombu restores them after an hour).
+        for tag, raw in client.hscan_iter("unacked"):
+            try:
+                routing_key = json.loads(raw)[2]
+            except (ValueError, IndexError, TypeError):
+                continue
+            if str(routing_key).startswith(prefix):
+                client.hdel("unacked", tag)
+                client.zrem("unacked_index", tag)
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float, log: Callable[[], str]) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import threading
 import uuid
 from collections.abc import Iterator
@@ -289,3 +290,55 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes_in_order(
     assert resumed == [float(i) for i in range(HELD_FROM, ROWS, CHUNK)]
     assert "nobody is working on it; dispatching it again" in server.output()
     assert second.terminate() == 0
+
+
+def test_a_worker_stopped_with_sigterm_gives_the_job_back_after_its_chunk(
+    tmp_path: Path, procs: list[Any], shared_redis: tuple[str, str]
+) -> None:
+    gate = tmp_path / "gate"
+    registry, _, _ = paced_registry(tmp_path / "registry", gate)
+    env = job_env(tmp_path / "home", *shared_redis)
+    server = start_server(tmp_path, registry.root, env)
+    procs.append(server)
+    first = start_worker(tmp_path, registry.root, env, 1)
+    procs.append(first)
+
+    def logs() -> str:
+        return "\n".join(f"--- {p.name}\n{p.output()[-4000:]}" for p in procs)
+
+    (gate / "hold").touch()
+    inputs = [[float(i), 0.5] for i in range(ROWS)]
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        job_id = http.post("/api/predict/async", json={"model": "paced", "records": inputs}).json()[
+            "job_id"
+        ]
+        wait_for(
+            lambda: any(pid == first.pid and x0 == HELD_FROM for pid, x0, _ in calls(gate)),
+            "the worker inside the held chunk",
+            WAIT_S,
+            logs,
+        )
+        first.process.send_signal(signal.SIGTERM)  # warm shutdown, as Kubernetes stops a pod
+        first.wait_log("Warm shutdown")
+        (gate / "hold").unlink()  # the chunk in progress finishes...
+        exit_code = first.process.wait(30)
+        handed_back = job_status(http, job_id).json()
+        second = start_worker(tmp_path, registry.root, env, 2)
+        procs.append(second)
+        finished = wait_for(
+            lambda: (j := job_status(http, job_id).json())["status"] == "completed" and j,
+            "the job completed by the next worker",
+            WAIT_S,
+            logs,
+        )
+        answers = predictions(http, job_id)
+
+    assert exit_code == 0
+    # ...is saved, and the job is given back at once instead of holding the shutdown.
+    assert (handed_back["status"], handed_back["progress"]["done"]) == (
+        "running",
+        HELD_FROM + CHUNK,
+    )
+    assert f"job {job_id}: given back on shutdown" in first.output()
+    assert finished["progress"] == {"done": ROWS, "total": ROWS}
+    assert answers == [2 * i + 0.5 for i in range(ROWS)]
