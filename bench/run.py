@@ -1,7 +1,7 @@
 """Serving benchmark: mlserve (batching on/off) against a tutorial-pattern baseline and two
 ceilings (bare FastAPI, raw ASGI), driven by wrk on loopback, plus in-process model rates.
 
-Usage: python bench/run.py [--duration 8] [--concurrency 1,8,64,128] [--quick]
+Usage: python bench/run.py [--duration 8] [--concurrency 1,8,64,128] [--quick] [--only NAMES]
 Servers are pinned to core 0 and wrk to core 1 when `taskset` exists. Results: a table on
 stdout, bench/out/results.json, and (with matplotlib) docs/benchmarks.png.
 """
@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
     parser.add_argument("--concurrency", default="1,8,64,128")
     parser.add_argument("--quick", action="store_true", help="only 64 connections")
+    parser.add_argument("--only", default="", help="comma-separated server names (prefixes)")
     args = parser.parse_args()
     if not WRK:
         sys.exit("wrk is required (apt-get install wrk)")
@@ -174,10 +175,17 @@ def main() -> None:
             [PY, "-m", "mlserve", "serve"], {**quiet, "MLSERVE_BATCHING__ENABLED": "false"},
             "/api/ready",
         ),
+        "mlserve (feedback off)": (
+            [PY, "-m", "mlserve", "serve"], {**quiet, "MLSERVE_FEEDBACK__ENABLED": "false"},
+            "/api/ready",
+        ),
         "tutorial pattern": ([PY, "-m", "uvicorn", "tutorial:app"], {}, "/docs"),
         "bare FastAPI (no model)": ([PY, "-m", "uvicorn", "bare_fastapi:app"], {}, "/docs"),
         "raw ASGI (no model)": ([PY, "-m", "uvicorn", "raw_asgi:app"], {}, "/"),
     }  # fmt: skip
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",")]
+        servers = {k: v for k, v in servers.items() if any(k.startswith(w) for w in wanted)}
     table: dict[str, dict[str, object]] = {}
     for name, (cmd, extra_env, probe) in servers.items():
         port = free_port()
@@ -186,7 +194,8 @@ def main() -> None:
             full += ["--no-access-log", "--log-level", "warning", "--app-dir", str(HERE / "apps")]
         server_env = {**env, **extra_env, "BENCH_MODEL": str(model_path)}
         row: dict[str, object] = {}
-        with Server(name.split(" ")[0], full, server_env, port, probe) as server:
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        with Server(slug, full, server_env, port, probe) as server:
             url = f"http://127.0.0.1:{port}/api/predict"
             run_wrk(url, HERE / "predict.lua", 8, 2)  # warm-up
             for c in levels:
@@ -201,16 +210,24 @@ def main() -> None:
         table[name] = row
         print(f"done: {name}", file=sys.stderr)
     results["servers"] = table
-    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    partial = bool(args.only)  # a partial run leaves the full results and the plot alone
+    (OUT / ("results-partial.json" if partial else "results.json")).write_text(
+        json.dumps(results, indent=2)
+    )
     report(results, levels)
-    plot(results, levels)
+    if not partial:
+        plot(results, levels)
     shutil.rmtree(work, ignore_errors=True)
 
 
 def report(results: dict, levels: list[int]) -> None:
     servers = results["servers"]
-    ceiling = servers["bare FastAPI (no model)"]["wrk_c64"]["rps"] if 64 in levels else None
-    baseline = servers["tutorial pattern"]["wrk_c64"]["rps"] if 64 in levels else None
+
+    def c64_rps(name: str) -> float | None:
+        return servers[name]["wrk_c64"]["rps"] if 64 in levels and name in servers else None
+
+    ceiling = c64_rps("bare FastAPI (no model)")
+    baseline = c64_rps("tutorial pattern")
     print("\n| server | " + " | ".join(f"req/s c={c}" for c in levels)
           + " | p50 c=64 | p99 c=64 | p50 c=1 | errors | RSS MB |")  # fmt: skip
     print("|---" * (len(levels) + 6) + "|")
@@ -225,7 +242,14 @@ def report(results: dict, levels: list[int]) -> None:
     inproc = results["in_process_texts_per_s"]
     print(f"\nin-process predict_proba: {inproc['one_per_call']:,.0f} texts/s one per call, "
           f"{inproc['batch_64']:,.0f} in batches of 64, {inproc['batch_100']:,.0f} of 100")  # fmt: skip
+    if "mlserve" not in servers:
+        return
     ml = servers["mlserve"]
+    without = c64_rps("mlserve (feedback off)")
+    if without:
+        rps = ml["wrk_c64"]["rps"]
+        print(f"recording predictions for feedback (c=64): {rps:,.0f} req/s on, {without:,.0f} off "
+              f"({rps / without - 1:+.1%})")  # fmt: skip
     if ceiling and baseline:
         rps = ml["wrk_c64"]["rps"]
         print(f"mlserve c=64: {rps / baseline:.1f}x the tutorial baseline, "

@@ -6,7 +6,7 @@ The transport is injectable: pass `transport=httpx.MockTransport(...)` or an `ht
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -15,9 +15,13 @@ from pydantic import BaseModel, ValidationError
 from mlserve.errors import ServerResponseError, ServerUnreachableError
 from mlserve.schemas import (
     BatchPredictResponse,
+    FeedbackResponse,
+    FeedbackResult,
     HealthResponse,
+    Label,
     ModelList,
     PredictResponse,
+    QualityReport,
     ReadyResponse,
 )
 
@@ -53,6 +57,19 @@ def _batch_body(
     if model is not None:
         body["model"] = model
     return body
+
+
+def _feedback_body(items: Iterable[tuple[str, Label]]) -> dict[str, Any]:
+    return {"items": [{"request_id": rid, "label": label} for rid, label in items]}
+
+
+def _quality_params(version: int | None, window: int | None) -> dict[str, int]:
+    params = {}
+    if version is not None:
+        params["version"] = version
+    if window is not None:
+        params["window"] = window
+    return params
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -228,6 +245,23 @@ class Client:
     def models(self) -> ModelList:
         return self._call(ModelList, "GET", "/api/models")
 
+    def feedback(self, items: Iterable[tuple[str, Label]]) -> FeedbackResponse:
+        """Send (prediction id, true label) pairs: one result per item, and the counts."""
+        body = _feedback_body(items)
+        return self._call(FeedbackResponse, "POST", "/api/feedback", json=body)
+
+    def feedback_one(self, request_id: str, label: Label) -> FeedbackResult:
+        """One label; an unknown id (404) or a label the model lacks (422) raises."""
+        body = {"request_id": request_id, "label": label}
+        return self._call(FeedbackResult, "POST", "/api/feedback", json=body)
+
+    def quality(
+        self, model: str, *, version: int | None = None, window: int | None = None
+    ) -> QualityReport:
+        """Live accuracy, confusion matrix and drift per version, with training figures."""
+        params = _quality_params(version, window)
+        return self._call(QualityReport, "GET", f"/api/models/{model}/quality", params=params)
+
     def index(self) -> dict[str, Any]:
         response = self.request("GET", "/")
         data = _decode(response)
@@ -308,6 +342,23 @@ class AsyncClient:
 
     async def models(self) -> ModelList:
         return await self._call(ModelList, "GET", "/api/models")
+
+    async def feedback(self, items: Iterable[tuple[str, Label]]) -> FeedbackResponse:
+        """Send (prediction id, true label) pairs: one result per item, and the counts."""
+        body = _feedback_body(items)
+        return await self._call(FeedbackResponse, "POST", "/api/feedback", json=body)
+
+    async def feedback_one(self, request_id: str, label: Label) -> FeedbackResult:
+        """One label; an unknown id (404) or a label the model lacks (422) raises."""
+        body = {"request_id": request_id, "label": label}
+        return await self._call(FeedbackResult, "POST", "/api/feedback", json=body)
+
+    async def quality(
+        self, model: str, *, version: int | None = None, window: int | None = None
+    ) -> QualityReport:
+        """Live accuracy, confusion matrix and drift per version, with training figures."""
+        params = _quality_params(version, window)
+        return await self._call(QualityReport, "GET", f"/api/models/{model}/quality", params=params)
 
     async def live(self) -> bool:
         return (await self.request("GET", "/api/live")).status_code == 200

@@ -193,6 +193,31 @@ class RedisSettings(Section):
     """Redis down: true, limit with this process's own buckets; false, limited requests get 503."""
 
 
+class FeedbackSettings(Section):
+    enabled: bool = True
+    """Remember predictions so true labels sent later (POST /api/feedback) give live quality."""
+    retention_s: float = Field(default=7 * 86400.0, gt=0)
+    """Seconds a prediction (and its label) is kept; feedback for an older one is a 404."""
+    max_records: int = Field(default=1_000_000, ge=1)
+    """Most predictions kept (the oldest go first); bounds the store's size."""
+    database: Path | None = None
+    """SQLite feedback store. Default: $MLSERVE_HOME/state/feedback.sqlite3 (Redis: redis.url)."""
+    flush_interval_s: float = Field(default=0.25, gt=0)
+    """Seconds between writes of buffered predictions to the store (one transaction each)."""
+    buffer_size: int = Field(default=100_000, ge=1)
+    """Most predictions waiting to be written; beyond it they are dropped and counted."""
+    window: int = Field(default=1000, ge=1)
+    """Rolling figures cover the last N labelled predictions of a version (?window= overrides)."""
+    max_items: int = Field(default=1000, ge=1)
+    """Most labels accepted by one POST /api/feedback request."""
+    drift_window_s: float = Field(default=86400.0, gt=0)
+    """Drift (PSI) compares the predictions of the last this many seconds with the hold-out's."""
+    drift_min_predictions: int = Field(default=100, ge=1)
+    """Fewer predictions than this in the drift window: no drift figure (too noisy)."""
+    metrics_interval_s: float = Field(default=30.0, gt=0)
+    """Seconds between refreshes of the live-accuracy and drift metrics."""
+
+
 class LoggingSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level."""
@@ -238,6 +263,7 @@ class Settings(BaseSettings):
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     traffic: TrafficSettings = Field(default_factory=TrafficSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @classmethod
@@ -266,6 +292,10 @@ class Settings(BaseSettings):
     @property
     def jobs_database(self) -> Path:
         return (self.jobs.database or self.state_dir / "jobs.sqlite3").expanduser()
+
+    @property
+    def feedback_database(self) -> Path:
+        return (self.feedback.database or self.state_dir / "feedback.sqlite3").expanduser()
 
 
 class LoadedSettings(typing.NamedTuple):

@@ -9,6 +9,7 @@ import typer
 from mlserve import __version__
 from mlserve.cli import (
     config_cmd,
+    feedback_cmd,
     health_cmd,
     keys_cmd,
     loadtest_cmd,
@@ -56,6 +57,7 @@ app.command("register")(register_cmd.register)
 app.command("serve")(serve_cmd.serve)
 app.command("predict")(predict_cmd.predict)
 app.command("health-check")(health_cmd.health_check)
+app.command("feedback")(feedback_cmd.feedback)
 app.command("loadtest")(loadtest_cmd.loadtest)
 app.command("worker")(worker_cmd.worker)
 app.add_typer(models_cmd.app, name="models")

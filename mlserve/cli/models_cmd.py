@@ -1,4 +1,4 @@
-"""`mlserve models`: list, show, alias and delete registered models."""
+"""`mlserve models`: list, show, alias and delete registered models; their live quality."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from mlserve.cli._client_opts import ApiKeyOpt, TimeoutOpt, UrlOpt
 from mlserve.cli._common import (
     ConfigOpt,
     JsonOpt,
@@ -18,7 +19,10 @@ from mlserve.cli._common import (
     print_json,
 )
 
-app = typer.Typer(help="List, inspect, alias and delete registered models.", no_args_is_help=True)
+app = typer.Typer(
+    help="List, inspect, alias and delete registered models; show their live quality.",
+    no_args_is_help=True,
+)
 
 RefArg = Annotated[str, typer.Argument(help="Model reference: name, name:VERSION or name@ALIAS.")]
 
@@ -193,3 +197,139 @@ def delete(
         print_json({"name": parsed.name, "deleted_versions": deleted})
     else:
         console.print(f"deleted {parsed.name} version(s) {', '.join(map(str, deleted))}")
+
+
+# ---------------------------------------------------------------------------- live quality
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _drift_cell(psi: float | None, status: str) -> str:
+    shown = {"insufficient_data": "too few", "unavailable": "n/a"}.get(status, status)
+    return shown if psi is None else f"{psi:.3f} {shown}"
+
+
+def _version_of(client: Any, ref: str) -> tuple[str, int | None]:
+    """(name, version) of a reference; an alias is resolved by the server."""
+    from mlserve.client import raise_for_error
+    from mlserve.errors import NotFoundError
+    from mlserve.registry import ModelRef
+
+    parsed = ModelRef.parse(ref)
+    if parsed.alias is None:
+        return parsed.name, parsed.version
+    info = client.request("GET", f"/api/models/{parsed.name}")
+    raise_for_error(info)
+    aliases = info.json().get("all_aliases") or {}
+    if parsed.alias not in aliases:
+        raise NotFoundError(f"model '{parsed.name}' has no alias '{parsed.alias}' on the server")
+    return parsed.name, int(aliases[parsed.alias])
+
+
+def render_quality(report: Any) -> None:
+    """Tables of a QualityReport: one summary row per version, then each version's confusion
+    matrix and drift."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        title=f"live quality of {report.model} (rolling: last {report.window} labels)",
+        title_justify="left",
+    )
+    # Six narrow columns, so that it fits a terminal 80 wide; --json has everything.
+    for column in ("version", "predicted", "labelled", "accuracy", "macro-F1", "drift"):
+        table.add_column(column, justify="left" if column in ("version", "drift") else "right")
+    for v in report.versions:
+        table.add_row(
+            f"{v.version}{' (serving)' if v.serving else ''}",
+            str(v.predictions),
+            str(v.feedback),
+            _pct(v.rolling.accuracy),
+            _pct(v.rolling.macro_f1),
+            _drift_cell(v.drift.psi, v.drift.status),
+        )
+    console.print(table)
+    if not report.versions:
+        err_console.print(f"no predictions of {report.model} are remembered yet")
+    for v in report.versions:
+        lines = []
+        if v.training.accuracy is not None:
+            lines.append(
+                f"hold-out at training: accuracy {_pct(v.training.accuracy)}, "
+                f"macro-F1 {_pct(v.training.macro_f1)}"
+            )
+        windows = [f"{name} {_pct(f.accuracy)}" for name, f in v.windows.items() if f.labelled]
+        if windows:
+            lines.append("live accuracy of the predictions of the last " + ", ".join(windows))
+        for line in lines:
+            console.print(f"{report.model}:{v.version} {line}")
+        matrix = v.confusion_matrix
+        if v.rolling.labelled:
+            cm = Table(
+                title=f"{report.model}:{v.version} confusion matrix (rows: true, columns: "
+                f"predicted; last {v.rolling.labelled} labels)",
+                title_justify="left",
+            )
+            cm.add_column("true \\ predicted")
+            for label in matrix.labels:
+                cm.add_column(escape(label), justify="right")
+            for label, row in zip(matrix.labels, matrix.matrix, strict=True):
+                cm.add_row(escape(label), *(str(n) for n in row))
+            console.print(cm)
+        drift = v.drift
+        if drift.classes:
+            dt = Table(
+                title=f"{report.model}:{v.version} drift over {drift.predictions} recent "
+                f"predictions: PSI {_pct(drift.psi)} ({drift.status})",
+                title_justify="left",
+            )
+            for column in ("predicted class", "hold-out share", "live share", "PSI term"):
+                dt.add_column(column, justify="left" if column == "predicted class" else "right")
+            for c in drift.classes:
+                dt.add_row(escape(c.label), _pct(c.training), _pct(c.live), f"{c.psi:.4f}")
+            console.print(dt)
+            if drift.confidence is not None:
+                console.print(
+                    f"confidence: PSI {drift.confidence.psi:.3f}; mean "
+                    f"{_pct(v.training.mean_confidence)} at training, "
+                    f"{_pct(drift.live_mean_confidence)} now"
+                )
+        elif drift.reason:
+            err_console.print(f"{report.model}:{v.version} drift: {escape(drift.reason)}")
+
+
+@app.command("quality")
+@cli_errors
+def quality(
+    ref: RefArg,
+    window: Annotated[
+        int | None,
+        typer.Option(
+            "--window",
+            help="Rolling figures over the last N labels (default: the server's).",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,  # fmt: skip
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    timeout: TimeoutOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show live accuracy, confusion matrix and drift of a model, from a running server.
+
+    From labels sent with `mlserve feedback`, next to the hold-out figures of training.
+
+    REF: name (every version with predictions), name:VERSION or name@ALIAS.
+    """
+    from mlserve.cli._client_opts import client_settings, make_client
+
+    settings = client_settings(config, url, api_key, timeout)
+    with make_client(settings) as client:
+        name, version = _version_of(client, ref)
+        report = client.quality(name, version=version, window=window)
+    if as_json:
+        print_json(report.model_dump(mode="json"))
+    else:
+        render_quality(report)

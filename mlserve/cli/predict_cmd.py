@@ -38,6 +38,7 @@ class Result:
     probabilities: dict[str, float] | None
     model: str
     version: int
+    request_id: str | None = None  # the server's id of this prediction (for `mlserve feedback`)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +48,7 @@ class Result:
             "probabilities": self.probabilities,
             "model": self.model,
             "version": self.version,
+            "request_id": self.request_id,
         }
 
 
@@ -197,6 +199,7 @@ def predict_remote(
                     one.probabilities,
                     one.model,
                     one.version,
+                    one.request_id,
                 )
             ]
         limit = client.index().get("limits", {}).get("max_batch_items", batch_size)
@@ -219,6 +222,7 @@ def predict_remote(
                             p.probabilities,
                             batch.model,
                             batch.version,
+                            p.id,
                         )
                     )
                 progress.advance(task, len(chunk))
@@ -307,7 +311,7 @@ def write_output(path: Path, results: list[Result]) -> None:
                 classes = sorted({k for r in results for k in (r.probabilities or {})})
                 writer = csv.writer(fh)
                 writer.writerow(
-                    ["input", "prediction", "confidence", "model", "version",
+                    ["input", "prediction", "confidence", "model", "version", "request_id",
                      *[f"p_{c}" for c in classes]]
                 )  # fmt: skip
                 for r in results:
@@ -319,6 +323,7 @@ def write_output(path: Path, results: list[Result]) -> None:
                             "" if r.confidence is None else r.confidence,
                             r.model,
                             r.version,
+                            r.request_id or "",
                             *[probs.get(c, "") for c in classes],
                         ]
                     )

@@ -27,7 +27,7 @@ from mlserve.server.manager import ModelManager
 from mlserve.server.metrics import ServerMetrics
 from mlserve.server.middleware import RequestContextMiddleware
 from mlserve.server.ratelimit import install_rate_limit
-from mlserve.server.routes import health, jobs, models, predict, v2
+from mlserve.server.routes import feedback, health, jobs, models, predict, v2
 from mlserve.server.state import AppState
 
 if TYPE_CHECKING:
@@ -115,6 +115,15 @@ def create_app(
     )
     if redis is not None and settings.cache.enabled:
         _share_cache(state, redis)
+    if settings.feedback.enabled:
+        from mlserve.server.quality import QualityService
+
+        # Built here, not in the lifespan: the predict fast path takes the recorder when the
+        # middleware stack is built; the store is opened (and attached) in the lifespan.
+        state.quality = QualityService(
+            settings=settings, manager=manager, metrics=metrics, redis=redis
+        )
+        state.feedback = state.quality.recorder
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -126,6 +135,8 @@ def create_app(
         if redis is not None:
             await redis.start()  # an unreachable Redis is logged, not fatal (health: degraded)
         stop_jobs = await start_jobs(state)
+        if state.quality is not None:
+            await state.quality.start()  # a store that cannot open is logged, not fatal
         state.traffic.start(loader)  # split/shadow preloads, then the registry watcher
         restore = _drain_on_signals(state)
         try:
@@ -138,6 +149,8 @@ def create_app(
             await stop_jobs()  # before the models: a job's chunk in flight needs its batcher
             await state.traffic.close()
             await manager.close()
+            if state.quality is not None:
+                await state.quality.close()  # writes the predictions still buffered
             if redis is not None:
                 await redis.close()
             metrics.close()
@@ -159,6 +172,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(v2.router)
     app.include_router(jobs.router)
+    app.include_router(feedback.router)
 
     @app.get("/", tags=["meta"], summary="Service index")
     async def index() -> dict[str, Any]:

@@ -33,6 +33,7 @@ class FastPredictMiddleware:
         self.app = app
         self.state = app_state
         self.traffic = app_state.traffic
+        self.feedback = app_state.feedback  # None when feedback.enabled is off
         self.gzip_min = app_state.settings.server.gzip_min_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -109,11 +110,15 @@ class FastPredictMiddleware:
         _count(self.state.metrics, runtime, [result])
         if traffic.shadows:
             traffic.mirror(runtime, [row], [result])
+        model = runtime.model
+        request_id = state.get("request_id")
+        if self.feedback is not None and request_id is not None:  # as routes/predict.py does
+            self.feedback.record(request_id, model.name, model.version, row, result)
         payload = _item(result)
-        payload["model"] = runtime.model.name
-        payload["version"] = runtime.model.version
+        payload["model"] = model.name
+        payload["version"] = model.version
         payload["processing_time_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
-        payload["request_id"] = state.get("request_id")
+        payload["request_id"] = request_id
         out = orjson.dumps(payload)
         extra: list[tuple[bytes, bytes]] = []
         if hit is not None:

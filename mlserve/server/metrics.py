@@ -155,6 +155,60 @@ class ServerMetrics:
             registry=r,
         )
 
+        # Feedback and live model quality (gauges refreshed every feedback.metrics_interval_s
+        # by each process from the shared store: every process reports the same figure).
+        self.feedback = Counter(
+            "mlserve_feedback_total",
+            "True labels received (POST /api/feedback) by model and outcome: accepted, replaced "
+            "(a later label for the same prediction, counted once in the figures), unknown (no "
+            "such prediction kept; model empty), invalid (not a class of the model).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.feedback_dropped = Counter(
+            "mlserve_feedback_dropped_total",
+            "Predictions not remembered for feedback: the buffer was full "
+            "(feedback.buffer_size) or the feedback store could not be opened.",
+            registry=r,
+        )
+        self.live_accuracy = Gauge(
+            "mlserve_model_live_accuracy",
+            "Accuracy of the last feedback.window labelled predictions of a model version.",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.live_labelled = Gauge(
+            "mlserve_model_live_labelled",
+            "Labelled predictions behind mlserve_model_live_accuracy (at most feedback.window).",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.holdout_accuracy = Gauge(
+            "mlserve_model_holdout_accuracy",
+            "Accuracy on the hold-out set recorded in the registry when the version was trained.",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.drift_psi = Gauge(
+            "mlserve_prediction_drift_psi",
+            "Population stability index of the predicted-class distribution of recent "
+            "predictions against the hold-out set's (0.1 moderate, 0.25 significant).",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.confidence_psi = Gauge(
+            "mlserve_confidence_drift_psi",
+            "Population stability index of the confidence histogram of recent predictions "
+            "against the hold-out set's.",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+
     def close(self) -> None:
         """In multiprocess mode, drop this process's live gauges (in-flight requests, models
         loaded) from the aggregate when it stops."""

@@ -16,7 +16,9 @@ from mlserve.server.metrics import ServerMetrics
 from mlserve.server.traffic import TrafficController
 
 if TYPE_CHECKING:
+    from mlserve.feedback import FeedbackRecorder
     from mlserve.redis_backend import RedisBackend
+    from mlserve.server.quality import QualityService
 
 
 @dataclass(eq=False)
@@ -36,6 +38,10 @@ class AppState:
     # Async jobs: set in the lifespan (None until then, or when the store cannot be opened).
     jobs: JobStore | None = None
     job_dispatcher: JobDispatcher | None = None
+    # Feedback (feedback.enabled): the buffer the prediction paths record into, and the
+    # service behind /api/feedback, /api/models/{name}/quality and the quality metrics.
+    feedback: FeedbackRecorder | None = None
+    quality: QualityService | None = None
     # Splits, shadows, prediction cache and the registry watcher (built from the settings).
     traffic: TrafficController = field(init=False)
 

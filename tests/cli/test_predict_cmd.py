@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from ._servers import IRIS_FEATURES, Server, free_port, metric_value, populate, 
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]
-FIELDS = ("input", "prediction", "confidence", "probabilities", "model", "version")
+FIELDS = ("input", "prediction", "confidence", "probabilities", "model", "version", "request_id")
 
 
 # Most tests here talk to a real `mlserve serve` process.
@@ -219,6 +220,29 @@ def test_json_predictions_match_the_servers_predict(
         assert row["probabilities"] == pytest.approx(direct["probabilities"])
         assert row["confidence"] == pytest.approx(direct["confidence"])
         assert set(row) == set(FIELDS)
+
+
+@pytest.mark.parametrize("texts", [["good great"], ["good great", "awful horrible"]])
+def test_json_request_ids_take_feedback_labels(
+    predict: Callable[..., Result], server: Server, texts: list[str]
+) -> None:
+    rows = json_lines(predict(*texts, "--model", "sentiment", "--json"))
+    ids = [row["request_id"] for row in rows]
+    assert len(set(ids)) == len(texts)
+    items = [{"request_id": row["request_id"], "label": row["prediction"]} for row in rows]
+    answer = _feedback_when_flushed(server, items)
+    assert answer["accepted"] == len(texts)
+    assert all(item["correct"] for item in answer["items"])
+
+
+def _feedback_when_flushed(server: Server, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Predictions reach the store within a flush interval: retry unknown ids briefly."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        answer: dict[str, Any] = server.post("/api/feedback", {"items": items}).json()
+        if answer.get("unknown", 0) == 0 or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.1)
 
 
 # ---------------------------------------------------------------------------- output

@@ -80,12 +80,16 @@ async def predict(
     _count(metrics, runtime, [result])
     if traffic.shadows:
         traffic.mirror(runtime, [row], [result])
+    model = runtime.model
+    request_id = request.scope["state"]["request_id"]
+    if state.feedback is not None:  # as the fast path records it (fastpath.py)
+        state.feedback.record(request_id, model.name, model.version, row, result)
     payload = _item(result)
     payload.update(
-        model=runtime.model.name,
-        version=runtime.model.version,
+        model=model.name,
+        version=model.version,
         processing_time_ms=round((time.perf_counter() - started) * 1000.0, 3),
-        request_id=request.scope["state"]["request_id"],
+        request_id=request_id,
     )
     headers = None if hit is None else {"X-Cache": "hit" if hit else "miss"}
     return JSONBytes(orjson.dumps(payload), headers=headers)
@@ -106,6 +110,7 @@ async def predict_batch(
 ) -> Response:
     """Score up to server.max_batch_items texts or records in one vectorized model call.
 
+    Each row's `id` (`<request_id>-<index>`) names its prediction for POST /api/feedback.
     With the prediction cache on, cached rows are answered from it and the rest go to the
     model in one call; X-Cache-Hits says how many rows hit."""
     started = time.perf_counter()
@@ -132,13 +137,16 @@ async def predict_batch(
     _count(metrics, runtime, results)
     if traffic.shadows:
         traffic.mirror(runtime, rows, results)
+    request_id = request.scope["state"]["request_id"]
+    if state.feedback is not None:  # each row as <request_id>-<index>, its `id` below
+        state.feedback.record_many(request_id, model.name, model.version, rows, results)
     payload = {
-        "predictions": [_item(p) for p in results],
+        "predictions": [{"id": f"{request_id}-{i}", **_item(p)} for i, p in enumerate(results)],
         "model": model.name,
         "version": model.version,
         "batch_size": len(results),
         "total_processing_time_ms": round((time.perf_counter() - started) * 1000.0, 3),
-        "request_id": request.scope["state"]["request_id"],
+        "request_id": request_id,
     }
     headers = None if hits is None else {"X-Cache-Hits": str(hits)}
     return JSONBytes(orjson.dumps(payload), headers=headers)

@@ -583,6 +583,11 @@ async def _infer(
     _count(metrics, runtime, results)
     if traffic.shadows:
         traffic.mirror(runtime, rows, results)
+    feedback = request.app.state.mlserve.feedback
+    if feedback is not None:  # row i is <X-Request-ID>-<i> for POST /api/feedback
+        feedback.record_many(
+            request.scope["state"]["request_id"], model.name, model.version, rows, results
+        )
     payload = {
         "model_name": model.name,
         "model_version": str(model.version),
