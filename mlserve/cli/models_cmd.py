@@ -153,7 +153,7 @@ def alias(
     registry: RegistryOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Point ALIAS of a model at VERSION (a running server picks it up on reload)."""
+    """Point ALIAS of a model at VERSION (serving replicas pick it up within seconds)."""
     reg = _registry(config, registry)
     reg.set_alias(name, alias_name, version)
     console.print(f"{name}@{alias_name} → {name}:{version}")

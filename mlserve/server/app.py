@@ -198,22 +198,8 @@ def create_app(
             },
         }
 
-    # Added innermost first: gzip and CORS sit inside the request context wrapper.
+    # Added innermost first: gzip sits inside the request context wrapper.
     app.add_middleware(GZipMiddleware, minimum_size=settings.server.gzip_min_bytes)
-    if settings.server.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.server.cors_origins,
-            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=[
-                "Authorization",
-                "Content-Type",
-                "X-API-Key",
-                "X-Request-ID",
-                "X-Client-ID",
-            ],
-            expose_headers=["X-Request-ID", "X-Process-Time"],
-        )
     app.add_middleware(FastPredictMiddleware, app_state=state)
     # Outside the fast path, so predictions are authenticated and limited too; auth first,
     # so buckets are per principal.
@@ -226,4 +212,27 @@ def create_app(
         max_body_bytes=settings.server.max_body_bytes,
         access_log_enabled=settings.logging.access_log,
     )
+    if settings.server.cors_origins:
+        # Outermost: a browser must be able to read every answer, the 401, 413 and 429 too.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-API-Key",
+                "X-Request-ID",
+                "X-Client-ID",
+            ],
+            expose_headers=[
+                "X-Request-ID",
+                "X-Process-Time",
+                "Retry-After",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+                "X-Cache",
+            ],
+        )
     return app

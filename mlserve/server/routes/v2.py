@@ -565,7 +565,6 @@ InferBody = Annotated[InferenceRequest, Body(openapi_examples=INFER_EXAMPLES)]
 async def _infer(
     request: Request,
     body: InferenceRequest,
-    manager: ModelManager,
     metrics: ServerMetrics,
     limit: int,
     name: str,
@@ -606,14 +605,13 @@ async def _infer(
 async def infer(
     body: InferBody,
     request: Request,
-    manager: ManagerDep,
     metrics: MetricsDep,
     settings: SettingsDep,
     name: str = NameParam,
 ) -> Response:
     """Predict every row of the input tensor in one batched model call (serving version)."""
     limit = settings.server.max_batch_items
-    return await _infer(request, body, manager, metrics, limit, name, None)
+    return await _infer(request, body, metrics, limit, name, None)
 
 
 @router.post(
@@ -625,7 +623,6 @@ async def infer(
 async def infer_version(
     body: InferBody,
     request: Request,
-    manager: ManagerDep,
     metrics: MetricsDep,
     settings: SettingsDep,
     name: str = NameParam,
@@ -633,7 +630,7 @@ async def infer_version(
 ) -> Response:
     """Predict with one version (a number or an alias); it is loaded on first use."""
     limit = settings.server.max_batch_items
-    return await _infer(request, body, manager, metrics, limit, name, version)
+    return await _infer(request, body, metrics, limit, name, version)
 
 
 # ---------------------------------------------------------------------------- model repository
