@@ -27,7 +27,7 @@ from mlserve.server.manager import ModelManager
 from mlserve.server.metrics import ServerMetrics
 from mlserve.server.middleware import RequestContextMiddleware
 from mlserve.server.ratelimit import install_rate_limit
-from mlserve.server.routes import feedback, health, jobs, models, predict, v2
+from mlserve.server.routes import aliases, feedback, health, jobs, models, predict, v2
 from mlserve.server.state import AppState
 
 if TYPE_CHECKING:
@@ -173,6 +173,7 @@ def create_app(
     app.include_router(v2.router)
     app.include_router(jobs.router)
     app.include_router(feedback.router)
+    app.include_router(aliases.router)
 
     @app.get("/", tags=["meta"], summary="Service index")
     async def index() -> dict[str, Any]:

@@ -23,13 +23,12 @@ with warnings.catch_warnings():
 
 # Admin-only paths the access policy guards that no route serves today (yet): still refused.
 UNROUTED_ADMIN = [
-    ("PUT", "/api/models/iris/aliases/production"),
     ("DELETE", "/api/models/iris"),
     ("POST", "/api/admin/anything"),
     ("GET", "/api/admin"),
     ("POST", "/v2/repository/models/iris/anything"),
 ]
-PARAMS = {"name": "iris", "version": "1", "job_id": "0123456789abcdef"}
+PARAMS = {"name": "iris", "version": "1", "job_id": "0123456789abcdef", "alias": "production"}
 
 
 @pytest.fixture(scope="module")
