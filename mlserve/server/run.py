@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import tempfile
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -52,6 +53,17 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _clean_metrics_dir(folder: Path) -> None:
+    """A folder given in PROMETHEUS_MULTIPROC_DIR may hold a previous run's files, whose counts
+    would be added to this run's: remove them (the folder must be this server's alone)."""
+    stale = list(folder.glob("*.db")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d stale metrics files from %s", len(stale), folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+
 def run(
     settings: Settings, *, config_path: str | None = None, overrides: dict[str, Any] | None = None
 ) -> None:
@@ -72,6 +84,8 @@ def run(
     if not os.environ.get(MULTIPROC_ENV):
         metrics_dir = tempfile.mkdtemp(prefix="mlserve-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir
+    else:
+        _clean_metrics_dir(Path(os.environ[MULTIPROC_ENV]))
     try:
         config = uvicorn.Config(
             "mlserve.server.run:worker_app",
