@@ -224,7 +224,8 @@ class WorkerRuntime:
                 continue
             try:
                 waiting = int(await backend.client.llen(queue))
-            except Exception:  # noqa: BLE001 - Redis away: the backend's state says so
+            except Exception as exc:  # noqa: BLE001 - Redis away: the backend's state says so
+                log.warning("cannot read the length of job queue %s: %s", queue, exc)
                 strikes = 0
                 continue
             strikes = strikes + 1 if waiting else 0

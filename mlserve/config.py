@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 import types
@@ -18,12 +19,16 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from mlserve.errors import ConfigError
 
 ENV_PREFIX = "MLSERVE_"
 DEFAULT_CONFIG_NAME = "mlserve.toml"
+
+# The roles of API keys and JWTs; mlserve.keys.ROLES lists the same (a test pins it).
+Role = Literal["predict", "admin"]
 
 
 class Section(BaseModel):
@@ -99,7 +104,7 @@ class LoadtestSettings(Section):
 
 class ApiKeyEntry(Section):
     name: str = Field(min_length=1, max_length=64)
-    role: Literal["predict", "admin"]
+    role: Role
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     expires_at: datetime | None = None
 
@@ -135,7 +140,7 @@ class RateLimitSettings(Section):
     """Requests per second a client earns (token-bucket refill rate)."""
     burst: int = Field(default=100, ge=1)
     """Bucket size: the most requests a client may send at once."""
-    roles: dict[str, RoleLimit] = Field(default_factory=dict)
+    roles: dict[Role, RoleLimit] = Field(default_factory=dict)
     """Per-role overrides of rate and burst, keyed by role: admin, predict."""
 
 
@@ -151,6 +156,8 @@ class CacheSettings(Section):
 class JobsSettings(Section):
     max_items: int = Field(default=100_000, ge=1)
     """Most inputs in one async job."""
+    max_body_bytes: int = Field(default=67_108_864, ge=1024)
+    """Largest body of an async job submission (JSON or upload), in bytes (413 above)."""
     chunk_size: int = Field(default=500, ge=1)
     """Inputs scored per step of a job (progress and resume granularity)."""
     ttl_s: float = Field(default=7 * 86400.0, gt=0)
@@ -165,9 +172,9 @@ class JobsSettings(Section):
 
 class TrafficSettings(Section):
     splits: dict[str, dict[str, float]] = Field(default_factory=dict)
-    """A/B splits per model: version → weight, e.g. sentiment: {"3": 90, "4": 10}."""
+    """A/B splits per model, version → weight, e.g. splits={sentiment={"3"=90, "4"=10}}."""
     shadow: dict[str, int] = Field(default_factory=dict)
-    """Shadow version per model, sent a copy of live traffic, e.g. sentiment: 5."""
+    """Shadow version per model, sent a copy of live traffic, e.g. shadow={sentiment=5}."""
     watch_interval_s: float = Field(default=5.0, ge=0)
     """Seconds between registry checks for alias changes (0: only on reload requests)."""
     failure_threshold: int = Field(default=5, ge=1)
@@ -399,12 +406,47 @@ def _clean_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
 def _describe_validation_error(exc: ValidationError, origin: str) -> str:
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        path = [str(p) for p in err["loc"]]
+        loc = ".".join(p for p in path if p != "[key]")
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown setting '{loc}'")
+        elif path and path[-1] == "[key]":  # a bad key of a table, e.g. rate_limit.roles.admn
+            parts.append(f"invalid key '{loc}': {err['msg']}")
         else:
             parts.append(f"invalid setting '{loc}': {err['msg']}")
     return f"{'; '.join(parts)} ({origin})"
+
+
+def _env_value_is_json(name: str) -> bool:
+    """Whether MLSERVE_SECTION[__KEY] is a list, table or section: the env gives those as JSON."""
+    section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+    field = Settings.model_fields.get(section)
+    if field is None:
+        return False
+    annotation = field.annotation
+    if key:
+        model = _section_models().get(section)
+        inner = model.model_fields.get(key) if model is not None else None
+        if inner is None or "__" in key:
+            return False
+        annotation = inner.annotation
+    origin = typing.get_origin(annotation) or annotation
+    return isinstance(origin, type) and issubclass(origin, (list, dict, BaseModel))
+
+
+def _describe_settings_error(exc: SettingsError) -> str:
+    """pydantic-settings names only the section of an undecodable variable: find the variable."""
+    for name, value in sorted(os.environ.items()):
+        if not name.upper().startswith(ENV_PREFIX) or not _env_value_is_json(name.upper()):
+            continue
+        try:
+            json.loads(value)
+        except ValueError as err:
+            return (
+                f"invalid environment variable {name}: not valid JSON ({err}); "
+                'lists and tables are given as JSON, e.g. ["a", "b"] or {"key": 1}'
+            )
+    return f"invalid MLSERVE_* environment: {exc}"
 
 
 def load_settings_with_sources(
@@ -432,6 +474,8 @@ def load_settings_with_sources(
         raise ConfigError(
             _describe_validation_error(exc, "from command-line flags or MLSERVE_* environment")
         ) from None
+    except SettingsError as exc:  # an MLSERVE_* list or table that is not JSON
+        raise ConfigError(_describe_settings_error(exc)) from None
     finally:
         _toml_layer.reset(token)
 

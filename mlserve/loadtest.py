@@ -1301,6 +1301,10 @@ class Engine:
             if scheduled >= self.end or (measured and self.claimed >= self.limit):
                 break
             now = pc()
+            if now >= self.end:
+                # The window is over: slots still waiting for a free one are never sent (and
+                # counted as dropped below), so an overloaded target cannot stretch the run.
+                break
             if scheduled > now:
                 wait = scheduled - now
                 # Timers are coarse (about 1 ms): sleep most of the way, then yield until due.

@@ -10,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 TaskKind = Literal["text-classification", "tabular-classification", "tabular-regression"]
 Label = str | int | float | bool
 
+# Request ids in the OpenAPI examples, shaped like the server's (server.middleware.new_request_id).
+_EXAMPLE_REQUEST_ID = "019ad0aa1b5c8e41f27a09d3b6c54a17"
+_EXAMPLE_BATCH_ID = "019ad0aa21e73c9b5e0d74a2f8161bd9"
+
 
 class InputSchema(BaseModel):
     """What a model takes: free text, or a row of numeric features."""
@@ -120,7 +124,7 @@ class PredictResponse(BaseModel):
                     "model": "sentiment",
                     "version": 3,
                     "processing_time_ms": 1.7,
-                    "request_id": "0b5f8a9e6f1e4a43",
+                    "request_id": _EXAMPLE_REQUEST_ID,
                 }
             ]
         },
@@ -177,7 +181,40 @@ class BatchPredictionItem(PredictionItem):
 
 
 class BatchPredictResponse(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "predictions": [
+                        {
+                            "id": f"{_EXAMPLE_BATCH_ID}-0",
+                            "prediction": "positive",
+                            "confidence": 0.88,
+                            "probabilities": {"negative": 0.05, "neutral": 0.07, "positive": 0.88},
+                        },
+                        {
+                            "id": f"{_EXAMPLE_BATCH_ID}-1",
+                            "prediction": "negative",
+                            "confidence": 0.79,
+                            "probabilities": {"negative": 0.79, "neutral": 0.12, "positive": 0.09},
+                        },
+                        {
+                            "id": f"{_EXAMPLE_BATCH_ID}-2",
+                            "prediction": "neutral",
+                            "confidence": 0.64,
+                            "probabilities": {"negative": 0.14, "neutral": 0.64, "positive": 0.22},
+                        },
+                    ],
+                    "model": "sentiment",
+                    "version": 3,
+                    "batch_size": 3,
+                    "total_processing_time_ms": 2.4,
+                    "request_id": _EXAMPLE_BATCH_ID,
+                }
+            ]
+        },
+    )
 
     predictions: list[BatchPredictionItem]
     model: str
@@ -209,11 +246,84 @@ class ModelListItem(BaseModel):
 
 
 class ModelList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "models": [
+                        {
+                            "name": "iris",
+                            "task": "tabular-classification",
+                            "versions": [1, 2],
+                            "aliases": {"production": 2},
+                            "serving_version": 2,
+                            "loaded_versions": [2],
+                            "status": "loaded",
+                            "error": None,
+                        },
+                        {
+                            "name": "sentiment",
+                            "task": "text-classification",
+                            "versions": [1, 2, 3, 4, 5],
+                            "aliases": {"production": 3, "staging": 4},
+                            "serving_version": 3,
+                            "loaded_versions": [3, 4, 5],
+                            "status": "loaded",
+                            "error": None,
+                        },
+                    ],
+                    "default_model": "sentiment",
+                }
+            ]
+        },
+    )
+
     models: list[ModelListItem]
     default_model: str | None
 
 
+_IRIS_V2: dict[str, Any] = {
+    "name": "iris",
+    "version": 2,
+    "created_at": "2025-11-21T14:02:51.208113Z",
+    "source": "mlserve train",
+    "description": "Iris species from sepal and petal measurements (cm).",
+    "tags": {"dataset": "iris.csv"},
+    "sha256": "c57522edd1ec1f815de333cc813cac871d9f05d6266a03afef95c6bc6eab092c",
+    "size_bytes": 1071,
+    "artifact": "model.joblib",
+    "python_version": "3.12.7",
+    "sklearn_version": "1.5.2",
+    "joblib_version": "1.4.2",
+    "estimator": "LogisticRegression",
+    "task": "tabular-classification",
+    "input_schema": {
+        "kind": "tabular",
+        "feature_names": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
+        "n_features": 4,
+    },
+    "classes": ["setosa", "versicolor", "virginica"],
+    "has_predict_proba": True,
+    "metrics": {"accuracy": 0.9737, "macro_f1": 0.9733, "n_train": 112, "n_test": 38},
+    "training": {
+        "class_distribution": {"setosa": 0.3304, "versicolor": 0.3393, "virginica": 0.3304},
+        "predicted_class_distribution": {
+            "setosa": 0.3421,
+            "versicolor": 0.3158,
+            "virginica": 0.3421,
+        },
+        "mean_confidence": 0.9012,
+    },
+    "aliases": ["production"],
+    "loaded": True,
+    "loaded_at": "2025-11-29T16:58:12.640215Z",
+    "warnings": [],
+}
+
+
 class VersionInfo(ModelMetadata):
+    model_config = ConfigDict(json_schema_extra={"examples": [_IRIS_V2]})
+
     aliases: list[str]
     loaded: bool
     loaded_at: datetime | None
@@ -222,6 +332,61 @@ class VersionInfo(ModelMetadata):
 
 class ModelInfo(VersionInfo):
     """The version a bare model name serves, plus the model's versions and aliases."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "sentiment",
+                    "version": 3,
+                    "created_at": "2025-11-20T09:14:03.512204Z",
+                    "source": "mlserve train",
+                    "description": "Review sentiment: TF-IDF and logistic regression.",
+                    "tags": {"dataset": "reviews.csv"},
+                    "sha256": "e92c18b23fc013e799353d592d54cef9634fdde74128c627984a5cdb207aa4e7",
+                    "size_bytes": 48213,
+                    "artifact": "model.joblib",
+                    "python_version": "3.12.7",
+                    "sklearn_version": "1.5.2",
+                    "joblib_version": "1.4.2",
+                    "estimator": "Pipeline[TfidfVectorizer, LogisticRegression]",
+                    "task": "text-classification",
+                    "input_schema": {"kind": "text", "feature_names": None, "n_features": None},
+                    "classes": ["negative", "neutral", "positive"],
+                    "has_predict_proba": True,
+                    "metrics": {
+                        "accuracy": 0.8667,
+                        "macro_f1": 0.8512,
+                        "n_train": 60,
+                        "n_test": 15,
+                    },
+                    "training": {
+                        "class_distribution": {
+                            "negative": 0.3333,
+                            "neutral": 0.3333,
+                            "positive": 0.3333,
+                        },
+                        "predicted_class_distribution": {
+                            "negative": 0.3333,
+                            "neutral": 0.2667,
+                            "positive": 0.4,
+                        },
+                        "confidence_histogram": {
+                            "edges": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+                            "fractions": [0, 0, 0, 0, 0.0667, 0.1333, 0.2, 0.2667, 0.2, 0.1333],
+                        },
+                        "mean_confidence": 0.7421,
+                    },
+                    "aliases": ["production"],
+                    "loaded": True,
+                    "loaded_at": "2025-11-29T16:58:12.655031Z",
+                    "warnings": [],
+                    "versions": [1, 2, 3, 4, 5],
+                    "all_aliases": {"production": 3, "staging": 4},
+                }
+            ]
+        }
+    )
 
     versions: list[int]
     all_aliases: dict[str, int]
@@ -249,7 +414,20 @@ class TrafficUpdate(BaseModel):
 
 
 class TrafficInfo(TrafficUpdate):
-    model_config = ConfigDict(protected_namespaces=())
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "sentiment",
+                    "split": {"3": 90, "4": 10},
+                    "shadow": 5,
+                    "serving_version": 3,
+                    "source": "runtime",
+                }
+            ]
+        },
+    )
 
     model: str
     serving_version: int | None = Field(
@@ -262,6 +440,14 @@ class TrafficInfo(TrafficUpdate):
 
 
 class ReloadResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "sentiment", "status": "reloaded", "previous_version": 3, "version": 4}
+            ]
+        }
+    )
+
     name: str
     status: Literal["reloaded", "unchanged"]
     previous_version: int | None
@@ -280,6 +466,35 @@ DependencyStatus = Literal["up", "down"]
 
 
 class HealthResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "healthy",
+                    "version": "0.1.0",
+                    "uptime_s": 5231.402,
+                    "models": [
+                        {
+                            "name": "iris",
+                            "version": 2,
+                            "status": "healthy",
+                            "latency_ms": 1.184,
+                            "error": None,
+                        },
+                        {
+                            "name": "sentiment",
+                            "version": 3,
+                            "status": "healthy",
+                            "latency_ms": 2.051,
+                            "error": None,
+                        },
+                    ],
+                    "dependencies": {"redis": "up"},
+                }
+            ]
+        }
+    )
+
     status: Literal["healthy", "degraded", "unhealthy"]
     version: str
     uptime_s: float
@@ -308,16 +523,67 @@ class ProcessInfo(BaseModel):
 
 
 class DetailedHealthResponse(HealthResponse):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "healthy",
+                    "version": "0.1.0",
+                    "uptime_s": 5231.402,
+                    "models": [
+                        {
+                            "name": "iris",
+                            "version": 2,
+                            "status": "healthy",
+                            "latency_ms": 1.184,
+                            "error": None,
+                            "loaded_at": "2025-11-29T16:58:12.640215Z",
+                            "predictions": 1873,
+                            "queue_depth": 0,
+                        },
+                        {
+                            "name": "sentiment",
+                            "version": 3,
+                            "status": "healthy",
+                            "latency_ms": 2.051,
+                            "error": None,
+                            "loaded_at": "2025-11-29T16:58:12.655031Z",
+                            "predictions": 52410,
+                            "queue_depth": 2,
+                        },
+                    ],
+                    "dependencies": {"redis": "up"},
+                    "process": {
+                        "pid": 41872,
+                        "cpu_percent": 23.5,
+                        "cpu_seconds": 812.37,
+                        "rss_bytes": 183500800,
+                        "threads": 14,
+                        "open_requests": 3,
+                    },
+                }
+            ]
+        }
+    )
+
     models: list[DetailedModelHealth]  # type: ignore[assignment]
     process: ProcessInfo
 
 
 class ReadyResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"ready": True, "models": {"iris": "loaded", "sentiment": "loaded"}}]
+        }
+    )
+
     ready: bool
     models: dict[str, Literal["loaded", "failed", "loading", "unloaded"]]
 
 
 class LiveResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"live": True}]})
+
     live: bool = True
 
 
@@ -534,11 +800,11 @@ class FeedbackRequest(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"request_id": "0b5f8a9e6f1e4a43", "label": "positive"},
+                {"request_id": _EXAMPLE_REQUEST_ID, "label": "positive"},
                 {
                     "items": [
-                        {"request_id": "7d2c01aa-0", "label": "negative"},
-                        {"request_id": "7d2c01aa-1", "label": "neutral"},
+                        {"request_id": f"{_EXAMPLE_BATCH_ID}-1", "label": "negative"},
+                        {"request_id": f"{_EXAMPLE_BATCH_ID}-2", "label": "neutral"},
                     ]
                 },
             ]
@@ -560,7 +826,7 @@ class FeedbackResult(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "request_id": "0b5f8a9e6f1e4a43",
+                    "request_id": _EXAMPLE_REQUEST_ID,
                     "outcome": "accepted",
                     "model": "sentiment",
                     "version": 3,
@@ -589,6 +855,43 @@ class FeedbackResult(BaseModel):
 
 class FeedbackResponse(BaseModel):
     """Per-item results of a batch of labels, with counts by outcome."""
+
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "accepted": 1,
+                    "replaced": 0,
+                    "unknown": 1,
+                    "invalid": 0,
+                    "items": [
+                        {
+                            "request_id": f"{_EXAMPLE_BATCH_ID}-1",
+                            "outcome": "accepted",
+                            "model": "sentiment",
+                            "version": 3,
+                            "predicted": "negative",
+                            "label": "negative",
+                            "correct": True,
+                            "error": None,
+                        },
+                        {
+                            "request_id": "019a1f3c0d2e4b7a9c81f05e36d2a4b8",
+                            "outcome": "unknown",
+                            "model": None,
+                            "version": None,
+                            "predicted": None,
+                            "label": None,
+                            "correct": None,
+                            "error": "no prediction with id '019a1f3c0d2e4b7a9c81f05e36d2a4b8' "
+                            "is kept (unknown, or older than feedback.retention_s = 604800 s)",
+                        },
+                    ],
+                }
+            ]
+        },
+    )
 
     accepted: int
     replaced: int
@@ -686,7 +989,157 @@ class VersionQuality(BaseModel):
 class QualityReport(BaseModel):
     """Live quality of a model's versions, next to their training-time figures."""
 
-    model_config = ConfigDict(protected_namespaces=())
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "sentiment",
+                    "window": 1000,
+                    "retention_s": 604800.0,
+                    "versions": [
+                        {
+                            "version": 3,
+                            "serving": True,
+                            "predictions": 52410,
+                            "feedback": 412,
+                            "rolling": {
+                                "labelled": 412,
+                                "correct": 351,
+                                "accuracy": 0.8519,
+                                "macro_f1": 0.8492,
+                                "window": 1000,
+                            },
+                            "windows": {
+                                "1h": {
+                                    "labelled": 38,
+                                    "correct": 33,
+                                    "accuracy": 0.8684,
+                                    "macro_f1": 0.8611,
+                                },
+                                "24h": {
+                                    "labelled": 290,
+                                    "correct": 248,
+                                    "accuracy": 0.8552,
+                                    "macro_f1": 0.8523,
+                                },
+                                "7d": {
+                                    "labelled": 412,
+                                    "correct": 351,
+                                    "accuracy": 0.8519,
+                                    "macro_f1": 0.8492,
+                                },
+                            },
+                            "confusion_matrix": {
+                                "labels": ["negative", "neutral", "positive"],
+                                "matrix": [[118, 12, 6], [9, 97, 14], [5, 15, 136]],
+                            },
+                            "drift": {
+                                "status": "stable",
+                                "reason": None,
+                                "predictions": 9130,
+                                "window_s": 86400.0,
+                                "psi": 0.0155,
+                                "classes": [
+                                    {
+                                        "label": "negative",
+                                        "training": 0.3333,
+                                        "live": 0.29,
+                                        "psi": 0.006,
+                                    },
+                                    {
+                                        "label": "neutral",
+                                        "training": 0.2667,
+                                        "live": 0.25,
+                                        "psi": 0.0011,
+                                    },
+                                    {
+                                        "label": "positive",
+                                        "training": 0.4,
+                                        "live": 0.46,
+                                        "psi": 0.0084,
+                                    },
+                                ],
+                                "confidence": {
+                                    "edges": [
+                                        0.0,
+                                        0.1,
+                                        0.2,
+                                        0.3,
+                                        0.4,
+                                        0.5,
+                                        0.6,
+                                        0.7,
+                                        0.8,
+                                        0.9,
+                                        1.0,
+                                    ],
+                                    "training": [
+                                        0,
+                                        0,
+                                        0,
+                                        0,
+                                        0.0667,
+                                        0.1333,
+                                        0.2,
+                                        0.2667,
+                                        0.2,
+                                        0.1333,
+                                    ],
+                                    "live": [0, 0, 0, 0, 0.09, 0.12, 0.19, 0.27, 0.21, 0.12],
+                                    "psi": 0.0108,
+                                },
+                                "live_mean_confidence": 0.7388,
+                            },
+                            "training": {
+                                "accuracy": 0.8667,
+                                "macro_f1": 0.8512,
+                                "n_test": 15,
+                                "class_distribution": {
+                                    "negative": 0.3333,
+                                    "neutral": 0.3333,
+                                    "positive": 0.3333,
+                                },
+                                "predicted_class_distribution": {
+                                    "negative": 0.3333,
+                                    "neutral": 0.2667,
+                                    "positive": 0.4,
+                                },
+                                "confidence_histogram": {
+                                    "edges": [
+                                        0.0,
+                                        0.1,
+                                        0.2,
+                                        0.3,
+                                        0.4,
+                                        0.5,
+                                        0.6,
+                                        0.7,
+                                        0.8,
+                                        0.9,
+                                        1.0,
+                                    ],
+                                    "fractions": [
+                                        0,
+                                        0,
+                                        0,
+                                        0,
+                                        0.0667,
+                                        0.1333,
+                                        0.2,
+                                        0.2667,
+                                        0.2,
+                                        0.1333,
+                                    ],
+                                },
+                                "mean_confidence": 0.7421,
+                            },
+                        }
+                    ],
+                }
+            ]
+        },
+    )
 
     model: str
     window: int = Field(description="N of the rolling figures.")

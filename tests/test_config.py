@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import tomllib
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tomli_w
 from pydantic import BaseModel
+from typer.testing import Result
 
 from mlserve.cli.config_cmd import render_config_document
 from mlserve.config import (
+    Role,
     Settings,
+    TrafficSettings,
     default_config_document,
     find_config_file,
     load_settings,
@@ -20,6 +25,7 @@ from mlserve.config import (
     settings_as_dict,
 )
 from mlserve.errors import ConfigError
+from mlserve.keys import ROLES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO_ROOT / "config.example.toml"
@@ -317,6 +323,63 @@ def test_unknown_env_key_in_a_section_is_a_config_error(monkeypatch: pytest.Monk
         load_settings()
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MLSERVE_SERVER__CORS_ORIGINS", "not json"),
+        ("MLSERVE_TRAFFIC__SPLITS", "{sentiment: 1}"),
+        ("MLSERVE_SERVER", "port=1"),
+    ],
+)
+def test_env_list_or_table_that_is_not_json_is_a_config_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(
+        ConfigError, match=rf"^invalid environment variable {variable}: not valid JSON"
+    ):
+        load_settings()
+
+
+def test_env_json_that_is_not_json_exits_2_naming_the_variable(
+    cli: Callable[..., Result],
+    monkeypatch: pytest.MonkeyPatch,
+    assert_user_error: Callable[..., None],
+) -> None:
+    monkeypatch.setenv("MLSERVE_SERVER__CORS_ORIGINS", "not json")
+    result = cli("config", "show")
+    assert_user_error(result, "MLSERVE_SERVER__CORS_ORIGINS", "not valid JSON")
+    assert result.stdout == ""
+
+
+def test_rate_limit_roles_accepts_the_real_roles(tmp_path: Path) -> None:
+    cfg = write_toml(
+        tmp_path / "roles.toml",
+        "[rate_limit.roles]\nadmin = {rate = 5, burst = 10}\npredict = {rate = 1, burst = 2}\n",
+    )
+    roles = load_settings(cfg).rate_limit.roles
+    assert set(roles) == {"admin", "predict"}
+    assert roles["admin"].burst == 10
+
+
+def test_misspelled_rate_limit_role_in_the_file_is_a_config_error(tmp_path: Path) -> None:
+    cfg = write_toml(tmp_path / "typo.toml", "[rate_limit.roles]\nadmn = {rate = 5, burst = 10}\n")
+    with pytest.raises(ConfigError, match=r"invalid key 'rate_limit\.roles\.admn'.*typo\.toml"):
+        load_settings(cfg)
+
+
+def test_misspelled_rate_limit_role_in_the_env_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLSERVE_RATE_LIMIT__ROLES", '{"predictor": {"rate": 1, "burst": 1}}')
+    with pytest.raises(ConfigError, match=r"invalid key 'rate_limit\.roles\.predictor'"):
+        load_settings()
+
+
+def test_setting_roles_are_the_key_roles() -> None:
+    assert typing.get_args(Role) == ROLES
+
+
 def test_bad_flag_value_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"invalid setting 'server\.workers'"):
         load_settings(server={"workers": 0})
@@ -370,6 +433,14 @@ def test_rendered_config_document_parses_and_documents_every_key() -> None:
         above = comment_above.get(f"{section}.{key}")
         assert above is not None, f"{section}.{key} is not in the document"
         assert above.startswith("# ") and " = " not in above, f"{section}.{key} has no comment"
+
+
+@pytest.mark.parametrize("key", ["splits", "shadow"])
+def test_traffic_examples_in_the_docs_are_toml_that_loads(tmp_path: Path, key: str) -> None:
+    description = TrafficSettings.model_fields[key].description or ""
+    example = description.split("e.g. ", 1)[1].removesuffix(".")
+    settings = load_settings(write_toml(tmp_path / "traffic.toml", f"[traffic]\n{example}\n"))
+    assert getattr(settings.traffic, key)["sentiment"]
 
 
 def test_example_config_loads_to_the_defaults() -> None:

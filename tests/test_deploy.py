@@ -451,8 +451,34 @@ def test_dashboard_covers_the_required_views() -> None:
         "mlserve_cache_hits_total",
         "mlserve_cache_misses_total",
         'route="/api/predict/async"',
+        "histogram_quantile(0.99, sum by (le, status) (rate(mlserve_http_request_duration_seconds",
     ):
         assert needle in exprs, needle
+
+
+SERIES = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\{(?P<labels>[^}]*)\}$")
+
+
+def test_alert_test_series_carry_the_labels_the_server_exports(live_metrics: str) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    exported: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(live_metrics):
+        for sample in family.samples:
+            exported.setdefault(sample.name, set()).update(sample.labels)
+    (doc,) = load_yaml(PROMETHEUS / "alerts_test.yml")
+    checked = 0
+    for case in doc["tests"]:
+        for series in case.get("input_series", []):
+            match = SERIES.match(series["series"])
+            assert match, series["series"]
+            name = match["name"]
+            if name not in exported:
+                continue  # not in this scrape (no feedback or drift yet): nothing to compare
+            labels = {part.split("=")[0].strip() for part in match["labels"].split(",")}
+            assert labels - {"job", "instance"} == exported[name], series["series"]
+            checked += 1
+    assert checked
 
 
 def test_dashboard_and_alerts_use_only_exported_metrics(live_metrics: str) -> None:

@@ -7,10 +7,12 @@ from typing import Annotated, Any
 
 import typer
 
-from mlserve.cli._client_opts import ApiKeyOpt, TimeoutOpt, UrlOpt, client_settings, make_client
+from mlserve.cli._client_opts import ApiKeyOpt, TimeoutOpt, UrlOpt, client_settings
 from mlserve.cli._common import ConfigOpt, cli_errors, console, err_console, print_json
 
 POLL_INTERVAL_S = 0.5
+# The probe at the --wait deadline still gets this long to answer: --wait overruns by at most it.
+MIN_PROBE_TIMEOUT_S = 0.5
 
 
 def check_once(client: Any, mode: str) -> dict[str, Any]:
@@ -51,7 +53,12 @@ def health_check(
     ] = False,
     wait: Annotated[
         float,
-        typer.Option("--wait", help="Poll for up to this many seconds until healthy.", min=0),
+        typer.Option(
+            "--wait",
+            help="Poll for up to this many seconds until healthy (each probe's --timeout is cut "
+            "to the time left).",
+            min=0,
+        ),
     ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing.")] = False,
@@ -60,19 +67,31 @@ def health_check(
     timeout: TimeoutOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Exit 0 when the server is healthy, 1 when not (unreachable, not ready, degraded).
+    """Exit 0 when the server is healthy, 1 when not, 2 on a usage or config error.
+
+    Exit 1: unreachable, no answer within --timeout, not ready, or degraded.
 
     For container HEALTHCHECKs and CI: `mlserve health-check --wait 60` after starting a server.
     """
+    import httpx
+
+    from mlserve.client import Client
     from mlserve.errors import UsageError
 
     if sum([live, ready, deep]) > 1:
         raise UsageError("choose one of --live, --ready or --deep")
     mode = "live" if live else "deep" if deep else "ready"
     settings = client_settings(config, url, api_key, timeout)
+    timeout_s = settings.client.timeout
+    key = settings.client.api_key.get_secret_value() if settings.client.api_key else None
     deadline = time.monotonic() + wait
-    with make_client(settings) as client:
+    # Our own httpx client, so each probe's timeout can be cut to what is left of --wait.
+    with httpx.Client(base_url=settings.client.url, timeout=timeout_s) as http:
+        client = Client(settings.client.url, api_key=key, http=http)
         while True:
+            if wait > 0:
+                left = max(deadline - time.monotonic(), MIN_PROBE_TIMEOUT_S)
+                http.timeout = httpx.Timeout(min(timeout_s, left))
             result = check_once(client, mode)
             remaining = deadline - time.monotonic()
             if result["healthy"] or remaining <= 0:

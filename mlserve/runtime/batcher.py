@@ -3,6 +3,10 @@
 Greedy by design: while the model is busy, requests queue; when it frees up, everything queued
 (up to max_batch_size rows) goes in one call. A lone request never waits on a timer unless
 max_wait_ms asks for fuller batches.
+
+When a model call fails, its requests are retried one at a time so one bad input fails only its
+own caller; the failure is logged once per batch, and if the first two solo retries fail too the
+model is taken to be broken and the rest of the batch fails without calling it again.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BatchObserver = Callable[[int, float], None]
+QueueObserver = Callable[[int], None]
+
+# Solo retries of a failed batch that must all fail before the model (not one input) is blamed.
+SOLO_RETRIES_BEFORE_GIVING_UP = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,12 +61,16 @@ class Batcher(Generic[T]):
         config: BatchingConfig,
         name: str = "model",
         on_batch: BatchObserver | None = None,
+        on_queue: QueueObserver | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
         self._predict = predict
         self.config = config
         self.name = name
         self._on_batch = on_batch
+        # Told the queue depth whenever it changes (a gauge set explicitly works in prometheus
+        # multiprocess mode, where a callback gauge is never read).
+        self._on_queue = on_queue
         # Consecutive failed model calls open it: new requests then fail fast (503).
         self.breaker = breaker
         self._queue: collections.deque[_Item] = collections.deque()
@@ -105,8 +117,18 @@ class Batcher(Generic[T]):
             self.start()
         future: asyncio.Future[list[T]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(rows, future))
+        self._queue_changed()
         self._wakeup.set()
         return await future
+
+    def _queue_changed(self) -> None:
+        if self._on_queue is None:
+            return
+        try:
+            self._on_queue(len(self._queue))
+        except Exception:
+            # A metrics hook must never stop requests from being queued or answered.
+            log.exception("queue observer of model %s failed", self.name)
 
     def _take_batch(self) -> list[_Item]:
         """Pop queued items up to max_batch_size rows (always at least one item)."""
@@ -125,6 +147,7 @@ class Batcher(Generic[T]):
             rows += len(item.rows)
             if rows >= limit:
                 break
+        self._queue_changed()
         return batch
 
     async def _fill_wait(self) -> None:
@@ -172,6 +195,13 @@ class Batcher(Generic[T]):
                     batch, ModelUnavailableError(f"model {self.name} stopped", retry_after=1)
                 )
                 raise
+            except Exception:
+                # A bug around the model call (an observer, delivering results): this batch's
+                # callers get the model-failure answer, and the loop goes on serving the rest.
+                log.exception(
+                    "batcher of model %s failed on a batch of %d request(s)", self.name, len(batch)
+                )
+                self._fail(batch, PredictionError(f"model {self.name} failed to predict"))
             finally:
                 self.in_flight = 0
 
@@ -189,6 +219,7 @@ class Batcher(Generic[T]):
         log.warning("model %s is degraded: %s", self.name, breaker.reason)
         queued = list(self._queue)
         self._queue.clear()
+        self._queue_changed()
         self._fail(queued, breaker.error())
 
     def _observe(self, rows: int, seconds: float) -> None:
@@ -214,7 +245,9 @@ class Batcher(Generic[T]):
         """The model raised: retry each request alone so one poisoned input cannot fail the
         others that happened to share its batch. A predict function rejects an input by raising
         an MlserveError (passed to that caller as is); anything else is a model failure, logged
-        here with its traceback and answered with a PredictionError that reveals nothing."""
+        here once for the batch with its traceback and answered with a PredictionError that
+        reveals nothing. When the first solo retries all fail as well, the model is broken:
+        the rest of the batch fails without being retried."""
         if isinstance(exc, MlserveError):
             log.info("model %s refused a batch of %d request(s): %s", self.name, len(batch), exc)
         else:
@@ -240,22 +273,38 @@ class Batcher(Generic[T]):
             self._fail(batch, public(exc))
             return
         loop = asyncio.get_running_loop()
+        retried = failed = skipped = 0
         for item in batch:
             if item.future.done():
                 continue
             if self.breaker is not None and self.breaker.state == "open":
                 item.future.set_exception(self.breaker.error())  # opened by an earlier item
                 continue
+            if failed == retried == SOLO_RETRIES_BEFORE_GIVING_UP:
+                item.future.set_exception(error)  # the model, not one input, is failing
+                skipped += 1
+                continue
+            retried += 1
             try:
                 results = await loop.run_in_executor(self._executor, self._predict, list(item.rows))
             except Exception as item_exc:  # noqa: BLE001 - already logged once for this batch
+                log.debug("model %s failed a retried request: %r", self.name, item_exc)
                 failure = public(item_exc)
+                if failure is error:
+                    failed += 1
                 if not item.future.done():
                     item.future.set_exception(failure)
             else:
                 self._succeeded()
                 if not item.future.done():
                     item.future.set_result(results)
+        if skipped:
+            log.debug(
+                "model %s failed its first %d solo retries: %d request(s) failed without a retry",
+                self.name,
+                retried,
+                skipped,
+            )
 
     async def stop(self, *, drain: bool = True, timeout: float = 10.0) -> None:
         """Stop accepting work; finish (drain=True) or fail what is queued; free the thread."""
@@ -266,6 +315,7 @@ class Batcher(Generic[T]):
             if not drain:
                 self._fail(list(self._queue), ModelUnavailableError(f"model {self.name} stopped"))
                 self._queue.clear()
+                self._queue_changed()
             try:
                 await asyncio.wait_for(asyncio.shield(task), timeout)
             except TimeoutError:
@@ -274,4 +324,5 @@ class Batcher(Generic[T]):
                     await task
             self._fail(list(self._queue), ModelUnavailableError(f"model {self.name} stopped"))
             self._queue.clear()
+            self._queue_changed()
         self._executor.shutdown(wait=False, cancel_futures=True)

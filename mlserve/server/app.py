@@ -175,7 +175,39 @@ def create_app(
     app.include_router(feedback.router)
     app.include_router(aliases.router)
 
-    @app.get("/", tags=["meta"], summary="Service index")
+    @app.get(
+        "/",
+        tags=["meta"],
+        summary="Service index",
+        responses={
+            200: {
+                "content": {
+                    "application/json": {
+                        "example": {
+                            "name": "mlserve",
+                            "version": "0.1.0",
+                            "limits": {
+                                "max_batch_items": 100,
+                                "max_text_length": 10000,
+                                "max_body_bytes": 2097152,
+                            },
+                            "links": {
+                                "docs": "/docs",
+                                "redoc": "/redoc",
+                                "openapi": "/openapi.json",
+                                "models": "/api/models",
+                                "predict": "/api/predict",
+                                "health": "/api/health",
+                                "ready": "/api/ready",
+                                "live": "/api/live",
+                                "metrics": "/metrics",
+                            },
+                        }
+                    }
+                }
+            }
+        },
+    )
     async def index() -> dict[str, Any]:
         """Name, version, request limits and where to find docs, health and metrics."""
         return {

@@ -139,7 +139,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_mlserve_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, MlserveError)  # noqa: S101 - registered for this type only
         if exc.status_code >= 500:
-            log.warning("%s: %s", exc.code, exc.message)
+            rid = request_id_of(request)
+            log.warning("[%s] %s: %s", rid, exc.code, exc.message, extra={"request_id": rid})
         message = redact_paths(exc.message, *_server_roots(request))
         return error_response(request, exc.status_code, exc.code, message, exc.headers())
 

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlserve.errors import MlserveError
 from mlserve.server.errors import error_body
+from mlserve.server.jsonbody import loads
 from mlserve.server.routes.predict import _count, _item
 from mlserve.server.state import AppState
 
@@ -133,7 +134,7 @@ class FastPredictMiddleware:
 def _parse(body: bytes) -> tuple[Any, Any, str | None, int | str | None] | None:
     """The four fields of a well-formed request, or None to let the full route decide."""
     try:
-        data = orjson.loads(body)
+        data = loads(body)
     except orjson.JSONDecodeError:
         return None
     if type(data) is not dict or not data.keys() <= FIELDS:

@@ -4,10 +4,14 @@ One parser for the fast path and the routes behind it, so a body is never accept
 refused by the other. orjson is strict where Python's json module is lax: invalid UTF-8, lone
 surrogates (\\ud800), NaN / Infinity tokens, numbers beyond a double and nesting past 1024 levels
 are malformed JSON (422 invalid_input), never strings or numbers a route has to defend against.
+So are duplicate keys (`{"text": "a", "text": "b"}`): parsers disagree on which one wins, so
+mlserve takes neither.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -16,13 +20,74 @@ from fastapi import Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
+# Every key of a JSON text ends with `"` then optional whitespace then `:`, so the matches of
+# this pattern bound the number of keys from above (strings may hold more matches, never fewer).
+_KEY_END = re.compile(rb'"\s*:')
+_CONTAINERS = (dict, list)
+
+
+def _key_count(value: Any) -> int:
+    """Keys of every object in a parsed JSON value (iterative: nesting depth is the client's)."""
+    count = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            count += len(item)
+            stack.extend(v for v in item.values() if type(v) in _CONTAINERS)
+        elif type(item) is list:
+            stack.extend(v for v in item if type(v) in _CONTAINERS)
+    return count
+
+
+class DuplicateKeyError(orjson.JSONDecodeError):
+    """A JSON object with the same key twice."""
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(key)
+        out[key] = value
+    return out
+
+
+def loads(body: bytes | str) -> Any:
+    """orjson.loads, also refusing duplicate keys (orjson.JSONDecodeError naming the key).
+
+    Cheap for the usual body: when the parsed objects hold as many keys as the text has
+    `"<ws>:` sequences, no key can have been repeated. Only otherwise (a string value holding
+    `":`, or a real duplicate) is the text parsed again, by the json module, to tell."""
+    data = orjson.loads(body)
+    kind = type(data)
+    if kind is dict:
+        keys = len(data)
+        for value in data.values():
+            if type(value) in _CONTAINERS:
+                keys = _key_count(data)
+                break
+    elif kind is list:
+        keys = _key_count(data)
+    else:
+        return data
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    if len(_KEY_END.findall(raw)) == keys:
+        return data
+    text = raw.decode("utf-8")  # valid: orjson accepted it
+    try:
+        json.loads(text, object_pairs_hook=_refuse_duplicates)
+    except ValueError as exc:
+        raise DuplicateKeyError(f"duplicate key {exc.args[0]!r}", text, 0) from None
+    return data
+
 
 class JSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             # orjson.JSONDecodeError subclasses json.JSONDecodeError: FastAPI answers it with
             # its json_invalid validation error (422 in the error shape).
-            self._json = orjson.loads(await self.body())
+            self._json = loads(await self.body())
         return self._json
 
 

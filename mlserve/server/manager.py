@@ -174,10 +174,18 @@ class ModelManager:
             clock=lambda: self.clock(),  # looked up per call: tests swap the manager's clock
             on_change=lambda tripped: degraded.set(1 if tripped else 0),
         )
+        queue_gauge = self.metrics.queue_depth.labels(*labels)
+        queue_gauge.set(0)
+        # Set on every change, not read by a callback: the multiprocess collector (--workers)
+        # only sees values written to its files.
         batcher: Batcher[Prediction] = Batcher(
-            model.predict, config=self.batching, name=model.ref, on_batch=observe, breaker=breaker
+            model.predict,
+            config=self.batching,
+            name=model.ref,
+            on_batch=observe,
+            on_queue=queue_gauge.set,
+            breaker=breaker,
         )
-        self.metrics.queue_depth.labels(*labels).set_function(lambda: batcher.queue_depth)
         batcher.start()
         self.metrics.models_loaded.inc()
         log.info("loaded %s (sha256 %s)", model.ref, meta.sha256[:12])

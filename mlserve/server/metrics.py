@@ -33,8 +33,8 @@ class ServerMetrics:
         )
         self.request_latency = Histogram(
             "mlserve_http_request_duration_seconds",
-            "HTTP request latency by method and route template.",
-            ["method", "route"],
+            "HTTP request latency by method, route template and status code.",
+            ["method", "route", "status"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

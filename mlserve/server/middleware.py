@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("mlserve.access")
 
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Async job submissions (JSON or a file upload) carry up to jobs.max_items inputs: they are
+# limited by jobs.max_body_bytes, every other route by server.max_body_bytes.
+JOB_SUBMIT_ROUTES = frozenset({("POST", "/api/predict/async")})
 
 
 class RequestContextMiddleware:
@@ -49,7 +52,7 @@ class RequestContextMiddleware:
         state["request_id"] = request_id
         status_holder = [500]
         response_started = False
-        limit = self.max_body_bytes
+        limit = self._body_limit(scope)
 
         declared = _content_length(scope)
         if declared is not None and declared > limit:
@@ -89,7 +92,13 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, limited_receive, send_with_headers)
         except Exception:
-            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            log.exception(
+                "[%s] unhandled error on %s %s",
+                request_id,
+                scope.get("method"),
+                scope.get("path"),
+                extra={"request_id": request_id},
+            )
             self.metrics.errors.labels("internal_error").inc()
             if not response_started:
                 await _send_error(
@@ -102,14 +111,24 @@ class RequestContextMiddleware:
             self.app_state.open_requests -= 1
             self._record(scope, status_holder[0], started, request_id)
 
+    def _body_limit(self, scope: Scope) -> int:
+        path: str = scope.get("path", "")
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if (scope.get("method"), path) in JOB_SUBMIT_ROUTES:
+            return self.app_state.settings.jobs.max_body_bytes
+        return self.max_body_bytes
+
     def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:
         elapsed = time.perf_counter() - started
         state = scope.get("state", {})
         # Routed requests carry their route; the predict fast path names its template in state.
         template = getattr(scope.get("route"), "path", None) or state.get("route") or "unmatched"
         method = scope.get("method", "")
-        self.metrics.requests.labels(method, template, str(status)).inc()
-        self.metrics.request_latency.labels(method, template).observe(elapsed)
+        code = str(status)  # a few dozen values at most: bounded like method and route
+        self.metrics.requests.labels(method, template, code).inc()
+        self.metrics.request_latency.labels(method, template, code).observe(elapsed)
         if not self.access_log_enabled or not access_log.isEnabledFor(logging.INFO):
             return
         model, version = state.get("model"), state.get("version")

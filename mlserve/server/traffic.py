@@ -484,8 +484,20 @@ class TrafficController:
         name for splits and shadows, then watch the registry for alias changes."""
 
         async def run() -> None:
-            with contextlib.suppress(Exception):
+            try:
                 await loaded
+            except Exception:
+                # The traffic settings are still applied to whatever did load.
+                pending = [
+                    str(served.ref)
+                    for served in self.manager.models.values()
+                    if served.status != "loaded"
+                ]
+                log.warning(
+                    "background model loading failed (not loaded: %s)",
+                    ", ".join(pending) or "none",
+                    exc_info=True,
+                )
             await self._preload_configured()
             await self.watcher.run()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -216,7 +217,35 @@ def test_wait_times_out_against_a_port_nobody_listens_on(cli: Callable[..., Resu
     assert 1.0 <= elapsed < 5.0, elapsed  # polled up to the deadline, and no longer
 
 
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A port that accepts connections (the kernel completes them) but never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_wait_cuts_each_probe_timeout_to_the_time_left(
+    cli: Callable[..., Result], silent_url: str
+) -> None:
+    # A server that never answers: a whole 10 s --timeout per probe would overrun --wait 1.
+    started = time.monotonic()
+    result = cli("health-check", "--url", silent_url, "--wait", "1", "--timeout", "10", "--json")
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert as_json(result)["status"] == "unreachable"
+    assert 1.0 <= elapsed < 4.0, elapsed
+
+
 # ---------------------------------------------------------------------------- usage
+def test_help_lists_every_exit_code(cli: Callable[..., Result]) -> None:
+    result = cli("health-check", "--help")
+    assert result.exit_code == 0
+    summary = " ".join(result.stdout.split())
+    assert "Exit 0 when the server is healthy, 1 when not, 2 on a usage or config error" in summary
+
+
 @pytest.mark.parametrize("modes", [("--live", "--deep"), ("--ready", "--deep")])
 def test_two_modes_are_a_usage_error(
     cli: Callable[..., Result], assert_user_error: Callable[..., None], modes: tuple[str, str]

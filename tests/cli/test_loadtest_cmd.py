@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -324,6 +325,50 @@ def test_slow_endpoint_latency_is_measured(loadtest: Callable[..., Result], tmp_
     data = report(out)
     assert data["latencies"]["min"] >= SLOW_S * 1000
     assert data["latencies"]["50th"] < 2000
+
+
+def test_open_loop_over_capacity_counts_queueing_and_reports_late_and_dropped(
+    loadtest: Callable[..., Result], fake: FakeServer, tmp_path: Path
+) -> None:
+    # /slow takes SLOW_S; with 2 in flight it serves at most 2 / SLOW_S = 40 req/s, far below
+    # the 205 req/s asked for (205 × 0.5 s = 102.5: 103 scheduled starts, none on the edge).
+    rate, in_flight, window_s = 205, 2, 0.5
+    out = tmp_path / "overload.json"
+    result = loadtest(
+        "--endpoint", "custom", "--path", "/slow", "--body", "{}", "--rate", str(rate),
+        "--max-in-flight", str(in_flight), "--duration", "500ms", "--json", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    data = report(out)
+    sent, schedule = data["requests"], data["schedule"]
+
+    # Request k (in schedule order) starts only once k-1 earlier ones are answered, each taking
+    # SLOW_S on at most `in_flight` at a time, but was due at k / rate: counted from its
+    # scheduled start, its latency is at least this.
+    def floor_ms(k: int) -> float:
+        answered_by = (math.ceil((k - 1) / in_flight) + 1) * SLOW_S
+        return (answered_by - k / rate) * 1000.0
+
+    assert data["status_codes"] == {"200": sent}
+    # At least half the capacity is used; and sending stops at the end of the window: no lane
+    # starts more than window / SLOW_S requests.
+    assert round(window_s / SLOW_S) <= sent <= in_flight * round(window_s / SLOW_S)
+    assert fake.counts["slow"] == sent + 1  # plus the preflight
+    assert data["duration"] < 3 * window_s * 1000  # sending all 103 would take over 2.5 s
+    # Queueing is in the latencies: they grow far beyond the service time.
+    assert data["latencies"]["min"] >= SLOW_S * 1000
+    assert data["latencies"]["max"] >= floor_ms(sent - 1) > 4 * SLOW_S * 1000
+    # Nearest-rank median: at least half the samples are from requests k >= (sent - 1) // 2.
+    assert data["latencies"]["50th"] >= min(floor_ms(k) for k in range((sent - 1) // 2, sent))
+    assert schedule["max_lag"] >= floor_ms(sent - 1) - SLOW_S * 1000
+    # Every request after the first `in_flight` waited for a slot: sent late, and counted so;
+    # the scheduled starts never sent are counted as dropped.
+    assert sent - in_flight <= schedule["late"] <= sent
+    assert schedule["dropped"] == math.ceil(window_s * rate) - sent
+    assert (
+        f"schedule: target {rate} req/s, {schedule['late']} sent more than 5 ms late, "
+        f"{schedule['dropped']} never sent"
+    ) in result.stdout
 
 
 # ----------------------------------------------------------------------- cannot test at all

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -414,6 +415,158 @@ def test_an_input_the_predict_function_rejects_reaches_only_its_caller_as_is() -
         assert await first == "first!"
         assert (a, b) == ("a!", "b!")
         assert isinstance(bad, InvalidInputError) and "missing value" in bad.message
+        await batcher.stop()
+
+    run(scenario)
+
+
+class FailingAfterFirst:
+    """A predict function whose first call (held until released) answers and every later call
+    raises: a model that broke while requests queued behind it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, rows: list[Any]) -> list[str]:
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            if not self.release.wait(TIMEOUT):
+                raise TimeoutError("never released")
+            return [f"{row}!" for row in rows]
+        raise RuntimeError("out of memory in /srv/secret/model.py")
+
+
+def test_a_failed_batch_is_logged_once_and_a_broken_model_is_not_retried_per_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model = FailingAfterFirst()
+
+    async def scenario() -> list[Any]:
+        batcher: Batcher[str] = Batcher(model, config=BatchingConfig(), name="fake:1")
+        first = asyncio.create_task(batcher.submit("first"))
+        await asyncio.to_thread(model.entered.wait, TIMEOUT)
+        tasks = [asyncio.create_task(batcher.submit(i)) for i in range(6)]
+        await until(lambda: batcher.queue_depth == 6, "6 queued requests")
+        model.release.set()
+        results = await asyncio.gather(first, *tasks, return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    with caplog.at_level(logging.DEBUG, logger="mlserve.runtime.batcher"):
+        first, *failed = asyncio.run(asyncio.wait_for(scenario(), 20))
+
+    assert first == "first!"
+    assert all(isinstance(r, PredictionError) for r in failed), failed
+    # the batch of 6, then 2 solo retries; the other 4 requests fail without a call
+    assert model.calls == 1 + 1 + 2
+    batcher_records = [r for r in caplog.records if r.name == "mlserve.runtime.batcher"]
+    errors = [r for r in batcher_records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert "batch of 6" in errors[0].getMessage() and errors[0].exc_info is not None
+    assert all(r.levelno in (logging.DEBUG, logging.ERROR) for r in batcher_records)
+
+
+def test_two_failed_solo_retries_fail_the_rest_of_the_batch_without_calling_the_model() -> None:
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher = make(model)
+        first = await busy(batcher, model)
+
+        rows = ["poison", "poison", "a", "b"]
+        tasks = [asyncio.create_task(batcher.submit(r)) for r in rows]
+        await until(lambda: batcher.queue_depth == 4, "4 queued requests")
+        model.release.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+
+        assert await first == "first!"
+        assert isinstance(results[0], PredictionError)
+        assert isinstance(results[1], PredictionError)
+        # two failed solo retries in a row: the model is taken to be broken
+        assert all(isinstance(r, PredictionError) for r in results[2:])
+        assert len(model.calls) == 1 + 1 + 2
+        model.poison = "none"
+        assert await batcher.submit("c") == "c!"  # and it is tried again for new requests
+        await batcher.stop()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("hook", ["on_batch", "deliver"])
+def test_a_hook_that_raises_fails_its_batch_and_later_requests_are_answered(
+    hook: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    raised: list[str] = []
+
+    def boom_once(*args: Any) -> None:
+        if not raised:
+            raised.append(hook)
+            raise RuntimeError(f"{hook} is broken")
+
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher: Batcher[str] = Batcher(model, config=BatchingConfig(), name="fake:1")
+        if hook == "on_batch":
+            batcher._on_batch = boom_once
+        else:
+            deliver = batcher._deliver
+
+            def broken_deliver(batch: Any, results: Any) -> None:
+                boom_once()
+                deliver(batch, results)
+
+            batcher._deliver = broken_deliver  # type: ignore[method-assign]
+
+        with pytest.raises(PredictionError):
+            await batcher.submit("a")
+
+        assert await batcher.submit("b") == "b!"
+        assert await asyncio.gather(*(batcher.submit(i) for i in range(5))) == [
+            f"{i}!" for i in range(5)
+        ]
+        await batcher.stop()
+
+    with caplog.at_level(logging.ERROR, logger="mlserve.runtime.batcher"):
+        run(scenario)
+
+    assert raised == [hook]
+    logged = [r for r in caplog.records if r.name == "mlserve.runtime.batcher"]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+
+
+def test_the_queue_observer_is_told_every_change_of_the_queue_depth() -> None:
+    async def scenario() -> None:
+        depths: list[int] = []
+        model = FakeModel()
+        batcher: Batcher[str] = Batcher(
+            model, config=BatchingConfig(), name="fake:1", on_queue=depths.append
+        )
+        first = await busy(batcher, model)
+        rest = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
+        await until(lambda: batcher.queue_depth == 3, "3 queued requests")
+
+        assert depths[-1] == 3
+        model.release.set()
+        await asyncio.gather(first, *rest)
+        assert depths[-1] == 0
+        assert 1 in depths and 2 in depths
+        await batcher.stop()
+
+    run(scenario)
+
+
+def test_a_queue_observer_that_raises_does_not_stop_requests() -> None:
+    def broken(depth: int) -> None:
+        raise RuntimeError("metrics are down")
+
+    async def scenario() -> None:
+        model = FakeModel()
+        batcher: Batcher[str] = Batcher(
+            model, config=BatchingConfig(), name="fake:1", on_queue=broken
+        )
+        assert await asyncio.gather(*(batcher.submit(i) for i in range(3))) == ["0!", "1!", "2!"]
         await batcher.stop()
 
     run(scenario)

@@ -52,7 +52,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
             "max_batch_items": MAX_BATCH,
             "max_text_length": MAX_TEXT,
         },
-        jobs={"max_items": MAX_JOB, "concurrency": 0},
+        jobs={"max_items": MAX_JOB, "concurrency": 0, "max_body_bytes": MAX_BODY},
         traffic={"watch_interval_s": 0},
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -67,4 +68,15 @@ class GatedClassifier(_Fitted):
             gate.entered.set()
             if not gate.release.wait(timeout=30):
                 raise TimeoutError("gate never released")
+        return np.full(len(np.asarray(x)), self.classes_[0])
+
+
+class SlowClassifier(_Fitted):
+    """Predicts classes_[0] after sleeping `delay_s`: every prediction takes at least that long."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+
+    def predict(self, x: Any) -> Any:
+        time.sleep(self.delay_s)
         return np.full(len(np.asarray(x)), self.classes_[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -214,6 +215,51 @@ def test_model_failure_in_a_batch_is_500_without_internals(broken_client: TestCl
     )
 
     _assert_no_internals(error_of(response, 500, "prediction_failed"))
+
+
+def test_a_server_error_is_logged_with_its_request_id(
+    broken_client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="mlserve"):
+        response = broken_client.post(
+            "/api/predict/batch",
+            json={"records": [FLOWER, FLOWER], "model": "broken"},
+            headers={"x-request-id": "trace-500"},
+        )
+
+    error_of(response, 500, "prediction_failed")
+    logged = [r for r in caplog.records if r.name == "mlserve.server.errors"]
+    assert [r.getMessage() for r in logged] == [
+        "[trace-500] prediction_failed: model broken:1 failed to predict"
+    ]
+    assert logged[0].request_id == "trace-500"  # a field of its own in JSON logs
+
+
+def test_an_unhandled_error_is_logged_with_its_request_id(
+    all_models: dict[str, ModelMetadata],
+    serve: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from mlserve.server.manager import ModelManager
+
+    async def explode(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError(SECRET_DETAIL)
+
+    monkeypatch.setattr(ModelManager, "get", explode)
+    client = serve(raise_server_exceptions=False)
+
+    with caplog.at_level(logging.ERROR, logger="mlserve"):
+        response = client.post(
+            "/api/predict",
+            json={"features": FLOWER, "model": "iris"},
+            headers={"x-request-id": "trace-bug"},
+        )
+
+    error_of(response, 500, "internal_error")
+    logged = [r for r in caplog.records if r.name == "mlserve.server.middleware"]
+    assert len(logged) == 1 and logged[0].getMessage().startswith("[trace-bug] ")
+    assert logged[0].exc_info is not None
 
 
 def test_a_failing_model_does_not_affect_the_others(broken_client: TestClient) -> None:

@@ -36,6 +36,7 @@ FLOWERS = [
     [6.3, 2.5, 5.0, 1.9],
 ]
 FINISHED = ("completed", "failed", "cancelled")
+JSON = {"content-type": "application/json"}
 WAIT_S = 30.0  # generous: the machine running the suite may be busy
 
 
@@ -615,3 +616,71 @@ def test_a_bare_model_name_follows_its_ab_split_like_the_batch_endpoint(
     assert (job["version"], pinned["version"]) == (1, 2)
     wait_for(client, job["job_id"])
     assert_same(all_results(client, job["job_id"]), batch(client, records=FLOWERS, model="iris:1"))
+
+
+# ---------------------------------------------------------------------------- body limit
+def test_a_job_of_jobs_max_items_texts_is_accepted_and_completes_with_default_settings(
+    text_meta: ModelMetadata, serve: Callable[..., TestClient]
+) -> None:
+    client = serve(raise_server_exceptions=False)
+    settings = client.app.state.mlserve.settings  # type: ignore[attr-defined]
+    count = settings.jobs.max_items
+    texts = [f"{TEXTS[i % len(TEXTS)]} #{i}" for i in range(count)]
+    body = orjson.dumps({"texts": texts, "model": "sentiment"})
+    assert len(body) > settings.server.max_body_bytes  # over the limit of the other routes
+
+    accepted = client.post("/api/predict/async", content=body, headers=JSON)
+    as_batch = client.post("/api/predict/batch", content=body, headers=JSON)
+
+    assert accepted.status_code == 202, accepted.text
+    error_of(as_batch, 413, "payload_too_large")
+    job_id = accepted.json()["job_id"]
+    deadline = time.monotonic() + 300
+    while (status := client.get(f"/api/jobs/{job_id}").json())["status"] not in FINISHED:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)  # polling interval of a bounded wait
+    assert status["status"] == "completed", status
+    assert status["progress"] == {"done": count, "total": count}
+    last = client.get(f"/api/jobs/{job_id}/result", params={"offset": count - 1}).json()
+    expected = batch(client, texts=[texts[-1]], model="sentiment")
+    assert [p["prediction"] for p in last["predictions"]] == [expected[0]["prediction"]]
+
+
+def test_a_job_upload_over_server_max_body_bytes_is_accepted(
+    idle: TestClient, text_meta: ModelMetadata
+) -> None:
+    lines = b"\n".join(orjson.dumps({"text": f"{TEXTS[i % 7]} #{i}"}) for i in range(60_000))
+    assert len(lines) > 2 * 1024 * 1024  # server.max_body_bytes by default
+
+    job = submit(idle, files={"file": ("big.jsonl", lines)}, data={"model": "sentiment"})
+
+    assert job["total"] == 60_000
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_job_body_over_jobs_max_body_bytes_is_413(
+    text_meta: ModelMetadata, serve: Callable[..., TestClient], chunked: bool
+) -> None:
+    client = serve(
+        raise_server_exceptions=False,
+        server={"max_body_bytes": 1 << 20},
+        jobs={"max_body_bytes": 4096, "concurrency": 0},
+    )
+    body = orjson.dumps({"texts": ["fine " * 1000] * 10, "model": "sentiment"})
+    assert 4096 < len(body) < 1 << 20
+    lines = b"\n".join(orjson.dumps({"text": "fine"}) for _ in range(500))
+    content: Any = (
+        iter([body[i : i + 1024] for i in range(0, len(body), 1024)]) if chunked else body
+    )
+
+    as_json = client.post("/api/predict/async", content=content, headers=JSON)
+    as_file = client.post(
+        "/api/predict/async", files={"file": ("t.jsonl", lines)}, data={"model": "sentiment"}
+    )
+    as_batch = client.post("/api/predict/batch", content=body, headers=JSON)
+
+    error_of(as_json, 413, "payload_too_large")
+    error_of(as_file, 413, "payload_too_large")
+    assert as_batch.status_code == 200, as_batch.text  # other routes: server.max_body_bytes
+    settings = client.app.state.mlserve.settings  # type: ignore[attr-defined]
+    assert jobs_in_db(settings.jobs_database) == 0

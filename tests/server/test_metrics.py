@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import time
+import uuid
 from typing import Any
 
 import pytest
@@ -9,6 +12,9 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlserve.schemas import ModelMetadata
+
+from . import broken_models
+from .conftest import IRIS_FEATURES
 
 FLOWERS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 
@@ -151,3 +157,49 @@ def test_a_body_over_the_limit_is_counted_as_payload_too_large(
     samples = scrape(client)
     assert value(samples, "mlserve_errors_total", code="payload_too_large") == 1
     assert value(samples, "mlserve_http_requests_total", route="/api/predict", status="413") == 1
+
+
+def test_queue_depth_counts_the_requests_waiting_for_the_model(
+    registry: Any, gated_estimator: Any, serve: Any
+) -> None:
+    gate_name = uuid.uuid4().hex
+    gate = broken_models.GATES[gate_name] = broken_models.Gate()
+    try:
+        registry.register_estimator(
+            gated_estimator(gate_name), name="slow", feature_names=IRIS_FEATURES
+        )
+        client = serve()
+        assert value(scrape(client), "mlserve_queue_depth", model="slow") == 0
+
+        def predict() -> int:
+            return client.post("/api/predict", json={"features": FLOWERS[0]}).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            held = pool.submit(predict)
+            assert gate.entered.wait(10)
+            queued = [pool.submit(predict) for _ in range(3)]
+            deadline = time.monotonic() + 10
+            while value(scrape(client), "mlserve_queue_depth", model="slow") < 3:
+                assert time.monotonic() < deadline, "the queued requests never showed"
+                time.sleep(0.01)  # polling interval of a bounded wait
+            waiting = value(scrape(client), "mlserve_queue_depth", model="slow", version="1")
+            gate.release.set()
+            statuses = [held.result(10), *(q.result(10) for q in queued)]
+    finally:
+        gate.release.set()
+        broken_models.GATES.pop(gate_name, None)
+
+    assert waiting == 3
+    assert statuses == [200] * 4
+    assert value(scrape(client), "mlserve_queue_depth", model="slow") == 0
+
+
+def test_request_latency_is_labelled_by_status(client: TestClient) -> None:
+    client.post("/api/predict", json={"text": "lovely", "model": "sentiment"})
+    client.post("/api/predict", json={"text": "x", "model": "nosuch"})
+
+    samples = scrape(client)
+
+    name = "mlserve_http_request_duration_seconds_count"
+    assert value(samples, name, method="POST", route="/api/predict", status="200") == 1
+    assert value(samples, name, method="POST", route="/api/predict", status="404") == 1

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mlserve.registry import Registry
 
 from .conftest import IRIS_FEATURES
+from .slow_models import FileGatedRegressor, calls
 
 pytestmark = pytest.mark.slow
 
@@ -220,3 +222,84 @@ def test_serve_with_two_workers_answers_and_exits_0_on_sigterm(
     assert _metric(metrics, "mlserve_predictions_total", model="iris") == sent
     assert server.terminate() == 0
     assert "Traceback" not in server.output()
+
+
+GRACE_S = 10.0  # the server's graceful timeout in the draining test
+HELD_X0 = 100.0  # FileGatedRegressor holds a prediction with x0 at or above this
+
+
+def _importable_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server unpickles a test-only estimator: let it import this package's modules."""
+    module = sys.modules[FileGatedRegressor.__module__]
+    tests_root = Path(str(module.__file__)).parents[len(module.__name__.split(".")) - 1]
+    path = [str(tests_root), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
+
+
+def test_sigterm_drains_readiness_finishes_the_request_in_flight_and_exits_0(
+    start: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GatedClassifier (broken_models) waits on an in-process Event, out of reach of a server
+    # process; FileGatedRegressor waits on a file this test removes.
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    registry = Registry(tmp_path / "gated")
+    held_model = FileGatedRegressor(gate_dir=str(gate), hold_from=HELD_X0)
+    registry.register_estimator(
+        held_model.fit([[0.0, 0.0]], [0.0]), name="gated", aliases=["production"]
+    )
+    (gate / "hold").touch()
+    _importable_tests(monkeypatch)
+    monkeypatch.setenv("MLSERVE_SERVER__GRACEFUL_TIMEOUT", str(GRACE_S))
+    server = start("--registry", registry.root, "--no-sample")
+    server.wait_ready()
+
+    with (
+        ThreadPoolExecutor(1) as pool,
+        httpx.Client(base_url=server.url, timeout=5) as probe,
+    ):
+        held = pool.submit(
+            httpx.post, f"{server.url}/api/predict", json={"features": [HELD_X0, 1.0]}, timeout=60
+        )
+        deadline = time.monotonic() + 30
+        while not any(x0 >= HELD_X0 for _, x0, _ in calls(gate)):
+            assert not held.done(), held.result()
+            assert time.monotonic() < deadline, f"prediction never started:\n{server.output()}"
+            time.sleep(0.01)  # polling interval of a bounded wait
+        before = probe.get("/api/ready").status_code  # also opens the probe's connection
+
+        server.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        # Until uvicorn closes its listener (within ~0.1 s) a probe is answered, and then it
+        # must say 503; afterwards connections are refused. Never 200 once SIGTERM was sent.
+        probes: list[int | str] = []
+        while time.monotonic() < signalled + 0.5:
+            try:
+                probes.append(probe.get("/api/ready").status_code)
+            except httpx.TransportError as exc:
+                probes.append(type(exc).__name__)
+            time.sleep(0.01)  # probing interval
+        still_held = not held.done()
+        still_running = server.process.poll() is None
+
+        (gate / "hold").unlink()  # let the prediction finish
+        response = held.result(timeout=GRACE_S)
+        try:
+            code = server.process.wait(timeout=GRACE_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no exit within {GRACE_S} s:\n{server.output()}") from None
+        stopped_after = time.monotonic() - signalled
+
+    assert before == 200
+    answered = [p for p in probes if isinstance(p, int)]
+    assert 200 not in answered, probes
+    assert set(answered) <= {503}, probes
+    assert still_held and still_running  # the shutdown waited for the request in flight
+    assert response.status_code == 200, response.text
+    assert response.json()["prediction"] == 2 * HELD_X0 + 1.0
+    assert code == 0, server.output()
+    assert stopped_after < GRACE_S
+    output = server.output()
+    assert "received SIGTERM: draining" in output
+    assert "timeout graceful shutdown exceeded" not in output
+    assert "Traceback" not in output

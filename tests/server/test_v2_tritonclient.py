@@ -31,8 +31,10 @@ TEXTS = [
     "Terrible service, the box arrived broken",
     "The meeting is on Tuesday",
 ]
+TEXT_LABELS = ["positive", "negative", "neutral"]
 FLOWERS = np.array([[5.1, 3.5, 1.4, 0.2], [6.1, 2.8, 4.7, 1.2], [6.7, 3.0, 5.2, 2.3]])
 START_TIMEOUT_S = 60.0
+TRAIN_TIMEOUT_S = 120.0
 
 
 def _free_port() -> int:
@@ -69,19 +71,35 @@ def _wait_ready(server: Server) -> None:
     pytest.fail(f"mlserve serve was not ready within {START_TIMEOUT_S:.0f} s:\n{server.output()}")
 
 
+def _clean_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLSERVE_")}
+    env["MLSERVE_HOME"] = str(home)
+    return env
+
+
 @pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, text_estimator: Any, iris_estimator: Any
-) -> Iterator[Server]:
-    """`mlserve serve` over a registry with sentiment (text) and iris (tabular)."""
+def server(tmp_path_factory: pytest.TempPathFactory, iris_estimator: Any) -> Iterator[Server]:
+    """`mlserve serve` over a registry with the bundled sentiment sample (text), trained once per
+    module by `mlserve train` as a user would, and iris (tabular)."""
     root = tmp_path_factory.mktemp("v2-serve")
     registry = Registry(root / "registry")
-    registry.register_estimator(text_estimator, name="sentiment", aliases=["production"])
+    trained = subprocess.run(
+        [sys.executable, "-m", "mlserve", "train", "--sample", "sentiment"]
+        + ["--name", "sentiment", "--alias", "production", "--registry", str(registry.root)],
+        capture_output=True,
+        text=True,
+        env=_clean_env(root / "home"),
+        cwd=root,
+        timeout=TRAIN_TIMEOUT_S,
+        check=False,
+    )
+    assert trained.returncode == 0, (trained.stdout, trained.stderr)
+    assert registry.aliases("sentiment") == {"production": 1}
+    assert "sentiment.csv" in registry.metadata("sentiment", 1).source  # the bundled data
     registry.register_estimator(
         iris_estimator, name="iris", aliases=["production"], feature_names=IRIS_FEATURES
     )
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLSERVE_")}
-    env["MLSERVE_HOME"] = str(root / "home")
+    env = _clean_env(root / "home")
     port = _free_port()
     log = root / "server.log"
     with log.open("wb") as out:
@@ -171,6 +189,9 @@ def test_text_infer_with_the_clients_defaults_matches_api_predict(
     assert result.get_response()["id"] == "t-1"
     answers = _api_answers(server, "sentiment", "text", TEXTS)
     _assert_matches_api(result, answers, _classes(client, "sentiment"))
+    # The bundled sample tells these apart (each with a wide margin), so the tensors and their
+    # order really went through the model.
+    assert [str(v) for v in result.as_numpy("label").tolist()] == TEXT_LABELS
 
 
 def test_tabular_infer_with_json_tensors_matches_api_predict(client: Any, server: Server) -> None:

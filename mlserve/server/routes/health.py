@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -30,6 +31,51 @@ router = APIRouter(tags=["health"])
 
 SMOKE_TIMEOUT_S = 5.0
 
+# Examples of the 503 answers (the models' own examples show the usual 200).
+NOT_READY_EXAMPLE = {"ready": False, "models": {"iris": "loaded", "sentiment": "loading"}}
+UNHEALTHY_MODEL = {
+    "name": "sentiment",
+    "version": None,
+    "status": "degraded",
+    "latency_ms": None,
+    "error": "artifact of sentiment:3 does not match its registered sha256 (5b0e7c1d93a2… != "
+    "e92c18b23fc0…): changed after registration; refusing to load it",
+}
+UNHEALTHY_EXAMPLE = {
+    "status": "unhealthy",
+    "version": "0.1.0",
+    "uptime_s": 12.034,
+    "models": [UNHEALTHY_MODEL],
+    "dependencies": {},
+}
+UNHEALTHY_DETAILED_EXAMPLE = {
+    **UNHEALTHY_EXAMPLE,
+    "models": [{**UNHEALTHY_MODEL, "loaded_at": None, "predictions": 0, "queue_depth": 0}],
+    "process": {
+        "pid": 41872,
+        "cpu_percent": 0.0,
+        "cpu_seconds": 2.91,
+        "rss_bytes": 141295616,
+        "threads": 9,
+        "open_requests": 1,
+    },
+}
+METRICS_EXAMPLE = """\
+# HELP mlserve_predictions_total Predictions by model, version and predicted class.
+# TYPE mlserve_predictions_total counter
+mlserve_predictions_total{model="sentiment",version="3",predicted_class="positive"} 24187.0
+mlserve_predictions_total{model="sentiment",version="3",predicted_class="negative"} 17902.0
+mlserve_predictions_total{model="sentiment",version="3",predicted_class="neutral"} 10321.0
+mlserve_predictions_total{model="iris",version="2",predicted_class="setosa"} 641.0
+# HELP mlserve_models_loaded Model versions loaded and serving.
+# TYPE mlserve_models_loaded gauge
+mlserve_models_loaded 4.0
+"""
+
+
+def _json_example(example: Any) -> dict[str, Any]:
+    return {"content": {"application/json": {"example": example}}}
+
 
 @router.get("/api/live", response_model=LiveResponse, summary="Liveness probe")
 async def live() -> LiveResponse:
@@ -40,7 +86,13 @@ async def live() -> LiveResponse:
 @router.get(
     "/api/ready",
     response_model=ReadyResponse,
-    responses={503: {"model": ReadyResponse, "description": "Not ready yet, or shutting down."}},
+    responses={
+        503: {
+            "model": ReadyResponse,
+            "description": "Not ready yet, or shutting down.",
+            **_json_example(NOT_READY_EXAMPLE),
+        }
+    },
     summary="Readiness probe",
 )
 async def ready(state: StateDep) -> Response:
@@ -109,7 +161,13 @@ async def _health(state: AppState) -> tuple[str, list[ModelHealth], dict[str, De
 @router.get(
     "/api/health",
     response_model=HealthResponse,
-    responses={503: {"model": HealthResponse, "description": "No model can predict."}},
+    responses={
+        503: {
+            "model": HealthResponse,
+            "description": "No model can predict.",
+            **_json_example(UNHEALTHY_EXAMPLE),
+        }
+    },
     summary="Health with smoke predictions",
 )
 async def health(state: StateDep) -> Response:
@@ -133,7 +191,13 @@ async def health(state: StateDep) -> Response:
 @router.get(
     "/api/health/detailed",
     response_model=DetailedHealthResponse,
-    responses={503: {"model": DetailedHealthResponse, "description": "No model can predict."}},
+    responses={
+        503: {
+            "model": DetailedHealthResponse,
+            "description": "No model can predict.",
+            **_json_example(UNHEALTHY_DETAILED_EXAMPLE),
+        }
+    },
     summary="Health plus process and per-model details",
 )
 async def health_detailed(state: StateDep) -> Response:
@@ -181,7 +245,12 @@ async def health_detailed(state: StateDep) -> Response:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text."}},
+    responses={
+        200: {
+            "content": {CONTENT_TYPE_LATEST: {"example": METRICS_EXAMPLE}},
+            "description": "Prometheus text.",
+        }
+    },
     summary="Prometheus metrics",
     tags=["metrics"],
 )

@@ -33,6 +33,7 @@ from mlserve.schemas import (
 )
 from mlserve.server.deps import SettingsDep, StateDep
 from mlserve.server.jobrunner import prepare_rows
+from mlserve.server.jsonbody import DuplicateKeyError, loads
 from mlserve.server.manager import Runtime
 from mlserve.server.routes.predict import JSONBytes, _mark
 from mlserve.server.state import AppState
@@ -78,6 +79,23 @@ SUBMIT_BODY: dict[str, Any] = {
             },
         },
     }
+}
+
+# A job cancelled while running (the JobInfo schema's example shows one in progress).
+CANCELLED_EXAMPLE: dict[str, Any] = {
+    "job_id": "6f1c2d0e9b7a4c3f8e5d4c3b2a190817",
+    "status": "cancelled",
+    "model": "sentiment",
+    "version": 3,
+    "kind": "texts",
+    "progress": {"done": 4000, "total": 10000},
+    "created_at": "2025-11-29T17:30:00Z",
+    "started_at": "2025-11-29T17:30:00.2Z",
+    "finished_at": "2025-11-29T17:31:12.5Z",
+    "expires_at": "2025-12-06T17:31:12.5Z",
+    "error": None,
+    "status_url": "/api/jobs/6f1c2d0e9b7a4c3f8e5d4c3b2a190817",
+    "result_url": "/api/jobs/6f1c2d0e9b7a4c3f8e5d4c3b2a190817/result",
 }
 
 
@@ -132,6 +150,12 @@ def _too_many(what: str, count: int | str, limit: int) -> PayloadTooLargeError:
 
 
 def _from_json(raw: bytes, limit: int) -> tuple[AsyncPredictRequest, str]:
+    try:
+        loads(raw or b"null")  # what the other routes refuse (duplicate keys), refused here too
+    except DuplicateKeyError as exc:
+        raise InvalidInputError(f"invalid JSON body: {exc.msg}") from None
+    except orjson.JSONDecodeError:
+        pass  # other malformed JSON: pydantic's json_invalid error below names the problem
     try:
         body = AsyncPredictRequest.model_validate_json(raw or b"null")
     except pydantic.ValidationError as exc:
@@ -310,7 +334,7 @@ def _wants_lines(request: Request, fmt: str | None) -> bool:
         404: {"model": ErrorResponse, "description": "Unknown model, version or alias."},
         413: {
             "model": ErrorResponse,
-            "description": "More inputs than jobs.max_items, or a body over server.max_body_bytes.",
+            "description": "More inputs than jobs.max_items, or a body over jobs.max_body_bytes.",
         },
         415: {"model": ErrorResponse, "description": "Neither JSON nor a .jsonl/.csv upload."},
         422: {"model": ErrorResponse, "description": "An invalid input (the message names it)."},
@@ -479,7 +503,10 @@ async def job_result(
     "/jobs/{job_id}",
     response_model=JobInfo,
     responses={
-        200: {"description": "The pending or running job is now cancelled (its status)."},
+        200: {
+            "description": "The pending or running job is now cancelled (its status).",
+            "content": {"application/json": {"example": CANCELLED_EXAMPLE}},
+        },
         204: {"description": "The finished job and its results were deleted."},
         **NOT_FOUND,
     },

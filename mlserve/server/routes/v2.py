@@ -48,6 +48,7 @@ from mlserve.schemas_v2 import (
     V2ErrorResponse,
 )
 from mlserve.server.deps import ManagerDep, MetricsDep, SettingsDep, StateDep
+from mlserve.server.jsonbody import loads
 from mlserve.server.manager import ModelManager, Runtime
 from mlserve.server.metrics import ServerMetrics
 from mlserve.server.routes.models import NameParam
@@ -147,7 +148,7 @@ def decode_body(body: bytes, header_length: str | None) -> Any:
     the raw data of each input whose parameters carry `binary_data_size`, in input order.
     """
     if header_length is None:
-        return orjson.loads(body)  # a JSONDecodeError becomes a 400 naming the problem
+        return loads(body)  # a JSONDecodeError becomes a 400 naming the problem
     try:
         size = int(header_length)
     except ValueError:
@@ -157,7 +158,7 @@ def decode_body(body: bytes, header_length: str | None) -> Any:
             400,
             f"Inference-Header-Content-Length is {size} but the body has {len(body)} bytes",
         )
-    request = orjson.loads(body[:size])
+    request = loads(body[:size])
     binary = memoryview(body)[size:]
     offset = 0
     inputs = request.get("inputs") if isinstance(request, dict) else None
