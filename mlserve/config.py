@@ -77,7 +77,7 @@ class BatchingSettings(Section):
     enabled: bool = True
     """Coalesce concurrent predictions for one model version into one vectorized call."""
     max_batch_size: int = Field(default=64, ge=1)
-    """Most rows in one model call."""
+    """Most rows in one model call when coalescing requests (one request's rows stay together)."""
     max_wait_ms: float = Field(default=0.0, ge=0)
     """Extra wait for a fuller batch, in ms. 0: a lone request never waits on a timer."""
     max_queue: int = Field(default=1024, ge=1)
