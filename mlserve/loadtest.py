@@ -10,6 +10,7 @@ import json
 import math
 import multiprocessing
 import queue as queue_mod
+import random
 import re
 import signal
 import ssl
@@ -1789,6 +1790,22 @@ class LiveView:
         self.window_s = window_s
         self.recent: deque[tuple[float, array[float]]] = deque()
         self.counts: deque[tuple[float, int]] = deque()
+        # Every latency so far, or a uniform reservoir sample of them past RESERVOIR.
+        self.sample: list[float] = []
+        self.seen = 0
+        self._rng = random.Random(0)  # noqa: S311 - sampling for a display, not security
+
+    RESERVOIR = 50_000
+
+    def _keep(self, latencies: Iterable[float]) -> None:
+        for value in latencies:
+            self.seen += 1
+            if len(self.sample) < self.RESERVOIR:
+                self.sample.append(value)
+            else:
+                slot = self._rng.randrange(self.seen)
+                if slot < self.RESERVOIR:
+                    self.sample[slot] = value
 
     def update(self, index: int, progress: Progress) -> None:
         now = time.monotonic()
@@ -1797,6 +1814,7 @@ class LiveView:
         self.phase[index] = progress.phase
         if progress.window:
             self.recent.append((now, progress.window))
+            self._keep(progress.window)
         self.counts.append((now, sum(self.done)))
         while self.recent and self.recent[0][0] < now - self.window_s:
             self.recent.popleft()
@@ -1821,13 +1839,16 @@ class LiveView:
         if len(window) > 20_000:  # keep the display cheap: a uniform subsample is plenty
             window = window[:: len(window) // 10_000]
         window.sort()
-        p50, p99 = percentile(window, 50), percentile(window, 99)
+        so_far = sorted(self.sample)
+        p50, p99 = percentile(so_far, 50), percentile(so_far, 99)
+        recent_p99 = percentile(window, 99)
         style = "red" if errors else "green"
         return Text.assemble(
             (f"{elapsed:6.1f}s ", "dim"),
             (f"{done:>10,} requests ", "bold"),
             (f"{'–' if math.isnan(rps) else f'{rps:,.0f}':>9} req/s ", ""),
-            (f"p50 {_ms(p50):>7} ms  p99 {_ms(p99):>7} ms  ", ""),
+            (f"p50 {_ms(p50):>7} ms  p99 {_ms(p99):>7} ms so far  ", ""),
+            (f"(last {self.window_s:g} s: p99 {_ms(recent_p99)} ms)  ", "dim"),
             (f"errors {errors:,}", style),
         )
 
