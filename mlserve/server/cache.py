@@ -77,11 +77,15 @@ class MemoryCache:
         ttl_s: float,
         clock: Callable[[], float] = time.monotonic,
         on_evict: EvictionObserver | None = None,
+        on_size: Callable[[int], None] | None = None,
     ) -> None:
         self.max_entries = max_entries
         self.ttl_s = ttl_s
         self.clock = clock
         self.on_evict = on_evict
+        # Told the entry count when it changes (a gauge set explicitly also works in
+        # prometheus multiprocess mode, where a callback gauge is never read).
+        self.on_size = on_size
         # (model, version, input key) -> (expires at, prediction); oldest use first.
         self._entries: collections.OrderedDict[
             tuple[str, int, Hashable], tuple[float, Prediction]
@@ -89,9 +93,22 @@ class MemoryCache:
 
     @classmethod
     def from_settings(
-        cls, settings: CacheSettings, *, on_evict: EvictionObserver | None = None
+        cls,
+        settings: CacheSettings,
+        *,
+        on_evict: EvictionObserver | None = None,
+        on_size: Callable[[int], None] | None = None,
     ) -> MemoryCache:
-        return cls(max_entries=settings.max_entries, ttl_s=settings.ttl_s, on_evict=on_evict)
+        return cls(
+            max_entries=settings.max_entries,
+            ttl_s=settings.ttl_s,
+            on_evict=on_evict,
+            on_size=on_size,
+        )
+
+    def _sized(self) -> None:
+        if self.on_size is not None:
+            self.on_size(len(self._entries))
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -102,6 +119,7 @@ class MemoryCache:
             return None
         if entry[0] <= self.clock():
             del self._entries[key]
+            self._sized()
             return None
         self._entries.move_to_end(key)
         return entry[1]
@@ -122,6 +140,7 @@ class MemoryCache:
 
     async def set(self, model: str, version: int, row: Any, prediction: Prediction) -> None:
         self._set((model, version, input_key(row)), prediction)
+        self._sized()
 
     async def get_many(
         self, model: str, version: int, rows: Sequence[Any]
@@ -133,6 +152,8 @@ class MemoryCache:
     ) -> None:
         for row, prediction in zip(rows, predictions, strict=True):
             self._set((model, version, input_key(row)), prediction)
+        self._sized()
 
     async def clear(self) -> None:
         self._entries.clear()
+        self._sized()

@@ -249,8 +249,9 @@ class TrafficController:
         self.metrics = metrics
         self.cache: PredictionCache | None = None
         if settings.cache.enabled:
-            memory = MemoryCache.from_settings(settings.cache, on_evict=self._evicted)
-            metrics.cache_entries.set_function(memory.__len__)
+            memory = MemoryCache.from_settings(
+                settings.cache, on_evict=self._evicted, on_size=metrics.cache_entries.set
+            )
             self.cache = memory
         self._evictions: dict[str, Counter] = {}
         self._cache_counters: dict[str, tuple[Counter, Counter]] = {}

@@ -44,19 +44,12 @@ def _predictions(text: str) -> float:
     )
 
 
-def test_stale_metrics_files_are_removed_at_start(tmp_path: Path, iris_estimator: Any) -> None:
+def _serve_two_workers(tmp_path: Path, iris_estimator: Any, env: dict[str, str]) -> Any:
     registry = Registry(tmp_path / "registry")
     registry.register_estimator(
         iris_estimator, name="iris", aliases=["production"], feature_names=IRIS_FEATURES
     )
-    metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir()
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-    subprocess.run([sys.executable, "-c", STALE], env=env, check=True)
-    assert list(metrics_dir.glob("*.db"))  # a previous run's counts, 1,000 predictions
-
     port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:
         server = subprocess.Popen(
@@ -64,22 +57,61 @@ def test_stale_metrics_files_are_removed_at_start(tmp_path: Path, iris_estimator
              "--registry", str(registry.root), "--no-sample"],
             stdout=sink, stderr=subprocess.STDOUT, env={**env, "MLSERVE_HOME": str(tmp_path)},
         )  # fmt: skip
+    server.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    server.log = log  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{server.url}/api/ready", timeout=2).status_code == 200:  # type: ignore[attr-defined]
+                return server
+        except httpx.TransportError:
+            pass
+        assert server.poll() is None, log.read_text()
+        time.sleep(0.05)  # polling interval of a bounded wait
+    raise AssertionError(f"not ready:\n{log.read_text()}")
+
+
+def _stop(server: Any) -> None:
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(30) == 0, server.log.read_text()
+
+
+def test_stale_metrics_files_are_removed_at_start(tmp_path: Path, iris_estimator: Any) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    subprocess.run([sys.executable, "-c", STALE], env=env, check=True)
+    assert list(metrics_dir.glob("*.db"))  # a previous run's counts, 1,000 predictions
+
+    server = _serve_two_workers(tmp_path, iris_estimator, env)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/api/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, log.read_text()
-            time.sleep(0.05)  # polling interval of a bounded wait
         for _ in range(3):
-            answer = httpx.post(f"{url}/api/predict", json={"features": [5.1, 3.5, 1.4, 0.2]})
+            answer = httpx.post(
+                f"{server.url}/api/predict", json={"features": [5.1, 3.5, 1.4, 0.2]}
+            )
             assert answer.status_code == 200, answer.text
-        scraped = httpx.get(f"{url}/metrics").text
+        scraped = httpx.get(f"{server.url}/metrics").text
     finally:
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(30) == 0, log.read_text()
+        _stop(server)
 
     assert _predictions(scraped) == 3
+
+
+def test_cache_entries_of_every_worker_are_exported(tmp_path: Path, iris_estimator: Any) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    server = _serve_two_workers(tmp_path, iris_estimator, {**env, "MLSERVE_CACHE__ENABLED": "true"})
+    try:
+        for i in range(10):  # a new connection each: the kernel spreads them over the workers
+            row = {"features": [5.0 + i / 10, 3.5, 1.4, 0.2]}
+            assert httpx.post(f"{server.url}/api/predict", json=row).status_code == 200
+        scraped = httpx.get(f"{server.url}/metrics").text
+    finally:
+        _stop(server)
+
+    entries = sum(
+        s.value
+        for family in text_string_to_metric_families(scraped)
+        for s in family.samples
+        if s.name == "mlserve_cache_entries"
+    )
+    assert entries == 10  # ten different inputs, each cached by the worker that answered it
