@@ -7,6 +7,7 @@ full FastAPI route with the body replayed, so errors and edge cases are answered
 from __future__ import annotations
 
 import gzip
+import logging
 import time
 from typing import Any
 
@@ -19,6 +20,8 @@ from mlserve.server.errors import error_body
 from mlserve.server.jsonbody import loads
 from mlserve.server.routes.predict import _count, _item
 from mlserve.server.state import AppState
+
+log = logging.getLogger(__name__)
 
 PREDICT_PATH = "/api/predict"
 FIELDS = frozenset({"text", "features", "model", "model_version"})
@@ -101,6 +104,9 @@ class FastPredictMiddleware:
         except MlserveError as exc:
             self.state.metrics.errors.labels(exc.code).inc()
             state["error_code"] = exc.code
+            if exc.status_code >= 500:  # as the routes' error handler logs it (errors.py)
+                rid = state.get("request_id")
+                log.warning("[%s] %s: %s", rid, exc.code, exc.message, extra={"request_id": rid})
             await _send(
                 send,
                 exc.status_code,

@@ -217,18 +217,25 @@ def test_model_failure_in_a_batch_is_500_without_internals(broken_client: TestCl
     _assert_no_internals(error_of(response, 500, "prediction_failed"))
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "logger"),
+    [
+        ("/api/predict/batch", {"records": [FLOWER, FLOWER], "model": "broken"}, "errors"),
+        ("/api/predict", {"features": FLOWER, "model": "broken"}, "fastpath"),  # the fast path
+    ],
+)
 def test_a_server_error_is_logged_with_its_request_id(
-    broken_client: TestClient, caplog: pytest.LogCaptureFixture
+    broken_client: TestClient,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    body: dict[str, Any],
+    logger: str,
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="mlserve"):
-        response = broken_client.post(
-            "/api/predict/batch",
-            json={"records": [FLOWER, FLOWER], "model": "broken"},
-            headers={"x-request-id": "trace-500"},
-        )
+        response = broken_client.post(path, json=body, headers={"x-request-id": "trace-500"})
 
     error_of(response, 500, "prediction_failed")
-    logged = [r for r in caplog.records if r.name == "mlserve.server.errors"]
+    logged = [r for r in caplog.records if r.name == f"mlserve.server.{logger}"]
     assert [r.getMessage() for r in logged] == [
         "[trace-500] prediction_failed: model broken:1 failed to predict"
     ]
