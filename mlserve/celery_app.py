@@ -134,7 +134,12 @@ class WorkerRuntime:
     server's model loading, batchers and breakers). Celery's pool threads hand it jobs."""
 
     def __init__(self, settings: Settings) -> None:
+        from mlserve.server.metrics import ServerMetrics
+
         self.settings = settings
+        # The jobs' metrics (mlserve_jobs_*, rows, chunk durations) and the runtime's, served by
+        # `mlserve worker --metrics-port`.
+        self.metrics = ServerMetrics()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="mlserve-jobs", daemon=True)
         self.backend: RedisBackend | None = None
@@ -166,7 +171,6 @@ class WorkerRuntime:
         from mlserve.registry import Registry
         from mlserve.server.jobrunner import JobRunner
         from mlserve.server.manager import ModelManager
-        from mlserve.server.metrics import ServerMetrics
 
         settings = self.settings
         backend = RedisBackend.from_settings(settings)
@@ -181,7 +185,7 @@ class WorkerRuntime:
             ttl_s=settings.jobs.ttl_s,
             dispatch_grace_s=settings.jobs.lease_s,
         )
-        metrics = ServerMetrics()
+        metrics = self.metrics
         self.manager = ModelManager(settings, Registry(settings.registry_path), metrics)
         await self.manager.load_all()
         self.runner = JobRunner(
@@ -392,7 +396,33 @@ def _fail_consumer(reason: str) -> None:
     raise RedisConnectionError(f"reconnecting: {reason}")
 
 
-def run_worker(settings: Settings, *, concurrency: int = 1) -> int:
+def serve_metrics(runtime: WorkerRuntime, host: str, port: int) -> Callable[[], None]:
+    """Serve the worker's /metrics on host:port (prometheus_client's HTTP server, on a thread
+    of its own); returns the function that stops it."""
+    from prometheus_client import start_http_server
+
+    try:
+        server, thread = start_http_server(port, addr=host, registry=runtime.metrics.registry)
+    except OSError as exc:
+        raise MlserveError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    log.info("worker metrics on http://%s:%d/metrics", f"[{host}]" if ":" in host else host, port)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    concurrency: int = 1,
+    metrics_host: str = "127.0.0.1",
+) -> int:
     """Load the models, then consume the job queue until SIGTERM/SIGINT; the exit code.
 
     Pool: `solo` for one job at a time, `threads` for more: the threads share this process's
@@ -408,7 +438,11 @@ def run_worker(settings: Settings, *, concurrency: int = 1) -> int:
     signals.setup_logging.connect(_leave_logging_alone, weak=False)
 
     runtime = WorkerRuntime(settings)
+    stop_metrics: Callable[[], None] | None = None
     try:
+        if settings.worker.metrics_port:
+            # Before the models load: scrapes see the worker (and a taken port fails) at once.
+            stop_metrics = serve_metrics(runtime, metrics_host, settings.worker.metrics_port)
         runtime.start()
         app = make_celery(settings, worker=runtime)
 
@@ -453,3 +487,5 @@ def run_worker(settings: Settings, *, concurrency: int = 1) -> int:
         return int(worker.exitcode or 0)
     finally:
         runtime.close()
+        if stop_metrics is not None:
+            stop_metrics()

@@ -170,6 +170,11 @@ class JobsSettings(Section):
     """SQLite job store. Default: $MLSERVE_HOME/state/jobs.sqlite3."""
 
 
+class WorkerSettings(Section):
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port of `mlserve worker`'s Prometheus /metrics (0: none; deploy/ uses 9101)."""
+
+
 class TrafficSettings(Section):
     splits: dict[str, dict[str, float]] = Field(default_factory=dict)
     """A/B splits per model, version → weight, e.g. splits={sentiment={"3"=90, "4"=10}}."""
@@ -268,6 +273,7 @@ class Settings(BaseSettings):
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
     traffic: TrafficSettings = Field(default_factory=TrafficSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)

@@ -24,6 +24,20 @@ def worker(
             help="Jobs worked on at once (threads sharing one copy of the models).",
         ),
     ] = 1,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve Prometheus /metrics on this port (worker.metrics_port; 0: off, "
+            "the default).",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(help="Address the /metrics port binds (0.0.0.0 in a container)."),
+    ] = "127.0.0.1",
     log_level: Annotated[
         str | None,
         typer.Option(help="debug, info, warning or error.", show_default=False),
@@ -40,10 +54,14 @@ def worker(
     Any number of workers, on any host that sees the registry and Redis, share the queue.
     Stop it with SIGTERM or Ctrl-C: a job in progress is given back after its current chunk
     and picked up by another worker; a worker that is killed loses nothing either.
+
+    With --metrics-port, Prometheus scrapes the worker's job metrics there (jobs finished,
+    rows scored, chunk durations, jobs running).
     """
     overrides: dict[str, Any] = {
         "registry": {"path": str(registry) if registry else None},
         "logging": {"level": log_level, "format": log_format},
+        "worker": {"metrics_port": metrics_port},
     }
     settings = load_cli_settings(config, **overrides)
     from mlserve.errors import ConfigError
@@ -66,6 +84,6 @@ def worker(
         )
     from mlserve.celery_app import run_worker
 
-    code = run_worker(settings, concurrency=concurrency)
+    code = run_worker(settings, concurrency=concurrency, metrics_host=metrics_host)
     if code:
         raise typer.Exit(code)
