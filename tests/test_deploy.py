@@ -255,7 +255,7 @@ def test_compose_has_every_service_of_the_stack() -> None:
     services = compose()["services"]
     assert set(services) >= {"init", "mlserve", "worker", "redis", "prometheus", "grafana", "nginx"}
     assert services["mlserve"]["deploy"]["replicas"] == 2
-    assert services["worker"]["command"] == ["mlserve", "worker"]
+    assert services["worker"]["command"][:2] == ["mlserve", "worker"]
     assert "mlserve train --sample sentiment" in " ".join(services["init"]["command"])
 
 
@@ -397,7 +397,38 @@ def test_mlserve_pods_share_the_registry_claim_and_the_settings() -> None:
                 "env"
             ]
     (worker,) = pod_spec(k8s_object("Deployment", "mlserve-worker"))["containers"]
-    assert [*worker["command"], *worker["args"]] == ["mlserve", "worker"]
+    assert [*worker["command"], *worker["args"]][:2] == ["mlserve", "worker"]
+
+
+def flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+WORKER_METRICS_PORT = 9101
+
+
+def test_workers_serve_metrics_that_prometheus_scrapes() -> None:
+    command = compose()["services"]["worker"]["command"]
+    assert int(flag(command, "--metrics-port")) == WORKER_METRICS_PORT
+    assert flag(command, "--metrics-host") == ALL_INTERFACES  # reachable in the network
+    (config,) = load_yaml(PROMETHEUS / "prometheus.yml")
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "mlserve-worker"]
+    assert job["dns_sd_configs"] == [
+        {"names": ["worker"], "type": "A", "port": WORKER_METRICS_PORT, "refresh_interval": "15s"}
+    ]
+    assert job["metrics_path"] == "/metrics"
+
+    deployment = k8s_object("Deployment", "mlserve-worker")
+    (worker,) = pod_spec(deployment)["containers"]
+    assert int(flag(worker["args"], "--metrics-port")) == WORKER_METRICS_PORT
+    assert flag(worker["args"], "--metrics-host") == ALL_INTERFACES
+    assert {p["name"]: p["containerPort"] for p in worker["ports"]} == {
+        "metrics": WORKER_METRICS_PORT
+    }
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(WORKER_METRICS_PORT)
+    assert annotations["prometheus.io/path"] == "/metrics"
 
 
 def test_service_and_autoscaler_target_the_server_pods() -> None:
@@ -451,6 +482,11 @@ def test_dashboard_covers_the_required_views() -> None:
         "mlserve_cache_hits_total",
         "mlserve_cache_misses_total",
         'route="/api/predict/async"',
+        'sum(rate(mlserve_jobs_submitted_total{job="mlserve"',
+        'sum by (status) (rate(mlserve_jobs_finished_total{job=~"mlserve|mlserve-worker"',
+        "rate(mlserve_job_rows_total{",
+        "mlserve_jobs_running{",
+        "histogram_quantile(0.95, sum by (model, le) (rate(mlserve_job_chunk_duration_seconds",
         "histogram_quantile(0.99, sum by (le, status) (rate(mlserve_http_request_duration_seconds",
     ):
         assert needle in exprs, needle

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import sqlite3
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -167,6 +168,13 @@ class JobRunner:
     # ------------------------------------------------------------------ one job
     async def process(self, job: Job, owner: str) -> None:
         """Score every chunk of a claimed job that has no results yet, then complete it."""
+        self.metrics.jobs_running.inc()
+        try:
+            await self._process(job, owner)
+        finally:
+            self.metrics.jobs_running.dec()
+
+    async def _process(self, job: Job, owner: str) -> None:
         lost = asyncio.Event()
         heartbeat = asyncio.get_running_loop().create_task(
             self._heartbeat(job.id, owner, lost), name=f"lease-{job.id}"
@@ -186,6 +194,7 @@ class JobRunner:
             log.exception("job %s: internal error", job.id)
             with contextlib.suppress(Exception):
                 await self.store.fail(job.id, owner, "internal error (see the server log)")
+                self._finished(job, "failed")
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -203,6 +212,7 @@ class JobRunner:
             chunk = await self.store.next_chunk(job.id)
             if chunk is None:
                 finished = await self.store.complete(job.id, owner)
+                self._finished(job, "succeeded")
                 log.info("job %s: completed (%d rows)", job.id, finished.total)
                 return
             try:
@@ -220,6 +230,7 @@ class JobRunner:
                 )
                 log.warning("job %s: failed on rows %d-%d: %s", job.id, chunk.start, end, message)
                 await self.store.fail(job.id, owner, f"rows {chunk.start}-{end}: {message}")
+                self._finished(job, "failed")
                 return
             await self.store.save_chunk_result(job.id, owner, chunk.index, items, self.lease_s)
 
@@ -229,12 +240,20 @@ class JobRunner:
         Not through the prediction cache (a big job would evict what live traffic needs) and
         not mirrored to a shadow version (shadows measure live traffic)."""
         runtime = await self.manager.get(f"{job.model}:{job.version}")
+        started = time.perf_counter()
         rows = await asyncio.to_thread(
             prepare_rows, runtime.model, job.kind, chunk.inputs, start=chunk.start
         )
         predictions = await runtime.batcher.submit_many(rows)
+        self.metrics.job_chunk_latency.labels(job.model).observe(time.perf_counter() - started)
+        self.metrics.job_rows.labels(job.model).inc(len(predictions))
         _count(self.metrics, runtime, predictions)
         return [_item(p) for p in predictions]
+
+    def _finished(self, job: Job, status: str) -> None:
+        """Count a job this runner ended (a cancelled job is counted where it is cancelled:
+        DELETE /api/jobs/{id}, which ends pending jobs too)."""
+        self.metrics.jobs_finished.labels(job.model, status).inc()
 
     async def _heartbeat(self, job_id: str, owner: str, lost: asyncio.Event) -> None:
         """Renew the lease while a chunk takes long (a slow model, a queue behind live traffic);

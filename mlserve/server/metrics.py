@@ -17,6 +17,7 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+CHUNK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class ServerMetrics:
@@ -153,6 +154,41 @@ class ServerMetrics:
             "Serving-version swaps (hot reloads that changed the version), by model.",
             ["model"],
             registry=r,
+        )
+
+        # Async jobs: submitted by the servers, scored and finished by whoever runs them (the
+        # servers' JobRunner, or `mlserve worker` with redis.url, which exports them itself).
+        self.jobs_submitted = Counter(
+            "mlserve_jobs_submitted_total",
+            "Async jobs accepted (202), by model.",
+            ["model"],
+            registry=r,
+        )
+        self.jobs_finished = Counter(
+            "mlserve_jobs_finished_total",
+            "Async jobs that ended, by model and status: succeeded, failed or cancelled "
+            "(counted by the process that scored or cancelled them).",
+            ["model", "status"],
+            registry=r,
+        )
+        self.job_rows = Counter(
+            "mlserve_job_rows_total",
+            "Rows of async jobs scored, by model.",
+            ["model"],
+            registry=r,
+        )
+        self.job_chunk_latency = Histogram(
+            "mlserve_job_chunk_duration_seconds",
+            "Time to score one chunk of an async job (jobs.chunk_size rows), by model.",
+            ["model"],
+            buckets=CHUNK_BUCKETS,
+            registry=r,
+        )
+        self.jobs_running = Gauge(
+            "mlserve_jobs_running",
+            "Async jobs this process is working on.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
 
         # Feedback and live model quality (gauges refreshed every feedback.metrics_interval_s

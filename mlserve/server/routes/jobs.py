@@ -390,6 +390,7 @@ async def submit_job(request: Request, state: StateDep, settings: SettingsDep) -
         kind=job_input.kind,
         inputs=job_input.inputs,
     )
+    state.metrics.jobs_submitted.labels(job.model).inc()
     if state.job_dispatcher is not None:
         state.job_dispatcher.notify(job.id)
     status_url, result_url = _urls(request, job.id)
@@ -520,4 +521,7 @@ async def delete_job(job_id: str, request: Request, state: StateDep) -> Response
     if cancelled is None:
         await store.delete(job_id)
         return Response(status_code=204)
+    # Counted here, not by a runner: a pending job is never seen by one, and a running job's
+    # runner only finds out at its next chunk (or never, if its process died).
+    state.metrics.jobs_finished.labels(cancelled.model, "cancelled").inc()
     return JSONBytes(orjson.dumps(_info(request, cancelled)))
