@@ -228,6 +228,29 @@ class ModelManager:
             log.exception("cannot load %s", served.ref)
 
     # ------------------------------------------------------------------ lookup
+    def saturated(self, name: str | None = None) -> bool:
+        """Whether every loaded version (of `name`, or of every model) has a full queue
+        (batching.max_queue): then any prediction request would be shed, so it can be
+        answered 503 before its body is even read. False when nothing is loaded."""
+        if name is None:
+            candidates = list(self.models.values())
+        else:
+            one = self.models.get(name)
+            if one is None:
+                return False
+            candidates = [one]
+        found = False
+        for served in candidates:
+            runtimes = list(served.extra.values())
+            if served.current is not None:
+                runtimes.append(served.current)
+            for runtime in runtimes:
+                batcher = runtime.batcher
+                if batcher.queue_depth < batcher.config.max_queue:
+                    return False
+                found = True
+        return found
+
     def served(self, name: str) -> ServedModel:
         served = self.models.get(name)
         if served is None:

@@ -22,6 +22,10 @@ SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # Async job submissions (JSON or a file upload) carry up to jobs.max_items inputs: they are
 # limited by jobs.max_body_bytes, every other route by server.max_body_bytes.
 JOB_SUBMIT_ROUTES = frozenset({("POST", "/api/predict/async")})
+# Prediction routes shed before their body is read when every queue they could use is full.
+SHED_ROUTES = frozenset({"/api/predict", "/api/predict/batch"})
+V2_INFER = re.compile(r"^/v2/models/([^/]+)/infer$")
+SHED_MESSAGE = "every model queue is full (batching.max_queue); retry shortly"
 
 
 class RequestContextMiddleware:
@@ -62,6 +66,19 @@ class RequestContextMiddleware:
                 path=scope.get("path", ""),
             )  # fmt: skip
             self._record(scope, 413, started, request_id)
+            return
+
+        if scope.get("method") == "POST" and self._shed(scope):
+            # Overloaded: answered before the body is read, parsed or validated, so that the
+            # event loop spends next to nothing on what it cannot serve (and keeps turns for
+            # the requests it admitted). The connection stays open.
+            self.metrics.errors.labels("overloaded").inc()
+            state["error_code"] = "overloaded"
+            await _send_error(
+                send, 503, "overloaded", SHED_MESSAGE, request_id, started,
+                path=scope.get("path", ""), close=False, extra=[(b"retry-after", b"1")],
+            )  # fmt: skip
+            self._record(scope, 503, started, request_id)
             return
 
         received = 0
@@ -110,6 +127,21 @@ class RequestContextMiddleware:
             self.metrics.in_flight.dec()
             self.app_state.open_requests -= 1
             self._record(scope, status_holder[0], started, request_id)
+
+    def _shed(self, scope: Scope) -> bool:
+        """A prediction request that every queue it could reach would refuse (503)."""
+        path: str = scope.get("path", "")
+        manager = self.app_state.manager
+        if path in SHED_ROUTES:
+            if manager.saturated():
+                scope["state"]["route"] = path
+                return True
+            return False
+        match = V2_INFER.match(path)
+        if match is not None and manager.saturated(match.group(1)):
+            scope["state"]["route"] = "/v2/models/{name}/infer"
+            return True
+        return False
 
     def _body_limit(self, scope: Scope) -> int:
         path: str = scope.get("path", "")
@@ -190,21 +222,20 @@ async def _send_error(
     started: float,
     *,
     path: str = "",
+    close: bool = True,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     # V2 (Open Inference Protocol) clients expect {"error": "<message>"}.
     body = v2_error_body(message) if is_v2_path(path) else error_body(code, message, request_id)
     elapsed_ms = (time.perf_counter() - started) * 1000.0
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", request_id.encode()),
-                (b"x-process-time", f"{elapsed_ms:.3f}".encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+        (b"x-process-time", f"{elapsed_ms:.3f}".encode()),
+        *(extra or []),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

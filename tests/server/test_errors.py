@@ -400,3 +400,112 @@ def test_requests_over_the_queue_limit_get_503_with_retry_after(
     error_of(shed, 503, "overloaded")
     assert int(shed.headers["retry-after"]) >= 1
     assert statuses == [200, 200]
+
+
+def test_a_full_queue_sheds_predictions_before_reading_their_body(
+    registry: Any, gated_estimator: Any, iris_estimator: Any, serve: Any
+) -> None:
+    """While every queue a prediction could reach is full, POST /api/predict, /batch and V2
+    infer are answered 503 at once, without parsing the body (an invalid one too), keeping the
+    connection; other routes, and models with room, are served as usual."""
+    import concurrent.futures
+    import uuid
+
+    from . import broken_models
+
+    gate_name = uuid.uuid4().hex
+    gate = broken_models.GATES[gate_name] = broken_models.Gate()
+    try:
+        registry.register_estimator(
+            gated_estimator(gate_name), name="slow", feature_names=IRIS_FEATURES
+        )
+        client = serve(batching={"max_queue": 1})
+        manager = client.app.state.mlserve.manager  # type: ignore[attr-defined]
+        batcher = manager.models["slow"].current.batcher
+
+        def predict() -> int:
+            return client.post("/api/predict", json={"features": FLOWER}).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            held = pool.submit(predict)
+            assert gate.entered.wait(10)
+            queued = pool.submit(predict)
+            deadline = time.monotonic() + 10
+            while batcher.queue_depth < 1 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert manager.saturated()
+            malformed = client.post(
+                "/api/predict", content=b"{not json", headers={"content-type": "application/json"}
+            )
+            batch = client.post("/api/predict/batch", json={"records": [FLOWER]})
+            v2 = client.post("/v2/models/slow/infer", content=b"{}")
+            listed = client.get("/api/models")
+            gate.release.set()
+            statuses = [held.result(10), queued.result(10)]
+        # With room again, the same malformed body gets its usual answer.
+        after = client.post(
+            "/api/predict", content=b"{not json", headers={"content-type": "application/json"}
+        )
+    finally:
+        gate.release.set()
+        broken_models.GATES.pop(gate_name, None)
+
+    for shed in (malformed, batch):
+        error_of(shed, 503, "overloaded")
+        assert shed.headers["retry-after"] == "1"
+        assert shed.headers.get("connection") != "close"
+    assert v2.status_code == 503 and set(v2.json()) == {"error"}  # the V2 error shape
+    assert listed.status_code == 200
+    assert statuses == [200, 200]
+    error_of(after, 422)
+
+
+def test_a_model_with_room_is_not_shed_because_another_is_full(
+    registry: Any, gated_estimator: Any, iris_estimator: Any, serve: Any
+) -> None:
+    import concurrent.futures
+    import uuid
+
+    from . import broken_models
+
+    gate_name = uuid.uuid4().hex
+    gate = broken_models.GATES[gate_name] = broken_models.Gate()
+    try:
+        registry.register_estimator(
+            gated_estimator(gate_name), name="slow", feature_names=IRIS_FEATURES
+        )
+        registry.register_estimator(
+            iris_estimator, name="iris", aliases=["production"], feature_names=IRIS_FEATURES
+        )
+        client = serve(batching={"max_queue": 1})
+        manager = client.app.state.mlserve.manager  # type: ignore[attr-defined]
+        batcher = manager.models["slow"].current.batcher
+
+        def predict() -> int:
+            body = {"features": FLOWER, "model": "slow"}
+            return client.post("/api/predict", json=body).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            held = pool.submit(predict)
+            assert gate.entered.wait(10)
+            queued = pool.submit(predict)
+            deadline = time.monotonic() + 10
+            while batcher.queue_depth < 1 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            other = client.post("/api/predict", json={"features": FLOWER, "model": "iris"})
+            full = client.post("/api/predict", json={"features": FLOWER, "model": "slow"})
+            v2_other = client.post(
+                "/v2/models/iris/infer",
+                json={"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64",
+                                  "data": FLOWER}]},
+            )  # fmt: skip
+            gate.release.set()
+            assert [held.result(10), queued.result(10)] == [200, 200]
+    finally:
+        gate.release.set()
+        broken_models.GATES.pop(gate_name, None)
+
+    assert not manager.saturated()
+    assert other.status_code == 200, other.text
+    assert v2_other.status_code == 200, v2_other.text
+    error_of(full, 503, "overloaded")  # shed by the model's own queue, after parsing
