@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
-from mlserve import __version__
+from mlserve import __version__, schemas, schemas_v2
 from mlserve.config import Settings
 from mlserve.registry import Registry
 from mlserve.server.auth import install_auth
@@ -26,6 +26,7 @@ from mlserve.server.jobrunner import start_jobs
 from mlserve.server.manager import ModelManager
 from mlserve.server.metrics import ServerMetrics
 from mlserve.server.middleware import RequestContextMiddleware
+from mlserve.server.openapi import keep_example_nulls
 from mlserve.server.ratelimit import install_rate_limit
 from mlserve.server.routes import aliases, feedback, health, jobs, models, predict, v2
 from mlserve.server.state import AppState
@@ -174,6 +175,7 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(feedback.router)
     app.include_router(aliases.router)
+    keep_example_nulls(app, [schemas, schemas_v2, aliases])
 
     @app.get(
         "/",
