@@ -192,7 +192,8 @@ def feedback(
 ) -> None:
     """Send true labels of earlier predictions to a server, for live accuracy and drift.
 
-    A prediction's id is the request_id of its answer (a batch row's `id`).
+    A prediction's id is the request_id of its answer (a batch row's `id`); `mlserve predict
+    --json` and `--output` print it for every input.
 
     Counts labels accepted, replaced, unknown (no such prediction) and invalid; exit 1 if any.
 
