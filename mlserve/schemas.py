@@ -1145,3 +1145,42 @@ class QualityReport(BaseModel):
     window: int = Field(description="N of the rolling figures.")
     retention_s: float
     versions: list[VersionQuality]
+
+
+# ---------------------------------------------------------------------------- aliases
+# (PUT / DELETE /api/models/{name}/aliases/{alias}, mlserve/server/routes/aliases.py)
+class AliasUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 4}]})
+
+    version: int = Field(ge=1, description="The registered version the alias should name.")
+
+
+class AliasChange(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "sentiment",
+                    "alias": "production",
+                    "version": 4,
+                    "previous_version": 3,
+                    "serving_version": 4,
+                    "reload_error": None,
+                }
+            ]
+        }
+    )
+
+    name: str
+    alias: str
+    version: int | None = Field(description="What the alias names now (null: removed).")
+    previous_version: int | None = Field(description="What it named before (null: new alias).")
+    serving_version: int | None = Field(
+        description="The version this replica serves for the model after the change (null: "
+        "the model is not served here). Other replicas follow within traffic.watch_interval_s."
+    )
+    reload_error: str | None = Field(
+        default=None,
+        description="Set when this replica could not load the new version: the alias is "
+        "changed, the previous version keeps serving here.",
+    )

@@ -175,7 +175,7 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(feedback.router)
     app.include_router(aliases.router)
-    keep_example_nulls(app, [schemas, schemas_v2, aliases])
+    keep_example_nulls(app, [schemas, schemas_v2])
 
     @app.get(
         "/",

@@ -10,10 +10,9 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field
 
 from mlserve.errors import MlserveError
-from mlserve.schemas import ErrorResponse
+from mlserve.schemas import AliasChange, AliasUpdate, ErrorResponse
 from mlserve.server.deps import ManagerDep
 from mlserve.server.jsonbody import JSONRoute
 from mlserve.server.manager import ModelManager
@@ -32,43 +31,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Model, version or alias not found."},
     422: {"model": ErrorResponse, "description": "Invalid alias or version."},
 }
-
-
-class AliasUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 4}]})
-
-    version: int = Field(ge=1, description="The registered version the alias should name.")
-
-
-class AliasChange(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "sentiment",
-                    "alias": "production",
-                    "version": 4,
-                    "previous_version": 3,
-                    "serving_version": 4,
-                    "reload_error": None,
-                }
-            ]
-        }
-    )
-
-    name: str
-    alias: str
-    version: int | None = Field(description="What the alias names now (null: removed).")
-    previous_version: int | None = Field(description="What it named before (null: new alias).")
-    serving_version: int | None = Field(
-        description="The version this replica serves for the model after the change (null: "
-        "the model is not served here). Other replicas follow within traffic.watch_interval_s."
-    )
-    reload_error: str | None = Field(
-        default=None,
-        description="Set when this replica could not load the new version: the alias is "
-        "changed, the previous version keeps serving here.",
-    )
 
 
 async def _follow(manager: ModelManager, name: str) -> tuple[int | None, str | None]:
