@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import orjson
 
 from mlserve.errors import MlserveError, NotFoundError
 from mlserve.schemas import JobKind, JobStatus
+from mlserve.sqlitedb import SqliteDatabase
 
 if TYPE_CHECKING:
     from mlserve.config import Settings
@@ -296,13 +295,16 @@ class SqliteJobStore:
         self.chunk_size = chunk_size
         self.ttl_s = ttl_s
         self.max_attempts = max_attempts
-        self.busy_timeout_s = busy_timeout_s
         self._clock = clock
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._db = SqliteDatabase(
+            self.path,
+            what="job store",
+            busy_timeout_s=busy_timeout_s,
+            synchronous="FULL",
+            closed_error=lambda: MlserveError("the job store is closed"),
+            rows_as_mappings=True,
+        )
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="jobstore")
-        self._closed = False
 
     # ------------------------------------------------------------------ plumbing
     @classmethod
@@ -318,50 +320,7 @@ class SqliteJobStore:
 
     def initialize(self) -> None:
         """Create the database file and schema (idempotent; safe from several processes)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._transaction() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise MlserveError(
-                    f"job store {self.path} was written by a newer mlserve "
-                    f"(schema {version}, this one knows {SCHEMA_VERSION})"
-                )
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    def _connection(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            if self._closed:
-                raise MlserveError("the job store is closed")
-            # isolation_level=None: autocommit; transactions are explicit (BEGIN IMMEDIATE).
-            db = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout_s,
-                isolation_level=None,
-                check_same_thread=False,  # close() runs on another thread
-            )
-            db.row_factory = sqlite3.Row
-            db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")
-            self._local.db = db
-            with self._lock:
-                self._connections.append(db)
-        return db
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        self._db.create_schema(SCHEMA, SCHEMA_VERSION)
 
     async def _call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()
@@ -372,12 +331,9 @@ class SqliteJobStore:
 
     def close_sync(self) -> None:
         """Wait for running calls, then close every connection this store opened."""
-        self._closed = True
+        self._db.stop_connecting()
         self._executor.shutdown(wait=True)
-        with self._lock:
-            for db in self._connections:
-                db.close()
-            self._connections.clear()
+        self._db.close()
 
     # ------------------------------------------------------------------ blocking implementation
     def submit_sync(
@@ -398,7 +354,7 @@ class SqliteJobStore:
             for i, start in enumerate(range(0, len(inputs), size))
         ]
         now = self._clock()
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             db.execute(
                 "INSERT INTO jobs (id, status, model_reference, model, version, kind, total, "
                 "chunk_size, created_at) VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
@@ -408,14 +364,14 @@ class SqliteJobStore:
             return _job(db.execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
 
     def get_sync(self, job_id: str) -> Job:
-        return _job(self._connection().execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
+        return _job(self._db.connection().execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
 
     def claim_next_sync(self, owner: str, lease_s: float) -> Job | None:
         now = self._clock()
         # Idle polling from every loop of every process: look before taking the write lock.
-        if not self._connection().execute(CLAIMABLE, (now,)).fetchone():
+        if not self._db.connection().execute(CLAIMABLE, (now,)).fetchone():
             return None
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             # A job whose worker died max_attempts times in a row (a model that crashes the
             # process, say) would otherwise kill every server that picks it up, forever.
             abandoned = db.execute(
@@ -451,7 +407,7 @@ class SqliteJobStore:
             return _job(db.execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
 
     def renew_lease_sync(self, job_id: str, owner: str, lease_s: float) -> bool:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             cursor = db.execute(
                 "UPDATE jobs SET lease_expires_at = ? "
                 "WHERE id = ? AND status = 'running' AND lease_owner = ?",
@@ -460,7 +416,7 @@ class SqliteJobStore:
             return cursor.rowcount == 1
 
     def next_chunk_sync(self, job_id: str) -> Chunk | None:
-        db = self._connection()
+        db = self._db.connection()
         row = db.execute(
             "SELECT i.chunk, i.data, j.chunk_size FROM job_inputs i JOIN jobs j ON j.id = i.job_id"
             " WHERE i.job_id = ? ORDER BY i.chunk LIMIT 1",
@@ -482,7 +438,7 @@ class SqliteJobStore:
         data = orjson.dumps(list(results))
         now = self._clock()
         try:
-            with self._transaction() as db:
+            with self._db.transaction() as db:
                 self._owned(db, job_id, owner)
                 # The input goes as its result arrives: what is left in job_inputs is exactly
                 # the work still to do, which is what a resumed job picks up.
@@ -506,7 +462,7 @@ class SqliteJobStore:
     def _finish(self, job_id: str, owner: str, status: JobStatus, error: str | None = None) -> Job:
         now = self._clock()
         try:
-            with self._transaction() as db:
+            with self._db.transaction() as db:
                 job = self._owned(db, job_id, owner)
                 if status == "completed":
                     left = db.execute(
@@ -531,7 +487,7 @@ class SqliteJobStore:
         return self._finish(job_id, owner, "failed", error)
 
     def release_sync(self, job_id: str, owner: str, delay_s: float = 0.0) -> None:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             # Not held against the job's attempts: it was given back, not abandoned.
             db.execute(
                 "UPDATE jobs SET lease_owner = NULL, lease_expires_at = ?, "
@@ -542,7 +498,7 @@ class SqliteJobStore:
 
     def cancel_sync(self, job_id: str) -> Job | None:
         now = self._clock()
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             job = _job(db.execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
             if job.finished:
                 return None
@@ -555,7 +511,7 @@ class SqliteJobStore:
             return _job(db.execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
 
     def delete_sync(self, job_id: str) -> None:
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             if db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 0:
                 raise JobNotFoundError(f"no job '{job_id}' (it may have expired or been deleted)")
             db.execute("DELETE FROM job_inputs WHERE job_id = ?", (job_id,))
@@ -570,7 +526,7 @@ class SqliteJobStore:
     def results_sync(self, job_id: str, offset: int, limit: int) -> ResultPage:
         if offset < 0 or limit < 1:
             raise ValueError("offset must be >= 0 and limit >= 1")
-        db = self._connection()
+        db = self._db.connection()
         db.execute("BEGIN")  # one snapshot: the job row and its results agree
         try:
             job = self._completed(db, job_id)
@@ -594,7 +550,7 @@ class SqliteJobStore:
 
     def results_chunk_sync(self, job_id: str, chunk: int) -> list[dict[str, Any]] | None:
         """One stored chunk of a completed job's results (None past the last chunk)."""
-        db = self._connection()
+        db = self._db.connection()
         db.execute("BEGIN")
         try:
             self._completed(db, job_id)
@@ -610,7 +566,7 @@ class SqliteJobStore:
 
     def purge_expired_sync(self) -> int:
         now = self._clock()
-        with self._transaction() as db:
+        with self._db.transaction() as db:
             expired = [
                 r["id"]
                 for r in db.execute(
