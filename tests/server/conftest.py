@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -22,6 +23,7 @@ from mlserve.registry import Registry
 from mlserve.schemas import ModelMetadata
 from mlserve.server.app import create_app
 
+from . import broken_models
 from .broken_models import BrokenClassifier, GatedClassifier, PoisonableClassifier
 
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -136,6 +138,17 @@ def poisonable_estimator(iris: tuple[Any, Any]) -> Any:
 def gated_estimator(iris: tuple[Any, Any]) -> Callable[[str], Any]:
     """A classifier that waits on broken_models.GATES[gate] inside predict."""
     return lambda gate: _fit_tabular(GatedClassifier(gate=gate), iris)
+
+
+@pytest.fixture
+def gate() -> Iterator[tuple[str, broken_models.Gate]]:
+    """(name, gate) for gated_estimator(name): a predict call waits until gate.release is set
+    (set at the end of the test, whatever happened)."""
+    name = uuid.uuid4().hex
+    broken_models.GATES[name] = held = broken_models.Gate()
+    yield name, held
+    held.release.set()
+    broken_models.GATES.pop(name, None)
 
 
 # ---------------------------------------------------------------------------- registry and apps

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import json
 import logging
 import time
@@ -363,39 +365,40 @@ def test_an_unexpected_error_loading_one_model_leaves_the_others_serving(
 
 
 # ---------------------------------------------------------------------------- 503 overload
+@contextlib.contextmanager
+def full_queue(client: TestClient, held: Any, body: dict[str, Any]) -> Iterator[list[int]]:
+    """With batching.max_queue = 1: one `body` prediction held in the gated model and one
+    queued behind it. Inside the block the model's queue is full; on leaving it the model is
+    released and the list yielded receives the two statuses."""
+    batcher = client.app.state.mlserve.manager.models[body["model"]].current.batcher  # type: ignore[attr-defined]
+    statuses: list[int] = []
+
+    def predict() -> int:
+        return client.post("/api/predict", json=body).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(predict)
+        assert held.entered.wait(10)
+        second = pool.submit(predict)
+        deadline = time.monotonic() + 10
+        while batcher.queue_depth < 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        try:
+            yield statuses
+        finally:
+            held.release.set()
+        statuses += [first.result(10), second.result(10)]
+
+
 def test_requests_over_the_queue_limit_get_503_with_retry_after(
-    registry: Any, gated_estimator: Any, serve: Any
+    registry: Any, gated_estimator: Any, gate: tuple[str, Any], serve: Any
 ) -> None:
-    import concurrent.futures
-    import uuid
+    name, held = gate
+    registry.register_estimator(gated_estimator(name), name="slow", feature_names=IRIS_FEATURES)
+    client = serve(batching={"max_queue": 1})
 
-    from . import broken_models
-
-    gate_name = uuid.uuid4().hex
-    gate = broken_models.GATES[gate_name] = broken_models.Gate()
-    try:
-        registry.register_estimator(
-            gated_estimator(gate_name), name="slow", feature_names=IRIS_FEATURES
-        )
-        client = serve(batching={"max_queue": 1})
-        batcher = client.app.state.mlserve.manager.models["slow"].current.batcher  # type: ignore[attr-defined]
-
-        def predict() -> int:
-            return client.post("/api/predict", json={"features": FLOWER}).status_code
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            held = pool.submit(predict)
-            assert gate.entered.wait(10)
-            queued = pool.submit(predict)
-            deadline = time.monotonic() + 10
-            while batcher.queue_depth < 1 and time.monotonic() < deadline:
-                time.sleep(0.001)
-            shed = client.post("/api/predict", json={"features": FLOWER})
-            gate.release.set()
-            statuses = [held.result(10), queued.result(10)]
-    finally:
-        gate.release.set()
-        broken_models.GATES.pop(gate_name, None)
+    with full_queue(client, held, {"features": FLOWER, "model": "slow"}) as statuses:
+        shed = client.post("/api/predict", json={"features": FLOWER})
 
     error_of(shed, 503, "overloaded")
     assert int(shed.headers["retry-after"]) >= 1
@@ -403,52 +406,25 @@ def test_requests_over_the_queue_limit_get_503_with_retry_after(
 
 
 def test_a_full_queue_sheds_predictions_before_reading_their_body(
-    registry: Any, gated_estimator: Any, iris_estimator: Any, serve: Any
+    registry: Any, gated_estimator: Any, gate: tuple[str, Any], serve: Any
 ) -> None:
     """While every queue a prediction could reach is full, POST /api/predict, /batch and V2
     infer are answered 503 at once, without parsing the body (an invalid one too), keeping the
     connection; other routes, and models with room, are served as usual."""
-    import concurrent.futures
-    import uuid
+    name, held = gate
+    registry.register_estimator(gated_estimator(name), name="slow", feature_names=IRIS_FEATURES)
+    client = serve(batching={"max_queue": 1})
+    manager = client.app.state.mlserve.manager  # type: ignore[attr-defined]
+    malformed_body = {"content": b"{not json", "headers": {"content-type": "application/json"}}
 
-    from . import broken_models
-
-    gate_name = uuid.uuid4().hex
-    gate = broken_models.GATES[gate_name] = broken_models.Gate()
-    try:
-        registry.register_estimator(
-            gated_estimator(gate_name), name="slow", feature_names=IRIS_FEATURES
-        )
-        client = serve(batching={"max_queue": 1})
-        manager = client.app.state.mlserve.manager  # type: ignore[attr-defined]
-        batcher = manager.models["slow"].current.batcher
-
-        def predict() -> int:
-            return client.post("/api/predict", json={"features": FLOWER}).status_code
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            held = pool.submit(predict)
-            assert gate.entered.wait(10)
-            queued = pool.submit(predict)
-            deadline = time.monotonic() + 10
-            while batcher.queue_depth < 1 and time.monotonic() < deadline:
-                time.sleep(0.001)
-            assert manager.saturated()
-            malformed = client.post(
-                "/api/predict", content=b"{not json", headers={"content-type": "application/json"}
-            )
-            batch = client.post("/api/predict/batch", json={"records": [FLOWER]})
-            v2 = client.post("/v2/models/slow/infer", content=b"{}")
-            listed = client.get("/api/models")
-            gate.release.set()
-            statuses = [held.result(10), queued.result(10)]
-        # With room again, the same malformed body gets its usual answer.
-        after = client.post(
-            "/api/predict", content=b"{not json", headers={"content-type": "application/json"}
-        )
-    finally:
-        gate.release.set()
-        broken_models.GATES.pop(gate_name, None)
+    with full_queue(client, held, {"features": FLOWER, "model": "slow"}) as statuses:
+        assert manager.saturated()
+        malformed = client.post("/api/predict", **malformed_body)
+        batch = client.post("/api/predict/batch", json={"records": [FLOWER]})
+        v2 = client.post("/v2/models/slow/infer", content=b"{}")
+        listed = client.get("/api/models")
+    # With room again, the same malformed body gets its usual answer.
+    after = client.post("/api/predict", **malformed_body)
 
     for shed in (malformed, batch):
         error_of(shed, 503, "overloaded")
@@ -461,50 +437,23 @@ def test_a_full_queue_sheds_predictions_before_reading_their_body(
 
 
 def test_a_model_with_room_is_not_shed_because_another_is_full(
-    registry: Any, gated_estimator: Any, iris_estimator: Any, serve: Any
+    registry: Any, gated_estimator: Any, iris_estimator: Any, gate: tuple[str, Any], serve: Any
 ) -> None:
-    import concurrent.futures
-    import uuid
+    name, held = gate
+    registry.register_estimator(gated_estimator(name), name="slow", feature_names=IRIS_FEATURES)
+    registry.register_estimator(
+        iris_estimator, name="iris", aliases=["production"], feature_names=IRIS_FEATURES
+    )
+    client = serve(batching={"max_queue": 1})
+    manager = client.app.state.mlserve.manager  # type: ignore[attr-defined]
+    v2_body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": FLOWER}]}
 
-    from . import broken_models
+    with full_queue(client, held, {"features": FLOWER, "model": "slow"}) as statuses:
+        other = client.post("/api/predict", json={"features": FLOWER, "model": "iris"})
+        full = client.post("/api/predict", json={"features": FLOWER, "model": "slow"})
+        v2_other = client.post("/v2/models/iris/infer", json=v2_body)
 
-    gate_name = uuid.uuid4().hex
-    gate = broken_models.GATES[gate_name] = broken_models.Gate()
-    try:
-        registry.register_estimator(
-            gated_estimator(gate_name), name="slow", feature_names=IRIS_FEATURES
-        )
-        registry.register_estimator(
-            iris_estimator, name="iris", aliases=["production"], feature_names=IRIS_FEATURES
-        )
-        client = serve(batching={"max_queue": 1})
-        manager = client.app.state.mlserve.manager  # type: ignore[attr-defined]
-        batcher = manager.models["slow"].current.batcher
-
-        def predict() -> int:
-            body = {"features": FLOWER, "model": "slow"}
-            return client.post("/api/predict", json=body).status_code
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            held = pool.submit(predict)
-            assert gate.entered.wait(10)
-            queued = pool.submit(predict)
-            deadline = time.monotonic() + 10
-            while batcher.queue_depth < 1 and time.monotonic() < deadline:
-                time.sleep(0.001)
-            other = client.post("/api/predict", json={"features": FLOWER, "model": "iris"})
-            full = client.post("/api/predict", json={"features": FLOWER, "model": "slow"})
-            v2_other = client.post(
-                "/v2/models/iris/infer",
-                json={"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64",
-                                  "data": FLOWER}]},
-            )  # fmt: skip
-            gate.release.set()
-            assert [held.result(10), queued.result(10)] == [200, 200]
-    finally:
-        gate.release.set()
-        broken_models.GATES.pop(gate_name, None)
-
+    assert statuses == [200, 200]
     assert not manager.saturated()
     assert other.status_code == 200, other.text
     assert v2_other.status_code == 200, v2_other.text

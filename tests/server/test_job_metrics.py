@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from mlserve.registry import Registry
@@ -17,15 +15,6 @@ from . import broken_models
 from .conftest import IRIS_FEATURES
 from .test_jobs import FLOWERS, TEXTS, WAIT_S, submit, wait_for
 from .test_metrics import scrape, value
-
-
-@pytest.fixture
-def gate() -> Iterator[tuple[str, broken_models.Gate]]:
-    name = uuid.uuid4().hex
-    broken_models.GATES[name] = held = broken_models.Gate()
-    yield name, held
-    held.release.set()
-    broken_models.GATES.pop(name, None)
 
 
 def wait_for_value(

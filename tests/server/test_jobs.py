@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,15 +103,6 @@ def small_chunks(all_models: dict[str, ModelMetadata], serve: Callable[..., Test
 def idle(all_models: dict[str, ModelMetadata], serve: Callable[..., TestClient]) -> Any:
     """A server that accepts jobs but never runs them (jobs.concurrency = 0)."""
     return serve(raise_server_exceptions=False, jobs={"concurrency": 0})
-
-
-@pytest.fixture
-def gate() -> Iterator[tuple[str, broken_models.Gate]]:
-    name = uuid.uuid4().hex
-    broken_models.GATES[name] = held = broken_models.Gate()
-    yield name, held
-    held.release.set()
-    broken_models.GATES.pop(name, None)
 
 
 # ---------------------------------------------------------------------------- submit and poll

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -150,15 +148,6 @@ def test_models_loaded_gauge_follows_a_swap(
     while loaded() != 1 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert loaded() == 1
-
-
-@pytest.fixture
-def gate() -> Iterator[tuple[str, broken_models.Gate]]:
-    name = uuid.uuid4().hex
-    broken_models.GATES[name] = gate = broken_models.Gate()
-    yield name, gate
-    gate.release.set()
-    broken_models.GATES.pop(name, None)
 
 
 def test_requests_in_flight_during_a_swap_finish_on_the_old_version(

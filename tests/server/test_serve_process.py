@@ -39,10 +39,12 @@ def free_port() -> int:
 class Server:
     """A `python -m mlserve serve` process; its stderr goes to a file (no pipe to fill)."""
 
-    def __init__(self, args: list[str], cwd: Path, port: int) -> None:
+    def __init__(
+        self, args: list[str], cwd: Path, port: int, env: dict[str, str] | None = None
+    ) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.log = cwd / f"serve-{port}.log"
-        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | (env or {})
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mlserve", "serve", "--port", str(port), *args],

@@ -3,8 +3,7 @@ answers are compared (metrics) and never returned; its failures never touch live
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -126,15 +125,6 @@ def test_shadow_set_and_cleared_at_runtime(
     client.post("/api/predict", json={"features": SETOSA})
     client.get("/api/health")  # a round trip for any stray mirror to land
     assert _shadow_total(client) == 1
-
-
-@pytest.fixture
-def gate() -> Iterator[tuple[str, broken_models.Gate]]:
-    name = uuid.uuid4().hex
-    broken_models.GATES[name] = held = broken_models.Gate()
-    yield name, held
-    held.release.set()
-    broken_models.GATES.pop(name, None)
 
 
 def test_a_full_shadow_queue_drops_and_counts_instead_of_slowing_live_traffic(
