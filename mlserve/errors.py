@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 from typing import Any
 
 
@@ -211,3 +213,13 @@ class RateLimited(MlserveError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+
+
+def redact_paths(message: str, *roots: Path) -> str:
+    """`message` without the server's file paths under `roots` (a registry error names its
+    files; the server log keeps them, clients get the rest of the message)."""
+    for root in roots:
+        if len(root.parts) < 2:
+            continue  # never "/" (it would eat every absolute path, routes included)
+        message = re.sub(rf"\s*{re.escape(str(root))}[^\s:;,)]*", "", message)
+    return message

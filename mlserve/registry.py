@@ -34,7 +34,6 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from mlserve import introspect
 from mlserve.errors import (
     IntegrityError,
     InvalidModelError,
@@ -46,6 +45,7 @@ from mlserve.errors import (
 )
 from mlserve.fsutil import atomic_write_json
 from mlserve.fsutil import fsync_dir as _fsync_dir
+from mlserve.runtime import introspect
 from mlserve.schemas import ModelMetadata, ModelSummary, TaskKind, VersionSummary
 
 log = logging.getLogger(__name__)

@@ -9,11 +9,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from mlserve.errors import DataError
-from mlserve.introspect import to_label
-from mlserve.schemas import Label, TaskKind
+from mlserve.errors import DataError, UsageError
+from mlserve.runtime.introspect import to_label
+from mlserve.schemas import Label, ModelMetadata, TaskKind
+
+if TYPE_CHECKING:
+    from mlserve.registry import Registry
 
 SAMPLES = ("sentiment", "iris")
 MAX_REGRESSION_CLASS_GUESS = 20
@@ -369,3 +372,77 @@ def train(
         n_train=len(y_train),
         n_test=len(y_test),
     )
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What `train_and_register` did: the fit, its registry entry, the rows it skipped."""
+
+    result: TrainResult
+    metadata: ModelMetadata | None
+    dropped_rows: int
+
+
+def train_and_register(
+    registry: Registry | None,
+    *,
+    sample: str | None = None,
+    data: Path | None = None,
+    target: str | None = None,
+    text_column: str | None = None,
+    name: str | None = None,
+    aliases: list[str] | None = None,
+    test_size: float = 0.2,
+    seed: int = 42,
+    task: TaskKind | None = None,
+    output: Path | None = None,
+    description: str = "",
+    tags: dict[str, str] | None = None,
+    progress: Progress | None = None,
+) -> Trained:
+    """Load a sample or a CSV, train and evaluate, optionally write the estimator to `output`,
+    and register it in `registry` (unless None) with its metrics and hold-out profile."""
+    from mlserve.registry import dump_estimator, validate_alias, validate_name
+
+    if (sample is None) == (data is None):
+        raise UsageError("give either --sample NAME or --data FILE.csv (with --target COLUMN)")
+    if data is not None and not target:
+        raise UsageError("--data needs --target COLUMN (the column to predict)")
+    model_name = name or (sample if sample else Path(str(data)).stem)
+    if registry is not None:
+        validate_name(model_name)
+        for a in aliases or []:
+            validate_alias(a)
+
+    def step(message: str) -> None:
+        if progress is not None:
+            progress(message)
+
+    if sample is not None:
+        dataset = load_sample(sample)
+    else:
+        assert data is not None and target is not None  # noqa: S101 - checked above
+        dataset = read_csv(data, target=target, text_column=text_column)
+    result = train(dataset, test_size=test_size, seed=seed, task=task, progress=progress)
+    if output is not None:
+        step(f"writing {output}")
+        try:
+            output.write_bytes(dump_estimator(result.estimator))
+        except OSError as exc:
+            raise UsageError(f"cannot write --output {output}: {exc.strerror}") from None
+    meta = None
+    if registry is not None:
+        step("registering")
+        meta = registry.register_estimator(
+            result.estimator,
+            name=model_name,
+            aliases=aliases or [],
+            description=description or f"trained by mlserve on {dataset.source}",
+            tags=tags or {},
+            metrics=result.metrics,
+            training=result.training,
+            source=f"mlserve train ({dataset.source})",
+            task=result.task,
+            feature_names=result.feature_names,
+        )
+    return Trained(result=result, metadata=meta, dropped_rows=dataset.dropped_rows)

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from mlserve import drift
+from mlserve.serving import drift
 
 
 # ---------------------------------------------------------------------------- PSI

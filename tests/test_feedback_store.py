@@ -98,8 +98,8 @@ def make_store(
             )
             closers.append(sqlite.close)
             return sqlite  # type: ignore[no-any-return]
-        from mlserve.redis_backend import RedisBackend
-        from mlserve.redis_feedback import RedisFeedbackStore
+        from mlserve.backends.redis import RedisBackend
+        from mlserve.feedback.redis import RedisFeedbackStore
 
         assert TEST_REDIS_URL is not None
         backend = RedisBackend(url=TEST_REDIS_URL, key_prefix=f"mlst-{uuid.uuid4().hex[:10]}:")

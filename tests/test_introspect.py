@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlserve import introspect
 from mlserve.errors import InvalidModelError
+from mlserve.runtime import introspect
 
 
 def test_detects_tabular_classifier_and_regressor(classifier: Any, regressor: Any) -> None:

@@ -27,15 +27,18 @@ ServeRegistryOpt = Annotated[
 
 def bootstrap_sample(settings: Any) -> None:
     """First run on an empty registry: train and register the bundled sentiment model."""
-    from mlserve.cli.train_cmd import train_and_register
+    from mlserve.cli._common import open_registry
+    from mlserve.training import train_and_register
 
     log.info(
         "registry %s is empty: training the bundled sentiment sample as sentiment@production",
         settings.registry_path,
     )
-    result, meta = train_and_register(
-        settings, sample="sentiment", name="sentiment", aliases=["production"], quiet=True
+    trained = train_and_register(
+        open_registry(settings), sample="sentiment", name="sentiment", aliases=["production"]
     )
+    result, meta = trained.result, trained.metadata
+    assert meta is not None  # noqa: S101 - registered: a registry was given
     log.info(
         "registered %s:%s (hold-out accuracy %.3f, macro-F1 %.3f)",
         meta.name,
@@ -137,7 +140,7 @@ def check_exposure(settings: Any) -> None:
     """Refuse to serve beyond loopback with auth off, unless explicitly allowed (then warn).
     Also validates the auth settings (key file, JWT) before anything binds."""
     from mlserve.errors import ConfigError
-    from mlserve.server.auth import auth_configured
+    from mlserve.keys.auth import auth_configured
 
     host = settings.server.host
     if auth_configured(settings) or is_loopback(host):
@@ -160,7 +163,7 @@ def check_redis(settings: Any) -> None:
     An unreachable Redis is not an error: the server starts, degraded, and recovers."""
     if settings.redis.url is None:
         return
-    from mlserve.redis_backend import require_redis
+    from mlserve.backends.redis import require_redis
 
     require_redis(celery=True)
 

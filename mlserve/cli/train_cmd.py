@@ -39,65 +39,36 @@ def train_and_register(
     tags: dict[str, str] | None = None,
     quiet: bool = False,
 ) -> tuple[Any, Any]:
-    """Train per the options; returns (TrainResult, ModelMetadata | None). Used by serve too."""
+    """Train per the options with a progress spinner; returns (TrainResult, ModelMetadata |
+    None)."""
     from mlserve import training
-    from mlserve.errors import UsageError
-    from mlserve.registry import dump_estimator, validate_alias, validate_name
-
-    if (sample is None) == (data is None):
-        raise UsageError("give either --sample NAME or --data FILE.csv (with --target COLUMN)")
-    if data is not None and not target:
-        raise UsageError("--data needs --target COLUMN (the column to predict)")
-    model_name = name or (sample if sample else Path(str(data)).stem)
-    if register:
-        validate_name(model_name)
-        for a in aliases or []:
-            validate_alias(a)
 
     status = err_console.status("loading data", spinner="dots") if not quiet else None
     if status is not None:
         status.start()
     try:
-
-        def progress(message: str) -> None:
-            if status is not None:
-                status.update(message)
-
-        if sample is not None:
-            dataset = training.load_sample(sample)
-        else:
-            assert data is not None and target is not None  # noqa: S101 - checked above
-            dataset = training.read_csv(data, target=target, text_column=text_column)
-        result = training.train(
-            dataset, test_size=test_size, seed=seed, task=task, progress=progress
+        outcome = training.train_and_register(
+            open_registry(settings) if register else None,
+            sample=sample,
+            data=data,
+            target=target,
+            text_column=text_column,
+            name=name,
+            aliases=aliases,
+            test_size=test_size,
+            seed=seed,
+            task=task,
+            output=output,
+            description=description,
+            tags=tags,
+            progress=status.update if status is not None else None,
         )
-        if output is not None:
-            progress(f"writing {output}")
-            try:
-                output.write_bytes(dump_estimator(result.estimator))
-            except OSError as exc:
-                raise UsageError(f"cannot write --output {output}: {exc.strerror}") from None
-        meta = None
-        if register:
-            progress("registering")
-            meta = open_registry(settings).register_estimator(
-                result.estimator,
-                name=model_name,
-                aliases=aliases or [],
-                description=description or f"trained by mlserve on {dataset.source}",
-                tags=tags or {},
-                metrics=result.metrics,
-                training=result.training,
-                source=f"mlserve train ({dataset.source})",
-                task=result.task,
-                feature_names=result.feature_names,
-            )
     finally:
         if status is not None:
             status.stop()
-    if dataset.dropped_rows and not quiet:
-        err_console.print(f"skipped {dataset.dropped_rows} row(s) with an empty target or text")
-    return result, meta
+    if outcome.dropped_rows and not quiet:
+        err_console.print(f"skipped {outcome.dropped_rows} row(s) with an empty target or text")
+    return outcome.result, outcome.metadata
 
 
 def render_metrics(result: Any) -> None:

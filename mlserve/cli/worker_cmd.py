@@ -71,7 +71,7 @@ def worker(
             "mlserve worker needs Redis: set redis.url in the config file or "
             "MLSERVE_REDIS__URL (e.g. redis://127.0.0.1:6379/0), the same as the servers'"
         )
-    from mlserve.redis_backend import require_redis
+    from mlserve.backends.redis import require_redis
 
     require_redis(celery=True)
     from mlserve.cli._common import open_registry
@@ -82,7 +82,7 @@ def worker(
             "registry %s has no models yet; jobs need the models they were submitted for",
             settings.registry_path,
         )
-    from mlserve.celery_app import run_worker
+    from mlserve.worker.app import run_worker
 
     code = run_worker(settings, concurrency=concurrency, metrics_host=metrics_host)
     if code:

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from mlserve import introspect
 from mlserve.errors import InvalidInputError
+from mlserve.runtime import introspect
 from mlserve.schemas import Label, ModelMetadata
 
 # Final estimators whose predict() is exactly classes_[argmax(predict_proba)] (up to exact ties),

@@ -16,23 +16,24 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
-from mlserve import __version__, schemas, schemas_v2
+from mlserve import __version__, schemas
 from mlserve.config import Settings
 from mlserve.registry import Registry
-from mlserve.server.auth import install_auth
+from mlserve.schemas import v2 as schemas_v2
+from mlserve.server.auth import AccessPolicy, install_auth
 from mlserve.server.errors import install_error_handlers
 from mlserve.server.fastpath import FastPredictMiddleware
-from mlserve.server.jobrunner import start_jobs
-from mlserve.server.manager import ModelManager
-from mlserve.server.metrics import ServerMetrics
-from mlserve.server.middleware import RequestContextMiddleware
-from mlserve.server.openapi import keep_example_nulls
-from mlserve.server.ratelimit import install_rate_limit
+from mlserve.server.middleware.context import RequestContextMiddleware
+from mlserve.server.middleware.ratelimit import EXEMPT_PATHS, install_rate_limit
+from mlserve.server.openapi import install_openapi
 from mlserve.server.routes import aliases, feedback, health, jobs, models, predict, v2
-from mlserve.server.state import AppState
+from mlserve.serving.jobrunner import start_jobs
+from mlserve.serving.manager import ModelManager
+from mlserve.serving.metrics import ServerMetrics
+from mlserve.serving.state import AppState
 
 if TYPE_CHECKING:
-    from mlserve.redis_backend import RedisBackend
+    from mlserve.backends.redis import RedisBackend
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ Send `X-Request-ID` to correlate requests with logs; it is echoed on every respo
 """
 
 
-def _drain_on_signals(state: AppState) -> Callable[[], None]:
+def drain_on_signals(state: AppState) -> Callable[[], None]:
     """Chain onto the server's SIGTERM/SIGINT handlers so readiness turns 503 the moment a
     shutdown starts, while in-flight requests finish. Returns a function restoring them."""
     if threading.current_thread() is not threading.main_thread():
@@ -82,7 +83,7 @@ def _redis_backend(settings: Settings, metrics: ServerMetrics) -> RedisBackend |
     mlserve[redis] extra); None otherwise, and then neither redis-py nor Celery is imported."""
     if settings.redis.url is None:
         return None
-    from mlserve.redis_backend import RedisBackend, export_state, require_redis
+    from mlserve.backends.redis import RedisBackend, export_state, require_redis
 
     require_redis(celery=True)
     backend = RedisBackend.from_settings(settings)
@@ -94,7 +95,7 @@ def _redis_backend(settings: Settings, metrics: ServerMetrics) -> RedisBackend |
 def _share_cache(state: AppState, redis: RedisBackend) -> None:
     """With redis.url the prediction cache lives in Redis, shared by every replica (entries
     expire after cache.ttl_s; Redis's maxmemory bounds the size)."""
-    from mlserve.server.redis_cache import RedisPredictionCache
+    from mlserve.cache.redis import RedisPredictionCache
 
     cache = RedisPredictionCache.from_settings(state.settings.cache, redis)
     state.traffic.cache = cache
@@ -117,7 +118,7 @@ def create_app(
     if redis is not None and settings.cache.enabled:
         _share_cache(state, redis)
     if settings.feedback.enabled:
-        from mlserve.server.quality import QualityService
+        from mlserve.serving.quality import QualityService
 
         # Built here, not in the lifespan: the predict fast path takes the recorder when the
         # middleware stack is built; the store is opened (and attached) in the lifespan.
@@ -139,7 +140,7 @@ def create_app(
         if state.quality is not None:
             await state.quality.start()  # a store that cannot open is logged, not fatal
         state.traffic.start(loader)  # split/shadow preloads, then the registry watcher
-        restore = _drain_on_signals(state)
+        restore = drain_on_signals(state)
         try:
             yield
         finally:
@@ -175,7 +176,6 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(feedback.router)
     app.include_router(aliases.router)
-    keep_example_nulls(app, [schemas, schemas_v2])
 
     @app.get(
         "/",
@@ -240,6 +240,12 @@ def create_app(
     # so buckets are per principal.
     install_rate_limit(app, settings, metrics, redis)
     install_auth(app, settings, metrics, redis)
+    install_openapi(
+        app,
+        modules=[schemas, schemas_v2],
+        policy=AccessPolicy.from_settings(settings.auth),
+        rate_limit_exempt=EXEMPT_PATHS if settings.rate_limit.enabled else None,
+    )
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,

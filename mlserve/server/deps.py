@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from mlserve.config import Settings
-from mlserve.server.manager import ModelManager
-from mlserve.server.metrics import ServerMetrics
-from mlserve.server.state import AppState
+from mlserve.serving.manager import ModelManager
+from mlserve.serving.metrics import ServerMetrics
+from mlserve.serving.state import AppState
 
 
 async def get_state(request: Request) -> AppState:

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Scope, Send
 
-from mlserve.errors import MlserveError
+from mlserve.errors import MlserveError, redact_paths
+from mlserve.server.scope import route_path
+
+if TYPE_CHECKING:
+    from mlserve.serving.metrics import ServerMetrics
+    from mlserve.serving.state import AppState
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,77 @@ def request_id_of(request: Request) -> str | None:
     return str(value) if value is not None else None
 
 
+def render_error(status: int, code: str, message: str, *, path: str, request_id: str | None
+                 ) -> tuple[int, bytes]:  # fmt: skip
+    """(status, body) of an error answer: {"error": {"code", "message", "request_id"}}, or on
+    the Open Inference Protocol (V2) paths {"error": "<message>"} (what tritonclient reads),
+    where invalid requests are 400 rather than 422."""
+    if is_v2_path(path):
+        return (400 if status == 422 else status), v2_error_body(message)
+    return status, error_body(code, message, request_id)
+
+
+def note_error(scope: Scope, code: str, metrics: ServerMetrics | None) -> None:
+    """Count an error answer and name its code for the request metrics and access log."""
+    scope.setdefault("state", {})["error_code"] = code
+    if metrics is not None:
+        metrics.errors.labels(code).inc()
+
+
+def public_message(exc: MlserveError, scope: Scope, roots: Sequence[Path]) -> str:
+    """The message a client may see: the server's file paths removed; a 5xx is logged with
+    the request id (as every error path logs it)."""
+    if exc.status_code >= 500:
+        rid = scope.get("state", {}).get("request_id")
+        log.warning("[%s] %s: %s", rid, exc.code, exc.message, extra={"request_id": rid})
+    return redact_paths(exc.message, *roots) if roots else exc.message
+
+
+async def send_error(
+    scope: Scope,
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    metrics: ServerMetrics | None = None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer with the error shape from pure ASGI (middlewares and the fast lane)."""
+    note_error(scope, code, metrics)
+    status, body = render_error(
+        status, code, message, path=route_path(scope),
+        request_id=scope.get("state", {}).get("request_id"),
+    )  # fmt: skip
+    out = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    out.extend(headers)
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_exception(
+    scope: Scope,
+    send: Send,
+    exc: MlserveError,
+    *,
+    metrics: ServerMetrics | None = None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    roots: Sequence[Path] = (),
+) -> None:
+    """Answer an MlserveError from pure ASGI, as the routes' exception handler does."""
+    out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers().items()]
+    out.extend(headers)
+    message = public_message(exc, scope, roots)
+    await send_error(scope, send, exc.status_code, exc.code, message, metrics=metrics, headers=out)
+
+
+def server_roots(state: AppState | None) -> tuple[Path, ...]:
+    """Directories whose paths never reach a client (the registry's and the home's)."""
+    if state is None:
+        return ()
+    return (state.registry.root, state.settings.home)
+
+
 def error_response(
     request: Request,
     status: int,
@@ -43,27 +121,13 @@ def error_response(
     message: str,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """Render {"error": {"code", "message", "request_id"}} and count it."""
-    metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None:
-        metrics.errors.labels(code).inc()
-    state = request.scope.setdefault("state", {})
-    state["error_code"] = code
-    if is_v2_path(request.scope.get("path", "")):
-        # Open Inference Protocol shape ({"error": "<message>"}, what tritonclient reads); the
-        # protocol answers invalid requests with 400 where /api uses 422.
-        return Response(
-            v2_error_body(message),
-            status_code=400 if status == 422 else status,
-            headers=headers,
-            media_type="application/json",
-        )
-    return Response(
-        error_body(code, message, request_id_of(request)),
-        status_code=status,
-        headers=headers,
-        media_type="application/json",
-    )
+    """Render the error shape as a Response (the FastAPI exception handlers) and count it."""
+    note_error(request.scope, code, getattr(request.app.state, "metrics", None))
+    status, body = render_error(
+        status, code, message, path=request.scope.get("path", ""),
+        request_id=request_id_of(request),
+    )  # fmt: skip
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 _UNION_TAG = re.compile(r"[\[\]]")
@@ -115,33 +179,14 @@ def v2_error_body(message: str) -> bytes:
     return orjson.dumps({"error": message})
 
 
-def redact_paths(message: str, *roots: Path) -> str:
-    """`message` without the server's file paths under `roots` (a registry error names its
-    files; the server log keeps them, clients get the rest of the message)."""
-    for root in roots:
-        if len(root.parts) < 2:
-            continue  # never "/" (it would eat every absolute path, routes included)
-        message = re.sub(rf"\s*{re.escape(str(root))}[^\s:;,)]*", "", message)
-    return message
-
-
-def _server_roots(request: Request) -> tuple[Path, ...]:
-    state = getattr(request.app.state, "mlserve", None)
-    if state is None:
-        return ()
-    return (state.registry.root, state.settings.home)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     """MlserveError, validation and HTTP errors become the error shape; anything else is
     caught by the request middleware as a plain 500."""
 
     async def on_mlserve_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, MlserveError)  # noqa: S101 - registered for this type only
-        if exc.status_code >= 500:
-            rid = request_id_of(request)
-            log.warning("[%s] %s: %s", rid, exc.code, exc.message, extra={"request_id": rid})
-        message = redact_paths(exc.message, *_server_roots(request))
+        roots = server_roots(getattr(request.app.state, "mlserve", None))
+        message = public_message(exc, request.scope, roots)
         return error_response(request, exc.status_code, exc.code, message, exc.headers())
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
@@ -161,63 +206,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MlserveError, on_mlserve_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    install_openapi_errors(app)
-
-
-VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
-
-
-def _is_fastapi_validation(response: dict[str, Any]) -> bool:
-    ref = response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref")
-    return bool(ref == "#/components/schemas/HTTPValidationError")
-
-
-def install_openapi_errors(app: FastAPI) -> None:
-    """Document the errors as the handlers send them. FastAPI declares its own 422 body
-    (HTTPValidationError); the handlers answer in the error shape, and on /v2 with 400 in the
-    protocol's shape. The body limit (413) holds on every route that takes a body."""
-    original = app.openapi
-    patched = False
-
-    def openapi() -> dict[str, Any]:
-        nonlocal patched
-        schema = original()  # FastAPI caches the dict: patch it in place once
-        if patched:
-            return schema
-        patched = True
-        schemas = schema.get("components", {}).get("schemas", {})
-        for path, operations in schema.get("paths", {}).items():
-            v2 = is_v2_path(path)
-            name = "V2ErrorResponse" if v2 else "ErrorResponse"
-            if name not in schemas:
-                continue
-            content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
-            for operation in operations.values():
-                responses = operation.get("responses") if isinstance(operation, dict) else None
-                if responses is None:
-                    continue
-                validation = responses.get("422")
-                if validation is not None and _is_fastapi_validation(validation):
-                    if v2:
-                        del responses["422"]
-                        responses.setdefault(
-                            "400", {"description": "Invalid request.", "content": content}
-                        )
-                    else:
-                        responses["422"] = {
-                            "description": "Invalid input (the message names the field).",
-                            "content": content,
-                        }
-                if "requestBody" in operation:
-                    responses.setdefault(
-                        "413",
-                        {"description": "Request body over server.max_body_bytes.",
-                         "content": content},
-                    )  # fmt: skip
-        text = orjson.dumps(schema.get("paths", {}))
-        for unused in VALIDATION_SCHEMAS:
-            if f"#/components/schemas/{unused}".encode() not in text:
-                schemas.pop(unused, None)
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

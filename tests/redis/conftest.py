@@ -68,7 +68,7 @@ def make_backend(
     """make_backend(url=..., prefix=...): a started RedisBackend (one per "replica") on the
     test's event loop, closed at the end. Without a url: the test Redis (skipped when there
     is none) and the test's key prefix."""
-    from mlserve.redis_backend import RedisBackend
+    from mlserve.backends.redis import RedisBackend
 
     made: list[RedisBackend] = []
 

@@ -18,11 +18,11 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
     from fastapi.testclient import TestClient
 
+from mlserve.cache.redis import RedisPredictionCache, input_digest
 from mlserve.config import load_settings
 from mlserve.registry import Registry
 from mlserve.runtime.model import Prediction
 from mlserve.server.app import create_app
-from mlserve.server.redis_cache import RedisPredictionCache, input_digest
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 

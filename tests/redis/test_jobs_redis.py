@@ -26,7 +26,7 @@ from mlserve.jobs import (
     JobsUnavailableError,
     LeaseLostError,
 )
-from mlserve.redis_jobs import RedisJobStore
+from mlserve.jobs.redis import RedisJobStore
 from mlserve.registry import Registry
 from mlserve.server.app import create_app
 
@@ -357,7 +357,7 @@ def settings_for(registry: Path, home: Path, url: str, prefix: str, **sections: 
 @pytest.fixture
 def worker_runtime() -> Iterator[Callable[[Settings], Any]]:
     """start(settings): a started WorkerRuntime (what `mlserve worker` runs), closed after."""
-    from mlserve.celery_app import WorkerRuntime
+    from mlserve.worker.app import WorkerRuntime
 
     runtimes: list[WorkerRuntime] = []
 
@@ -491,7 +491,7 @@ def test_the_server_queues_a_celery_task_per_job_and_sweeps_again_for_lost_ones(
 
 def test_the_celery_app_acknowledges_late_one_task_at_a_time(tmp_path: Path) -> None:
     pytest.importorskip("celery", reason="the mlserve[redis] extra is not installed")
-    from mlserve.celery_app import TASK_NAME, make_celery
+    from mlserve.jobs.celery import TASK_NAME, make_celery
 
     settings = load_settings(
         None, home=str(tmp_path), redis={"url": "redis://127.0.0.1:1/3", "key_prefix": "dep1:"}

@@ -18,10 +18,10 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from mlserve.config import load_settings
+from mlserve.ratelimit import InMemoryRateLimiter, Limit
+from mlserve.ratelimit.redis import RedisRateLimiter
 from mlserve.registry import Registry
 from mlserve.server.app import create_app
-from mlserve.server.ratelimit import InMemoryRateLimiter, Limit
-from mlserve.server.redis_ratelimit import RedisRateLimiter
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 FLOWER = {"features": [5.1, 3.5, 1.4, 0.2]}
@@ -156,7 +156,7 @@ def test_redis_down_fails_open_to_per_process_buckets_and_says_so_once(
     assert health["dependencies"] == {"redis": "down"}
     failing_open = [r for r in caplog.records if "failing open" in r.getMessage()]
     assert len(failing_open) == 1
-    unreachable = [r for r in caplog.records if r.name == "mlserve.redis_backend"]
+    unreachable = [r for r in caplog.records if r.name == "mlserve.backends.redis"]
     assert len(unreachable) == 1  # one line per change of state, not per request
 
 

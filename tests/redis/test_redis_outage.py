@@ -221,7 +221,7 @@ def test_redis_stopped_and_restarted_under_traffic_loses_nothing(
     assert answers == [2 * i + 0.5 for i in range(ROWS)]
     assert after.status_code == 202
     server_log = server.output()
-    state_lines = [line for line in server_log.splitlines() if "mlserve.redis_backend" in line]
+    state_lines = [line for line in server_log.splitlines() if "mlserve.backends.redis" in line]
     assert len(state_lines) == 3, state_lines  # one per change of state, not per request
     assert "is reachable" in state_lines[0]
     assert "is unreachable" in state_lines[1]

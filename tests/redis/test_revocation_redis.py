@@ -21,9 +21,9 @@ with warnings.catch_warnings():
 
 from mlserve.config import load_settings
 from mlserve.keys import KeyRecord, hash_key
+from mlserve.keys.redis import RedisRevocationSource
 from mlserve.registry import Registry
 from mlserve.server.app import create_app
-from mlserve.server.redis_keys import RedisRevocationSource
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 FLOWER = {"features": [5.1, 3.5, 1.4, 0.2]}

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlserve import introspect
 from mlserve.errors import InvalidInputError
+from mlserve.runtime import introspect
 from mlserve.runtime.model import LoadedModel
 from mlserve.schemas import InputSchema, ModelMetadata
 

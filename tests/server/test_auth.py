@@ -23,9 +23,10 @@ from typer.testing import Result
 from mlserve.config import Settings
 from mlserve.errors import ConfigError
 from mlserve.keys import KeyStore, hash_key
+from mlserve.keys.auth import FileKeySource, Principal
 from mlserve.schemas import ModelMetadata
 from mlserve.server.app import create_app
-from mlserve.server.auth import AccessPolicy, FileKeySource, Principal
+from mlserve.server.auth import AccessPolicy
 
 from .conftest import error_of
 
@@ -300,7 +301,8 @@ def test_websockets_are_checked_too(tmp_path: Path) -> None:
     from starlette.websockets import WebSocket, WebSocketDisconnect
 
     from mlserve.keys import KeyRecord
-    from mlserve.server.auth import Authenticator, AuthMiddleware, StaticKeySource
+    from mlserve.keys.auth import Authenticator, StaticKeySource
+    from mlserve.server.middleware.auth import AuthMiddleware
 
     async def echo(websocket: WebSocket) -> None:
         await websocket.accept()

@@ -12,9 +12,9 @@ import pytest
 
 from mlserve.config import Settings
 from mlserve.registry import ModelRef, Registry
-from mlserve.server.manager import ModelManager, ServedModel
-from mlserve.server.metrics import ServerMetrics
-from mlserve.server.traffic import TrafficController
+from mlserve.serving.manager import ModelManager, ServedModel
+from mlserve.serving.metrics import ServerMetrics
+from mlserve.serving.traffic import TrafficController
 
 
 def test_a_failed_background_load_is_logged_naming_the_models_not_loaded(
@@ -37,10 +37,10 @@ def test_a_failed_background_load_is_logged_naming_the_models_not_loaded(
         await asyncio.wait_for(traffic._task, 10)  # preloads, then no watcher (interval 0)
         await traffic.close()
 
-    with caplog.at_level(logging.WARNING, logger="mlserve.server.traffic"):
+    with caplog.at_level(logging.WARNING, logger="mlserve.serving.traffic"):
         asyncio.run(scenario())
 
-    (record,) = [r for r in caplog.records if r.name == "mlserve.server.traffic"]
+    (record,) = [r for r in caplog.records if r.name == "mlserve.serving.traffic"]
     assert record.levelno == logging.WARNING
     assert "background model loading failed" in record.getMessage()
     assert "sentiment:3" in record.getMessage()
@@ -52,7 +52,7 @@ def test_the_worker_logs_a_failed_look_at_the_job_queue(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from mlserve import celery_app
+    from mlserve.worker import app as celery_app
 
     worker = celery_app.WorkerRuntime(make_settings())
     looks: list[str] = []
@@ -74,12 +74,12 @@ def test_the_worker_logs_a_failed_look_at_the_job_queue(
     monkeypatch.setattr(celery_app, "asyncio", fast)
 
     try:
-        with caplog.at_level(logging.WARNING, logger="mlserve.celery_app"):
+        with caplog.at_level(logging.WARNING, logger="mlserve.worker.app"):
             asyncio.run(asyncio.wait_for(worker._watch_queue(), 10))
     finally:
         worker.loop.close()  # made for the worker's thread, never started here
 
     assert looks == ["mlserve:jobs"]
-    (record,) = [r for r in caplog.records if r.name == "mlserve.celery_app"]
+    (record,) = [r for r in caplog.records if r.name == "mlserve.worker.app"]
     assert "mlserve:jobs" in record.getMessage()
     assert "connection reset by peer" in record.getMessage()

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from mlserve.cache import MemoryCache
 from mlserve.registry import Registry
 from mlserve.runtime.model import Prediction
 from mlserve.schemas import ModelMetadata
-from mlserve.server.cache import MemoryCache
 
 from .conftest import IRIS_FEATURES
 from .traffic_helpers import FLOWERS, PATHS, Clock, scrape, tree_version, value

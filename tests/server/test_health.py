@@ -187,7 +187,7 @@ def test_ready_is_503_while_draining_for_shutdown(client: TestClient) -> None:
 def test_sigterm_turns_readiness_off_and_still_reaches_the_servers_handler() -> None:
     import signal
 
-    from mlserve.server.app import _drain_on_signals
+    from mlserve.server.app import drain_on_signals
 
     class FakeState:
         draining = False
@@ -200,7 +200,7 @@ def test_sigterm_turns_readiness_off_and_still_reaches_the_servers_handler() -> 
     previous = signal.signal(signal.SIGTERM, server_handler)
     try:
         state: Any = FakeState()
-        restore = _drain_on_signals(state)
+        restore = drain_on_signals(state)
         signal.raise_signal(signal.SIGTERM)
         restore()
         assert state.draining is True

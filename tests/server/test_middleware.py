@@ -74,11 +74,11 @@ def test_an_unsafe_request_id_is_replaced_by_a_generated_one(
 
 
 def test_a_request_id_with_a_trailing_newline_is_replaced() -> None:
-    from mlserve.server.middleware import _request_id
+    from mlserve.server.middleware.context import request_id_of_headers
 
-    assert GENERATED_ID.match(_request_id({"headers": [(b"x-request-id", b"abc\n")]}))
-    assert _request_id({"headers": [(b"x-request-id", b"abc")]}) == "abc"
-    assert _request_id({"headers": [(b"x-request-id", b"x" * 128)]}) == "x" * 128
+    assert GENERATED_ID.match(request_id_of_headers({"headers": [(b"x-request-id", b"abc\n")]}))
+    assert request_id_of_headers({"headers": [(b"x-request-id", b"abc")]}) == "abc"
+    assert request_id_of_headers({"headers": [(b"x-request-id", b"x" * 128)]}) == "x" * 128
 
 
 SLOW_S = 0.1  # how long SlowClassifier takes per prediction in the process-time test

@@ -19,7 +19,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from pydantic import TypeAdapter, ValidationError
 
-from mlserve.server.middleware import SAFE_REQUEST_ID
+from mlserve.server.middleware.context import SAFE_REQUEST_ID
 from mlserve.server.openapi import api_routes as _api_routes
 
 JSON = "application/json"

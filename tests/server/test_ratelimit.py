@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from mlserve.config import Settings
 from mlserve.keys import KeyStore
+from mlserve.ratelimit import Decision, InMemoryRateLimiter, Limit
 from mlserve.schemas import ModelMetadata
-from mlserve.server.ratelimit import Decision, InMemoryRateLimiter, Limit
 
 from .conftest import error_of
 
@@ -85,7 +85,7 @@ def test_the_bucket_table_is_bounded() -> None:
 
 
 def test_idle_refilled_buckets_are_swept() -> None:
-    from mlserve.server import ratelimit
+    from mlserve.ratelimit import memory as ratelimit
 
     clock = FakeClock()
     limiter = InMemoryRateLimiter(clock=clock)

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from mlserve.registry import Registry
 from mlserve.schemas import ModelMetadata
-from mlserve.server import traffic as traffic_module
+from mlserve.serving import traffic as traffic_module
 
 from . import broken_models
 from .conftest import IRIS_FEATURES

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from mlserve.keys.auth import Principal
 from mlserve.registry import Registry
 from mlserve.schemas import ModelMetadata
-from mlserve.server.auth import Principal
-from mlserve.server.traffic import Split, bucket, client_key
+from mlserve.server.scope import client_key
+from mlserve.serving.traffic import Split, bucket
 
 from .conftest import error_of
 from .traffic_helpers import FLOWERS, PATHS, scrape, tree_version, value

@@ -614,7 +614,7 @@ def test_model_failure_is_500_in_the_v2_shape(
 def test_unhandled_error_is_a_plain_500_in_the_v2_shape(
     iris_meta: ModelMetadata, serve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlserve.server.manager import ModelManager
+    from mlserve.serving.manager import ModelManager
 
     async def explode(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("/srv/internal detail")

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from mlserve.registry import Registry
 from mlserve.schemas import ModelMetadata
-from mlserve.server.manager import ReloadOutcome
+from mlserve.serving.manager import ReloadOutcome
 
 from .conftest import tamper
 from .traffic_helpers import FLOWERS, Clock, poll, scrape, tree_version, value

@@ -15,7 +15,7 @@ from mlserve.errors import MlserveError
 from mlserve.schemas import AliasChange, AliasUpdate, ErrorResponse
 from mlserve.server.deps import ManagerDep
 from mlserve.server.jsonbody import JSONRoute
-from mlserve.server.manager import ModelManager
+from mlserve.serving.manager import ModelManager
 
 log = logging.getLogger(__name__)
 

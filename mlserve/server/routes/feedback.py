@@ -18,9 +18,9 @@ from mlserve.schemas import (
 )
 from mlserve.server.deps import SettingsDep, StateDep
 from mlserve.server.jsonbody import JSONRoute
-from mlserve.server.quality import QualityService
 from mlserve.server.routes.models import NameParam
-from mlserve.server.state import AppState
+from mlserve.serving.quality import QualityService
+from mlserve.serving.state import AppState
 
 router = APIRouter(prefix="/api", tags=["feedback"], route_class=JSONRoute)
 

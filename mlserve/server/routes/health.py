@@ -24,8 +24,8 @@ from mlserve.schemas import (
     ReadyResponse,
 )
 from mlserve.server.deps import StateDep
-from mlserve.server.manager import ServedModel
-from mlserve.server.state import AppState
+from mlserve.serving.manager import ServedModel
+from mlserve.serving.state import AppState
 
 router = APIRouter(tags=["health"])
 

@@ -32,11 +32,12 @@ from mlserve.schemas import (
     JobResultPage,
 )
 from mlserve.server.deps import SettingsDep, StateDep
-from mlserve.server.jobrunner import prepare_rows
 from mlserve.server.jsonbody import DuplicateKeyError, loads
-from mlserve.server.manager import Runtime
-from mlserve.server.routes.predict import JSONBytes, _mark
-from mlserve.server.state import AppState
+from mlserve.server.routes.predict import JSONBytes
+from mlserve.server.scope import client_key, mark_model
+from mlserve.serving.jobrunner import prepare_rows
+from mlserve.serving.manager import Runtime
+from mlserve.serving.state import AppState
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 
@@ -350,11 +351,12 @@ async def submit_job(request: Request, state: StateDep, settings: SettingsDep) -
     included) and every row is scored with it. Poll status_url; fetch result_url once it has
     completed."""
     store = _store(state)
+    scope = request.scope
     limit = settings.jobs.max_items
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "multipart/form-data":
         upload, data, reference, version = await _read_upload(request)
-        runtime = await state.traffic.select(reference, version, request.scope)
+        runtime = await state.service.choose(reference, version, lambda: client_key(scope))
         parse = _parse_jsonl if _file_kind(upload) == "jsonl" else _parse_csv
         inputs, fields = await asyncio.to_thread(parse, data, runtime.model, limit)
         if not inputs:
@@ -363,7 +365,9 @@ async def submit_job(request: Request, state: StateDep, settings: SettingsDep) -
         job_input = Submission(reference, kind, inputs, fields)
     elif media in ("", "application/json") or media.endswith("+json"):
         body, field = await asyncio.to_thread(_from_json, await request.body(), limit)
-        runtime = await state.traffic.select(body.model, body.model_version, request.scope)
+        runtime = await state.service.choose(
+            body.model, body.model_version, lambda: client_key(scope)
+        )
         if field in ("text", "features"):
             kind = "texts" if field == "text" else "records"
             job_input = Submission(body.model, kind, [getattr(body, field)], [field])
@@ -374,7 +378,7 @@ async def submit_job(request: Request, state: StateDep, settings: SettingsDep) -
         raise HTTPException(
             415, "send application/json, or a .jsonl/.csv file as multipart/form-data"
         )
-    _mark(request, runtime)
+    mark_model(scope, runtime)
     model = runtime.model
     rows = await asyncio.to_thread(
         prepare_rows, model, job_input.kind, job_input.inputs, fields=job_input.fields

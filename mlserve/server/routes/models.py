@@ -21,7 +21,7 @@ from mlserve.schemas import (
 )
 from mlserve.server.deps import ManagerDep, StateDep
 from mlserve.server.jsonbody import JSONRoute
-from mlserve.server.manager import ModelManager, ServedModel
+from mlserve.serving.manager import ModelManager, ServedModel
 
 router = APIRouter(prefix="/api/models", tags=["models"], route_class=JSONRoute)
 

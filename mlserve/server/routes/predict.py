@@ -10,7 +10,6 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from mlserve.errors import InvalidInputError
-from mlserve.runtime.model import Prediction
 from mlserve.schemas import (
     BatchPredictRequest,
     BatchPredictResponse,
@@ -18,10 +17,10 @@ from mlserve.schemas import (
     PredictRequest,
     PredictResponse,
 )
-from mlserve.server.deps import MetricsDep, SettingsDep, StateDep
+from mlserve.server.deps import SettingsDep, StateDep
 from mlserve.server.jsonbody import JSONRoute
-from mlserve.server.manager import Runtime
-from mlserve.server.metrics import ServerMetrics
+from mlserve.server.scope import client_key, mark_model
+from mlserve.serving.service import Scored, prediction_fields
 
 router = APIRouter(prefix="/api", tags=["predict"], route_class=JSONRoute)
 
@@ -38,21 +37,15 @@ class JSONBytes(Response):
     media_type = "application/json"
 
 
-def _item(p: Prediction) -> dict[str, Any]:
-    return {"prediction": p.label, "confidence": p.confidence, "probabilities": p.probabilities}
-
-
-def _count(metrics: ServerMetrics, runtime: Runtime, predictions: list[Prediction]) -> None:
-    runtime.predictions += len(predictions)
-    name, version = runtime.model.name, str(runtime.model.version)
-    for p in predictions:
-        metrics.predictions.labels(name, version, str(p.label)).inc()
-
-
-def _mark(request: Request, runtime: Runtime) -> None:
-    state = request.scope.setdefault("state", {})
-    state["model"] = runtime.model.name
-    state["version"] = runtime.model.version
+def predict_payload(scored: Scored, request_id: str | None, started: float) -> dict[str, Any]:
+    """The /api/predict answer (the fast lane renders the same dict)."""
+    model = scored.runtime.model
+    payload = prediction_fields(scored.prediction)
+    payload["model"] = model.name
+    payload["version"] = model.version
+    payload["processing_time_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
+    payload["request_id"] = request_id
+    return payload
 
 
 @router.post(
@@ -61,38 +54,24 @@ def _mark(request: Request, runtime: Runtime) -> None:
     responses=ERRORS,
     summary="Predict one input",
 )
-async def predict(
-    body: PredictRequest, request: Request, state: StateDep, metrics: MetricsDep
-) -> Response:
+async def predict(body: PredictRequest, request: Request, state: StateDep) -> Response:
     """Predict the class (or value) of one text or one row of features.
 
     Without an explicit version, a model with an A/B split answers from the version of the
     client's bucket (X-Client-ID, else API key, else address); `version` says which did.
     With the prediction cache on, X-Cache says hit or miss."""
     started = time.perf_counter()
-    if (body.text is None) == (body.features is None):
-        raise InvalidInputError("send exactly one of 'text' or 'features'")
-    traffic = state.traffic
-    runtime = await traffic.select(body.model, body.model_version, request.scope)
-    _mark(request, runtime)
-    row = runtime.model.prepare(text=body.text, features=body.features)
-    result, hit = await traffic.predict(runtime, row)
-    _count(metrics, runtime, [result])
-    if traffic.shadows:
-        traffic.mirror(runtime, [row], [result])
-    model = runtime.model
-    request_id = request.scope["state"]["request_id"]
-    if state.feedback is not None:  # as the fast path records it (fastpath.py)
-        state.feedback.record(request_id, model.name, model.version, row, result)
-    payload = _item(result)
-    payload.update(
-        model=model.name,
-        version=model.version,
-        processing_time_ms=round((time.perf_counter() - started) * 1000.0, 3),
-        request_id=request_id,
+    scope = request.scope
+    service = state.service
+    runtime = await service.choose(body.model, body.model_version, lambda: client_key(scope))
+    mark_model(scope, runtime)
+    request_id = scope["state"]["request_id"]
+    scored = await service.predict(
+        runtime, text=body.text, features=body.features, request_id=request_id
     )
+    hit = scored.cache_hit
     headers = None if hit is None else {"X-Cache": "hit" if hit else "miss"}
-    return JSONBytes(orjson.dumps(payload), headers=headers)
+    return JSONBytes(orjson.dumps(predict_payload(scored, request_id, started)), headers=headers)
 
 
 @router.post(
@@ -102,11 +81,7 @@ async def predict(
     summary="Predict a batch of inputs",
 )
 async def predict_batch(
-    body: BatchPredictRequest,
-    request: Request,
-    state: StateDep,
-    metrics: MetricsDep,
-    settings: SettingsDep,
+    body: BatchPredictRequest, request: Request, state: StateDep, settings: SettingsDep
 ) -> Response:
     """Score up to server.max_batch_items texts or records in one vectorized model call.
 
@@ -125,28 +100,28 @@ async def predict_batch(
         raise InvalidInputError(
             f"'{field}' has {len(inputs)} items; the limit is {limit} (server.max_batch_items)"
         )
-    traffic = state.traffic
-    runtime = await traffic.select(body.model, body.model_version, request.scope)
-    _mark(request, runtime)
+    scope = request.scope
+    service = state.service
+    runtime = await service.choose(body.model, body.model_version, lambda: client_key(scope))
+    mark_model(scope, runtime)
     model = runtime.model
     if body.texts is not None:
         rows = [model.prepare(text=t, field=f"texts.{i}") for i, t in enumerate(inputs)]
     else:
         rows = [model.prepare(features=r, field=f"records.{i}") for i, r in enumerate(inputs)]
-    results, hits = await traffic.predict_many(runtime, rows)
-    _count(metrics, runtime, results)
-    if traffic.shadows:
-        traffic.mirror(runtime, rows, results)
-    request_id = request.scope["state"]["request_id"]
-    if state.feedback is not None:  # each row as <request_id>-<index>, its `id` below
-        state.feedback.record_many(request_id, model.name, model.version, rows, results)
+    request_id = scope["state"]["request_id"]
+    scored = await service.predict_rows(runtime, rows, request_id=request_id)
     payload = {
-        "predictions": [{"id": f"{request_id}-{i}", **_item(p)} for i, p in enumerate(results)],
+        "predictions": [
+            {"id": f"{request_id}-{i}", **prediction_fields(p)}
+            for i, p in enumerate(scored.predictions)
+        ],
         "model": model.name,
         "version": model.version,
-        "batch_size": len(results),
+        "batch_size": len(scored.predictions),
         "total_processing_time_ms": round((time.perf_counter() - started) * 1000.0, 3),
         "request_id": request_id,
     }
+    hits = scored.cache_hits
     headers = None if hits is None else {"X-Cache-Hits": str(hits)}
     return JSONBytes(orjson.dumps(payload), headers=headers)

@@ -23,7 +23,7 @@ from mlserve.errors import InvalidInputError, MlserveError
 from mlserve.registry import ModelRef
 from mlserve.runtime.model import LoadedModel, Prediction
 from mlserve.schemas import Label, ModelMetadata
-from mlserve.schemas_v2 import (
+from mlserve.schemas.v2 import (
     DATATYPES,
     LABEL_OUTPUT,
     NUMERIC_DATATYPES,
@@ -47,17 +47,17 @@ from mlserve.schemas_v2 import (
     ServerReadyResponse,
     V2ErrorResponse,
 )
-from mlserve.server.deps import ManagerDep, MetricsDep, SettingsDep, StateDep
+from mlserve.server.deps import ManagerDep, SettingsDep, StateDep
 from mlserve.server.jsonbody import loads
-from mlserve.server.manager import ModelManager, Runtime
-from mlserve.server.metrics import ServerMetrics
 from mlserve.server.routes.models import NameParam
-from mlserve.server.routes.predict import JSONBytes, _count, _mark
+from mlserve.server.routes.predict import JSONBytes
+from mlserve.server.scope import client_key, mark_model
+from mlserve.serving.manager import ModelManager, Runtime
 
 log = logging.getLogger(__name__)
 
-# Tensors (see schemas_v2): text models take one BYTES input "text" [-1]; tabular models one FP64
-# input "input" [-1, n_features] (other numeric datatypes are converted). Classifiers answer
+# Tensors (mlserve.schemas.v2): text models take one BYTES input "text" [-1]; tabular models one
+# FP64 input "input" [-1, n_features] (other numeric datatypes are converted). Classifiers answer
 # "label" (BYTES for string classes, INT64/FP64/BOOL for numeric ones) and, with predict_proba,
 # "probabilities" FP64 [-1, n_classes] in the order of the metadata's parameters.classes;
 # regressors answer "prediction" FP64 [-1].
@@ -566,28 +566,24 @@ InferBody = Annotated[InferenceRequest, Body(openapi_examples=INFER_EXAMPLES)]
 async def _infer(
     request: Request,
     body: InferenceRequest,
-    metrics: ServerMetrics,
     limit: int,
     name: str,
     version: str | None,
 ) -> Response:
     # A/B splits and shadows apply here too (not the prediction cache).
-    traffic = request.app.state.mlserve.traffic
-    runtime: Runtime = await traffic.select(name, version, request.scope)
-    _mark(request, runtime)
+    service = request.app.state.mlserve.service
+    scope = request.scope
+    runtime: Runtime = await service.choose(name, version, lambda: client_key(scope))
+    mark_model(scope, runtime)
     model = runtime.model
     tensor_in, outputs = _model_signature(model)
     wanted = _wanted_outputs(body.outputs, outputs)
     rows = _rows(body.inputs, model, tensor_in, limit)
-    results = await runtime.batcher.submit_many(rows)
-    _count(metrics, runtime, results)
-    if traffic.shadows:
-        traffic.mirror(runtime, rows, results)
-    feedback = request.app.state.mlserve.feedback
-    if feedback is not None:  # row i is <X-Request-ID>-<i> for POST /api/feedback
-        feedback.record_many(
-            request.scope["state"]["request_id"], model.name, model.version, rows, results
-        )
+    # Row i is remembered as <X-Request-ID>-<i> for POST /api/feedback.
+    scored = await service.predict_rows(
+        runtime, rows, request_id=scope["state"]["request_id"], use_cache=False
+    )
+    results = scored.predictions
     payload = {
         "model_name": model.name,
         "model_version": str(model.version),
@@ -606,13 +602,12 @@ async def _infer(
 async def infer(
     body: InferBody,
     request: Request,
-    metrics: MetricsDep,
     settings: SettingsDep,
     name: str = NameParam,
 ) -> Response:
     """Predict every row of the input tensor in one batched model call (serving version)."""
     limit = settings.server.max_batch_items
-    return await _infer(request, body, metrics, limit, name, None)
+    return await _infer(request, body, limit, name, None)
 
 
 @router.post(
@@ -624,14 +619,13 @@ async def infer(
 async def infer_version(
     body: InferBody,
     request: Request,
-    metrics: MetricsDep,
     settings: SettingsDep,
     name: str = NameParam,
     version: str = VersionParam,
 ) -> Response:
     """Predict with one version (a number or an alias); it is loaded on first use."""
     limit = settings.server.max_batch_items
-    return await _infer(request, body, metrics, limit, name, version)
+    return await _infer(request, body, limit, name, version)
 
 
 # ---------------------------------------------------------------------------- model repository

@@ -281,7 +281,7 @@ def revocation_from_entry(sha256: str, raw: bytes | str) -> KeyRecord | None:
 
 
 def _redis(settings: Settings) -> Any:
-    from mlserve.redis_backend import redis_url, sync_client
+    from mlserve.backends.redis import redis_url, sync_client
 
     url = redis_url(settings)
     if url is None:
@@ -296,7 +296,7 @@ def share_revocation(settings: Settings, record: KeyRecord) -> bool:
     client = _redis(settings)
     if client is None:
         return False
-    from mlserve.redis_backend import display_url, redis_url
+    from mlserve.backends.redis import display_url, redis_url
 
     key = settings.redis.key_prefix + REVOKED_HASH
     try:

@@ -6,8 +6,8 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from mlserve.backends.redis import RedisBackend, is_connection_error
 from mlserve.keys import REVOKED_HASH, KeyRecord, revocation_from_entry
-from mlserve.redis_backend import RedisBackend, is_connection_error
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,15 @@ import psutil
 from mlserve.config import Settings
 from mlserve.jobs import JobDispatcher, JobStore
 from mlserve.registry import Registry
-from mlserve.server.manager import ModelManager
-from mlserve.server.metrics import ServerMetrics
-from mlserve.server.traffic import TrafficController
+from mlserve.serving.manager import ModelManager
+from mlserve.serving.metrics import ServerMetrics
+from mlserve.serving.service import PredictionService
+from mlserve.serving.traffic import TrafficController
 
 if TYPE_CHECKING:
+    from mlserve.backends.redis import RedisBackend
     from mlserve.feedback import FeedbackRecorder
-    from mlserve.redis_backend import RedisBackend
-    from mlserve.server.quality import QualityService
+    from mlserve.serving.quality import QualityService
 
 
 @dataclass(eq=False)
@@ -38,18 +39,31 @@ class AppState:
     # Async jobs: set in the lifespan (None until then, or when the store cannot be opened).
     jobs: JobStore | None = None
     job_dispatcher: JobDispatcher | None = None
-    # Feedback (feedback.enabled): the buffer the prediction paths record into, and the
-    # service behind /api/feedback, /api/models/{name}/quality and the quality metrics.
-    feedback: FeedbackRecorder | None = None
+    # Feedback (feedback.enabled): the service behind /api/feedback,
+    # /api/models/{name}/quality and the quality metrics (its recorder: `feedback`).
     quality: QualityService | None = None
     # Splits, shadows, prediction cache and the registry watcher (built from the settings).
     traffic: TrafficController = field(init=False)
+    # The one prediction path every route, the fast lane and the job runner call.
+    service: PredictionService = field(init=False)
 
     def __post_init__(self) -> None:
         self.process.cpu_percent(interval=None)  # start the first measurement interval
         self.traffic = TrafficController(
             settings=self.settings, manager=self.manager, metrics=self.metrics
         )
+        self.service = PredictionService(
+            manager=self.manager, traffic=self.traffic, metrics=self.metrics
+        )
+
+    @property
+    def feedback(self) -> FeedbackRecorder | None:
+        """The buffer the prediction paths record into (None while feedback is off)."""
+        return self.service.feedback
+
+    @feedback.setter
+    def feedback(self, recorder: FeedbackRecorder | None) -> None:
+        self.service.feedback = recorder
 
     @property
     def is_ready(self) -> bool:

@@ -18,14 +18,14 @@ from mlserve.errors import (
     MlserveError,
     ModelNotFoundError,
     ModelUnavailableError,
+    redact_paths,
 )
 from mlserve.registry import ModelRef, Registry
 from mlserve.runtime.batcher import Batcher, BatchingConfig
 from mlserve.runtime.breaker import BreakerConfig, CircuitBreaker
 from mlserve.runtime.model import LoadedModel, Prediction
 from mlserve.schemas import ModelMetadata
-from mlserve.server.errors import redact_paths
-from mlserve.server.metrics import ServerMetrics
+from mlserve.serving.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 

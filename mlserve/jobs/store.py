@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 import orjson
 
+from mlserve.backends.sqlite import SqliteDatabase
 from mlserve.errors import MlserveError, NotFoundError
 from mlserve.schemas import JobKind, JobStatus
-from mlserve.sqlitedb import SqliteDatabase
 
 if TYPE_CHECKING:
+    from mlserve.backends.redis import RedisBackend
     from mlserve.config import Settings
-    from mlserve.redis_backend import RedisBackend
 
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
@@ -654,7 +654,7 @@ async def open_job_store(settings: Settings, *, redis: RedisBackend | None = Non
     """The job store for these settings: in Redis, shared by every replica and worker, when
     there is a Redis backend (redis.url); else SQLite in the state directory (one host)."""
     if redis is not None:
-        from mlserve.redis_jobs import RedisJobStore
+        from mlserve.jobs.redis import RedisJobStore
 
         return RedisJobStore(
             redis,

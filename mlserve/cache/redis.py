@@ -24,8 +24,8 @@ from typing import Any
 
 import orjson
 
+from mlserve.backends.redis import RedisBackend, is_connection_error
 from mlserve.config import CacheSettings
-from mlserve.redis_backend import RedisBackend, is_connection_error
 from mlserve.runtime.model import Prediction
 
 log = logging.getLogger(__name__)

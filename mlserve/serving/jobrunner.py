@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlserve.errors import MlserveError, ModelUnavailableError
+from mlserve.errors import MlserveError, ModelUnavailableError, redact_paths
 from mlserve.jobs import (
     Chunk,
     Job,
@@ -24,14 +24,13 @@ from mlserve.jobs import (
 )
 from mlserve.runtime.model import LoadedModel
 from mlserve.schemas import JobKind
-from mlserve.server.errors import redact_paths
-from mlserve.server.manager import ModelManager
-from mlserve.server.metrics import ServerMetrics
-from mlserve.server.routes.predict import _count, _item
-from mlserve.server.state import AppState
+from mlserve.serving.manager import ModelManager
+from mlserve.serving.metrics import ServerMetrics
+from mlserve.serving.service import count_predictions, prediction_fields
+from mlserve.serving.state import AppState
 
 if TYPE_CHECKING:
-    from mlserve.redis_backend import RedisBackend
+    from mlserve.backends.redis import RedisBackend
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +246,8 @@ class JobRunner:
         predictions = await runtime.batcher.submit_many(rows)
         self.metrics.job_chunk_latency.labels(job.model).observe(time.perf_counter() - started)
         self.metrics.job_rows.labels(job.model).inc(len(predictions))
-        _count(self.metrics, runtime, predictions)
-        return [_item(p) for p in predictions]
+        count_predictions(self.metrics, runtime, predictions)
+        return [prediction_fields(p) for p in predictions]
 
     def _finished(self, job: Job, status: str) -> None:
         """Count a job this runner ended (a cancelled job is counted where it is cancelled:
@@ -313,8 +312,8 @@ async def _start_shared_jobs(state: AppState, redis: RedisBackend) -> Callable[[
     """With redis.url: jobs live in Redis and run on Celery workers (`mlserve worker`); this
     process accepts jobs, answers for any job, and dispatches (again) the jobs nobody works
     on. It scores none itself (jobs.concurrency does not apply)."""
-    from mlserve.celery_app import CeleryDispatcher
-    from mlserve.redis_jobs import RedisJobStore
+    from mlserve.jobs.celery import CeleryDispatcher
+    from mlserve.jobs.redis import RedisJobStore
 
     store = await open_job_store(state.settings, redis=redis)
     assert isinstance(store, RedisJobStore)  # noqa: S101 - open_job_store with a backend

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mlserve.backends.redis import RedisBackend, is_connection_error
 from mlserve.errors import MlserveError
-from mlserve.redis_backend import RedisBackend, is_connection_error
-from mlserve.server.ratelimit import Decision, InMemoryRateLimiter, Limit, RateLimiter
+from mlserve.ratelimit.base import Decision, Limit, RateLimiter
+from mlserve.ratelimit.memory import InMemoryRateLimiter
 
 log = logging.getLogger(__name__)
 

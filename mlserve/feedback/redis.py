@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from mlserve.backends.redis import RedisBackend, is_connection_error
 from mlserve.errors import MlserveError
 from mlserve.feedback import (
     CONFIDENCE_BINS,
@@ -43,7 +44,6 @@ from mlserve.feedback import (
     record_values,
     tally_records,
 )
-from mlserve.redis_backend import RedisBackend, is_connection_error
 
 log = logging.getLogger(__name__)
 

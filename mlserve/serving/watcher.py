@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from mlserve.errors import MlserveError
-from mlserve.server.manager import ModelManager, ReloadOutcome
+from mlserve.serving.manager import ModelManager, ReloadOutcome
 
 log = logging.getLogger(__name__)
 

@@ -771,7 +771,7 @@ class JobResultPage(BaseModel):
 
 # ---------------------------------------------------------------------------- feedback and quality
 # (POST /api/feedback, GET /api/models/{name}/quality: true labels sent after the fact, and the
-# live accuracy and drift figures computed from them; see mlserve/feedback.py, mlserve/drift.py)
+# live accuracy and drift figures computed from them; see mlserve.feedback, mlserve.serving.drift)
 FeedbackOutcome = Literal["accepted", "replaced", "unknown", "invalid"]
 DriftState = Literal["stable", "moderate", "significant", "insufficient_data", "unavailable"]
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import orjson
 
+from mlserve.backends.redis import RedisBackend, is_connection_error
 from mlserve.errors import MlserveError
 from mlserve.jobs import (
     DEFAULT_MAX_ATTEMPTS,
@@ -35,7 +36,6 @@ from mlserve.jobs import (
     ResultPage,
     new_job_id,
 )
-from mlserve.redis_backend import RedisBackend, is_connection_error
 from mlserve.schemas import JobKind
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,9 @@
 """Traffic control on the prediction path: A/B splits, shadow traffic and the prediction cache.
 
-Both /api/predict paths (the raw-ASGI fast path and the FastAPI route) and the batch route go
-through one TrafficController, so they behave the same. Everything here is per process: a split
-or shadow set through the admin endpoint lives in this process only (with several workers or
-replicas, configure each, or use settings).
+Every prediction path goes through the one PredictionService (service.py), which asks this
+TrafficController for the version and the cache, so they behave the same. Everything here is
+per process: a split or shadow set through the admin endpoint lives in this process only (with
+several workers or replicas, configure each, or use settings).
 """
 
 from __future__ import annotations
@@ -14,20 +14,19 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from prometheus_client import Counter
-from starlette.types import Scope
 
+from mlserve.cache import MemoryCache, PredictionCache
 from mlserve.config import Settings
 from mlserve.errors import ConfigError, InvalidInputError, MlserveError
 from mlserve.runtime.model import LoadedModel, Prediction
-from mlserve.server.cache import MemoryCache, PredictionCache
-from mlserve.server.manager import ModelManager, Runtime
-from mlserve.server.metrics import ServerMetrics
-from mlserve.server.watcher import RegistryWatcher
+from mlserve.serving.manager import ModelManager, Runtime
+from mlserve.serving.metrics import ServerMetrics
+from mlserve.serving.watcher import RegistryWatcher
 
 log = logging.getLogger(__name__)
 
@@ -91,22 +90,6 @@ def bucket(model: str, client: str) -> float:
     (not Python's per-process salted hash), independent between models."""
     data = f"{model}\x00{client}".encode("utf-8", "surrogatepass")
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") / 2.0**64
-
-
-def client_key(scope: Scope) -> str:
-    """Who a request is for: X-Client-ID, else the authenticated principal, else the address."""
-    for key, value in scope.get("headers", ()):
-        if key == b"x-client-id":
-            text = value.decode("latin-1").strip()
-            if text:
-                return f"id:{text}"
-            break
-    principal = scope.get("state", {}).get("principal")
-    ident = getattr(principal, "id", None) or getattr(principal, "name", None)
-    if ident:
-        return f"principal:{ident}"
-    client = scope.get("client")
-    return f"addr:{client[0]}" if client else ""
 
 
 # ---------------------------------------------------------------------------- shadow
@@ -277,7 +260,7 @@ class TrafficController:
 
     # ------------------------------------------------------------------ request path
     async def select(
-        self, reference: str | None, version: int | str | None, scope: Scope
+        self, reference: str | None, version: int | str | None, client: Callable[[], str]
     ) -> Runtime:
         """The runtime for a request: an explicit version or alias wins; a bare model name
         with a split goes to the version of the client's bucket; else the serving version."""
@@ -285,9 +268,7 @@ class TrafficController:
             name = self._split_name(reference)
             split = self.splits.get(name) if name is not None else None
             if split is not None and name is not None:
-                runtime = await self._split_runtime(
-                    name, split.pick(bucket(name, client_key(scope)))
-                )
+                runtime = await self._split_runtime(name, split.pick(bucket(name, client())))
                 if runtime is not None:
                     return runtime
         return await self.manager.get(reference, version)

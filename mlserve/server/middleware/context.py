@@ -11,9 +11,9 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlserve.server.errors import error_body, is_v2_path, v2_error_body
-from mlserve.server.metrics import ServerMetrics
-from mlserve.server.state import AppState
+from mlserve.server.errors import send_error
+from mlserve.serving.metrics import ServerMetrics
+from mlserve.serving.state import AppState
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("mlserve.access")
@@ -51,7 +51,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _request_id(scope)
+        request_id = request_id_of_headers(scope)
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         status_holder = [500]
@@ -60,10 +60,10 @@ class RequestContextMiddleware:
 
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _send_error(
-                send, 413, "payload_too_large",
-                f"request body is {declared} bytes; the limit is {limit}", request_id, started,
-                path=scope.get("path", ""),
+            await send_error(
+                scope, send, 413, "payload_too_large",
+                f"request body is {declared} bytes; the limit is {limit}",
+                headers=_context_headers(request_id, started, close=True),
             )  # fmt: skip
             self._record(scope, 413, started, request_id)
             return
@@ -72,11 +72,9 @@ class RequestContextMiddleware:
             # Overloaded: answered before the body is read, parsed or validated, so that the
             # event loop spends next to nothing on what it cannot serve (and keeps turns for
             # the requests it admitted). The connection stays open.
-            self.metrics.errors.labels("overloaded").inc()
-            state["error_code"] = "overloaded"
-            await _send_error(
-                send, 503, "overloaded", SHED_MESSAGE, request_id, started,
-                path=scope.get("path", ""), close=False, extra=[(b"retry-after", b"1")],
+            await send_error(
+                scope, send, 503, "overloaded", SHED_MESSAGE, metrics=self.metrics,
+                headers=[*_context_headers(request_id, started), (b"retry-after", b"1")],
             )  # fmt: skip
             self._record(scope, 503, started, request_id)
             return
@@ -116,12 +114,13 @@ class RequestContextMiddleware:
                 scope.get("path"),
                 extra={"request_id": request_id},
             )
-            self.metrics.errors.labels("internal_error").inc()
             if not response_started:
-                await _send_error(
-                    send, 500, "internal_error", "internal server error", request_id, started,
-                    path=scope.get("path", ""),
+                await send_error(
+                    scope, send, 500, "internal_error", "internal server error",
+                    metrics=self.metrics, headers=_context_headers(request_id, started, close=True),
                 )  # fmt: skip
+            else:
+                self.metrics.errors.labels("internal_error").inc()
             status_holder[0] = 500
         finally:
             self.metrics.in_flight.dec()
@@ -186,7 +185,7 @@ class RequestContextMiddleware:
         )
 
 
-def _request_id(scope: Scope) -> str:
+def request_id_of_headers(scope: Scope) -> str:
     for key, value in scope.get("headers", ()):
         if key == b"x-request-id":
             text: str = value.decode("latin-1")
@@ -213,29 +212,14 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _send_error(
-    send: Send,
-    status: int,
-    code: str,
-    message: str,
-    request_id: str,
-    started: float,
-    *,
-    path: str = "",
-    close: bool = True,
-    extra: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    # V2 (Open Inference Protocol) clients expect {"error": "<message>"}.
-    body = v2_error_body(message) if is_v2_path(path) else error_body(code, message, request_id)
+def _context_headers(request_id: str, started: float, *, close: bool = False
+                     ) -> list[tuple[bytes, bytes]]:  # fmt: skip
+    """The headers every answer gets here, for answers this middleware writes itself."""
     elapsed_ms = (time.perf_counter() - started) * 1000.0
     headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
         (b"x-request-id", request_id.encode()),
         (b"x-process-time", f"{elapsed_ms:.3f}".encode()),
-        *(extra or []),
     ]
     if close:
         headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    return headers

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Gauge
 
-from mlserve import drift
 from mlserve.errors import MlserveError, NotFoundError
 from mlserve.feedback import (
     WINDOWS,
@@ -42,12 +41,13 @@ from mlserve.schemas import (
     TrainingFigures,
     VersionQuality,
 )
+from mlserve.serving import drift
 
 if TYPE_CHECKING:
+    from mlserve.backends.redis import RedisBackend
     from mlserve.config import Settings
-    from mlserve.redis_backend import RedisBackend
-    from mlserve.server.manager import ModelManager
-    from mlserve.server.metrics import ServerMetrics
+    from mlserve.serving.manager import ModelManager
+    from mlserve.serving.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 

@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 
+from mlserve.backends.sqlite import SqliteDatabase
 from mlserve.errors import InvalidInputError, MlserveError, NotFoundError
-from mlserve.sqlitedb import SqliteDatabase
 
 if TYPE_CHECKING:
+    from mlserve.backends.redis import RedisBackend
     from mlserve.config import Settings
-    from mlserve.redis_backend import RedisBackend
     from mlserve.runtime.model import Prediction
 
 log = logging.getLogger(__name__)
@@ -834,7 +834,7 @@ async def open_feedback_store(
     SQLite in the state directory (one host)."""
     config = settings.feedback
     if redis is not None:
-        from mlserve.redis_feedback import RedisFeedbackStore
+        from mlserve.feedback.redis import RedisFeedbackStore
 
         return RedisFeedbackStore(
             redis, retention_s=config.retention_s, max_records=config.max_records

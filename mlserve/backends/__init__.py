@@ -1,0 +1,1 @@
+"""Connections shared by the stores: Redis (scale-out) and SQLite (one host)."""

@@ -1,0 +1,1 @@
+"""ASGI middlewares, one class per module."""

@@ -1,0 +1,58 @@
+"""Authentication as pure ASGI: checks credentials and roles before any route runs."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mlserve.errors import Forbidden, Unauthorized
+from mlserve.keys.auth import Authenticator
+from mlserve.server.auth import AccessPolicy, credential_of, is_preflight
+from mlserve.server.errors import send_exception
+from mlserve.server.scope import route_path
+from mlserve.serving.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+
+class AuthMiddleware:
+    """Checks credentials and roles before any route (the predict fast path included) runs,
+    and puts the Principal in scope["state"]["principal"] for later layers."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        authenticator: Authenticator,
+        policy: AccessPolicy,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.policy = policy
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        method = scope.get("method", "GET")  # websockets (none today) are checked like a GET
+        access = self.policy.required(method, route_path(scope))
+        if access == "open" or is_preflight(scope) or not await self.authenticator.enabled():
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await self.authenticator.authenticate(credential_of(scope))
+            if not principal.allows(access):
+                held = f"role '{principal.role}'" if principal.role else "no mlserve role"
+                raise Forbidden(f"this request needs the '{access}' role; the caller has {held}")
+        except (Unauthorized, Forbidden) as exc:
+            log.debug("refused %s %s: %s", method, scope["path"], exc.message)
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})  # policy violation
+            else:
+                await send_exception(scope, send, exc, metrics=self.metrics)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)

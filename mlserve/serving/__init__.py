@@ -1,0 +1,1 @@
+"""Serving without HTTP: model manager, prediction service, traffic, quality, jobs, metrics."""

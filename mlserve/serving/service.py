@@ -1,0 +1,150 @@
+"""The one prediction path: model choice, cache, batcher, metrics, shadow and feedback.
+
+The fast lane (server/fastpath.py), the FastAPI prediction routes, the V2 inference route and
+the job runner all call this service, so they cannot drift apart. It knows nothing of HTTP:
+callers pass who the request is for as a lazily computed client key (A/B buckets) and the
+request id that names the prediction for feedback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlserve.errors import InvalidInputError
+from mlserve.runtime.model import Prediction
+from mlserve.serving.manager import ModelManager, Runtime
+from mlserve.serving.metrics import ServerMetrics
+from mlserve.serving.traffic import TrafficController
+
+if TYPE_CHECKING:
+    from mlserve.feedback import FeedbackRecorder
+
+__all__ = [
+    "ClientKey",
+    "PredictionService",
+    "Scored",
+    "ScoredBatch",
+    "count_predictions",
+    "prediction_fields",
+]
+
+ClientKey = Callable[[], str]
+"""Who a request is for (X-Client-ID, principal or address), computed only when a split
+needs it."""
+
+
+def prediction_fields(p: Prediction) -> dict[str, Any]:
+    """The wire fields of one answer: prediction, confidence, probabilities."""
+    return {"prediction": p.label, "confidence": p.confidence, "probabilities": p.probabilities}
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """One input's answer, the runtime that gave it, and the cache outcome (None: cache off)."""
+
+    runtime: Runtime
+    prediction: Prediction
+    cache_hit: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredBatch:
+    """Several inputs' answers in input order, and how many came from the cache (None: off)."""
+
+    runtime: Runtime
+    predictions: list[Prediction]
+    cache_hits: int | None
+
+
+class PredictionService:
+    """Chooses the runtime for a request and scores prepared rows through its batcher, with
+    the cache, metrics, shadow mirroring and feedback recording every path shares."""
+
+    def __init__(
+        self,
+        *,
+        manager: ModelManager,
+        traffic: TrafficController,
+        metrics: ServerMetrics,
+        feedback: FeedbackRecorder | None = None,
+    ) -> None:
+        self.manager = manager
+        self.traffic = traffic
+        self.metrics = metrics
+        self.feedback = feedback  # set in the lifespan once the store is open
+
+    async def choose(
+        self, reference: str | None, version: int | str | None, client: ClientKey
+    ) -> Runtime:
+        """The runtime for a request: an explicit version or alias wins; a bare name with an
+        A/B split goes to the client's bucket; else the serving version."""
+        if self.traffic.splits:  # one attribute test while no split is set
+            return await self.traffic.select(reference, version, client)
+        return await self.manager.get(reference, version)
+
+    async def predict(
+        self,
+        runtime: Runtime,
+        *,
+        text: str | None,
+        features: Any,
+        request_id: str | None,
+    ) -> Scored:
+        """Score one text or one row of features (exactly one of them)."""
+        if (text is None) == (features is None):
+            raise InvalidInputError("send exactly one of 'text' or 'features'")
+        row = runtime.model.prepare(text=text, features=features)
+        traffic = self.traffic
+        if traffic.cache is None:
+            result, hit = await runtime.batcher.submit(row), None
+        else:
+            result, hit = await traffic.predict(runtime, row)
+        self.count(runtime, (result,))
+        if traffic.shadows:
+            traffic.mirror(runtime, (row,), (result,))
+        feedback = self.feedback
+        if feedback is not None and request_id is not None:
+            model = runtime.model
+            feedback.record(request_id, model.name, model.version, row, result)
+        return Scored(runtime=runtime, prediction=result, cache_hit=hit)
+
+    async def predict_rows(
+        self,
+        runtime: Runtime,
+        rows: Sequence[Any],
+        *,
+        request_id: str | None,
+        use_cache: bool = True,
+    ) -> ScoredBatch:
+        """Score prepared rows in one model call (the cache's misses only, when it is on);
+        with feedback on, row i is remembered as `<request_id>-<i>`."""
+        traffic = self.traffic
+        if use_cache:
+            results, hits = await traffic.predict_many(runtime, rows)
+        else:
+            results, hits = await runtime.batcher.submit_many(rows), None
+        self.count(runtime, results)
+        if traffic.shadows:
+            traffic.mirror(runtime, rows, results)
+        feedback = self.feedback
+        if feedback is not None and request_id is not None:
+            model = runtime.model
+            feedback.record_many(request_id, model.name, model.version, rows, results)
+        return ScoredBatch(runtime=runtime, predictions=results, cache_hits=hits)
+
+    def count(self, runtime: Runtime, predictions: Sequence[Prediction]) -> None:
+        """Count answers per model, version and predicted class."""
+        count_predictions(self.metrics, runtime, predictions)
+
+
+def count_predictions(
+    metrics: ServerMetrics, runtime: Runtime, predictions: Sequence[Prediction]
+) -> None:
+    """Count answers per model, version and predicted class (every scoring path, jobs too)."""
+    runtime.predictions += len(predictions)
+    name, version = runtime.model.name, str(runtime.model.version)
+    counter = metrics.predictions
+    for p in predictions:
+        counter.labels(name, version, str(p.label)).inc()
