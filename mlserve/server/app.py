@@ -20,10 +20,11 @@ from mlserve import __version__, schemas
 from mlserve.config import Settings
 from mlserve.registry import Registry
 from mlserve.schemas import v2 as schemas_v2
-from mlserve.server.auth import AccessPolicy, install_auth
+from mlserve.server.auth import AccessPolicy
 from mlserve.server.errors import install_error_handlers
-from mlserve.server.fastpath import FastPredictMiddleware
+from mlserve.server.middleware.auth import install_auth
 from mlserve.server.middleware.context import RequestContextMiddleware
+from mlserve.server.middleware.fastlane import FastPredictMiddleware
 from mlserve.server.middleware.ratelimit import EXEMPT_PATHS, install_rate_limit
 from mlserve.server.openapi import install_openapi
 from mlserve.server.routes import aliases, feedback, health, jobs, models, predict, v2
@@ -120,8 +121,8 @@ def create_app(
     if settings.feedback.enabled:
         from mlserve.serving.quality import QualityService
 
-        # Built here, not in the lifespan: the predict fast path takes the recorder when the
-        # middleware stack is built; the store is opened (and attached) in the lifespan.
+        # Built here, so predictions record from the first request; the store is opened (and
+        # attached to the recorder) in the lifespan.
         state.quality = QualityService(
             settings=settings, manager=manager, metrics=metrics, redis=redis
         )
@@ -236,7 +237,7 @@ def create_app(
     # Added innermost first: gzip sits inside the request context wrapper.
     app.add_middleware(GZipMiddleware, minimum_size=settings.server.gzip_min_bytes)
     app.add_middleware(FastPredictMiddleware, app_state=state)
-    # Outside the fast path, so predictions are authenticated and limited too; auth first,
+    # Outside the fast lane, so predictions are authenticated and limited too; auth first,
     # so buckets are per principal.
     install_rate_limit(app, settings, metrics, redis)
     install_auth(app, settings, metrics, redis)

@@ -1,22 +1,17 @@
-"""Which role a request needs (the access policy), where its credential is, and the auth
-middleware's installation. Credentials themselves are checked by mlserve.keys.auth."""
+"""Which role a request needs (the access policy) and where its credential is. Credentials
+themselves are checked by mlserve.keys.auth; the middleware is middleware/auth.py."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from starlette.types import Scope
 
-from mlserve.config import AuthSettings, Settings
-from mlserve.keys.auth import Access, Authenticator
-from mlserve.serving.metrics import ServerMetrics
+from mlserve.config import AuthSettings
+from mlserve.keys.auth import Access
 
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-
-    from mlserve.backends.redis import RedisBackend
+__all__ = ["AccessPolicy", "credential_of", "is_preflight"]
 
 OPEN_PATHS = frozenset({"/", "/api/live", "/api/ready", "/v2/health/live", "/v2/health/ready"})
 METRICS_PATHS = frozenset({"/metrics"})
@@ -83,19 +78,3 @@ def credential_of(scope: Scope) -> str | None:
         elif key == b"x-api-key" and api_key is None:
             api_key = value.decode("latin-1").strip() or None
     return bearer or api_key
-
-
-def install_auth(
-    app: FastAPI, settings: Settings, metrics: ServerMetrics, redis: RedisBackend | None = None
-) -> None:
-    """Add the auth middleware (raises ConfigError for broken auth settings) and its OpenAPI."""
-    policy = AccessPolicy.from_settings(settings.auth)
-    authenticator = Authenticator.from_settings(settings, redis)
-    from mlserve.server.middleware.auth import AuthMiddleware
-
-    app.add_middleware(
-        AuthMiddleware,
-        authenticator=authenticator,
-        policy=policy,
-        metrics=metrics,
-    )

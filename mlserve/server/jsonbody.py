@@ -1,6 +1,6 @@
-"""JSON request bodies read by orjson on the /api routes, as the predict fast path reads them.
+"""JSON request bodies read by orjson on the /api routes, as the predict fast lane reads them.
 
-One parser for the fast path and the routes behind it, so a body is never accepted by one and
+One parser for the fast lane and the routes behind it, so a body is never accepted by one and
 refused by the other. orjson is strict where Python's json module is lax: invalid UTF-8, lone
 surrogates (\\ud800), NaN / Infinity tokens, numbers beyond a double and nesting past 1024 levels
 are malformed JSON (422 invalid_input), never strings or numbers a route has to defend against.

@@ -1,9 +1,9 @@
 """The one prediction path: model choice, cache, batcher, metrics, shadow and feedback.
 
-The fast lane (server/fastpath.py), the FastAPI prediction routes, the V2 inference route and
-the job runner all call this service, so they cannot drift apart. It knows nothing of HTTP:
-callers pass who the request is for as a lazily computed client key (A/B buckets) and the
-request id that names the prediction for feedback.
+The fast lane (server/middleware/fastlane.py), the FastAPI prediction routes, the V2 inference
+route and the job runner all call this service, so they cannot drift apart. It knows nothing
+of HTTP: callers pass who the request is for as a lazily computed client key (A/B buckets)
+and the request id that names the prediction for feedback.
 """
 
 from __future__ import annotations

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mlserve.config import Settings
 from mlserve.errors import Forbidden, Unauthorized
 from mlserve.keys.auth import Authenticator
 from mlserve.server.auth import AccessPolicy, credential_of, is_preflight
@@ -13,11 +15,18 @@ from mlserve.server.errors import send_exception
 from mlserve.server.scope import route_path
 from mlserve.serving.metrics import ServerMetrics
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from mlserve.backends.redis import RedisBackend
+
+__all__ = ["AuthMiddleware", "install_auth"]
+
 log = logging.getLogger(__name__)
 
 
 class AuthMiddleware:
-    """Checks credentials and roles before any route (the predict fast path included) runs,
+    """Checks credentials and roles before any route (the predict fast lane included) runs,
     and puts the Principal in scope["state"]["principal"] for later layers."""
 
     def __init__(
@@ -56,3 +65,17 @@ class AuthMiddleware:
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+
+def install_auth(
+    app: FastAPI, settings: Settings, metrics: ServerMetrics, redis: RedisBackend | None = None
+) -> None:
+    """Add the auth middleware (raises ConfigError for broken auth settings)."""
+    policy = AccessPolicy.from_settings(settings.auth)
+    authenticator = Authenticator.from_settings(settings, redis)
+    app.add_middleware(
+        AuthMiddleware,
+        authenticator=authenticator,
+        policy=policy,
+        metrics=metrics,
+    )

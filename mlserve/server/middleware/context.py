@@ -154,7 +154,7 @@ class RequestContextMiddleware:
     def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:
         elapsed = time.perf_counter() - started
         state = scope.get("state", {})
-        # Routed requests carry their route; the predict fast path names its template in state.
+        # Routed requests carry their route; the predict fast lane names its template in state.
         template = getattr(scope.get("route"), "path", None) or state.get("route") or "unmatched"
         method = scope.get("method", "")
         code = str(status)  # a few dozen values at most: bounded like method and route

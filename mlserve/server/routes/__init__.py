@@ -1,1 +1,13 @@
 """HTTP routes, one module per area."""
+
+# A namespace of modules: import what you need from them (no imports here keep
+# `import mlserve.server.routes.<module>` light).
+__all__ = [
+    "aliases",
+    "feedback",
+    "health",
+    "jobs",
+    "models",
+    "predict",
+    "v2",
+]

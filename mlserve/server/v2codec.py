@@ -1,0 +1,358 @@
+"""The Open Inference Protocol (V2) codec: request bodies (any Content-Type, gzip/deflate,
+Triton's binary tensor extension) and tensors to and from model rows and answers."""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import numpy as np
+from fastapi import Request
+from fastapi.routing import APIRoute
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from mlserve.errors import InvalidInputError
+from mlserve.runtime.model import LoadedModel, Prediction
+from mlserve.schemas import Label, ModelMetadata
+from mlserve.schemas.v2 import (
+    DATATYPES,
+    LABEL_OUTPUT,
+    NUMERIC_DATATYPES,
+    PREDICTION_OUTPUT,
+    PROBABILITIES_OUTPUT,
+    TABULAR_INPUT,
+    TEXT_INPUT,
+    MetadataTensor,
+    RequestInput,
+    RequestOutput,
+)
+from mlserve.server.jsonbody import loads
+
+__all__ = [
+    "BINARY_HEADER",
+    "V2Request",
+    "V2Route",
+    "decode_body",
+    "input_rows",
+    "label_datatype",
+    "model_signature",
+    "render_output",
+    "tensor_signature",
+    "wanted_outputs",
+]
+
+# Tensors (mlserve.schemas.v2): text models take one BYTES input "text" [-1]; tabular models one
+# FP64 input "input" [-1, n_features] (other numeric datatypes are converted). Classifiers answer
+# "label" (BYTES for string classes, INT64/FP64/BOOL for numeric ones) and, with predict_proba,
+# "probabilities" FP64 [-1, n_classes] in the order of the metadata's parameters.classes;
+# regressors answer "prediction" FP64 [-1].
+# Answers are always JSON. Triton's binary tensor extension is read on requests (tritonclient's
+# default); asks for binary outputs (binary_data, binary_data_output) are ignored, which
+# tritonclient handles: without an Inference-Header-Content-Length header it parses JSON.
+BINARY_HEADER = "inference-header-content-length"
+# Little-endian numpy dtypes of Triton's binary tensor extension (BYTES is length-prefixed).
+BINARY_DTYPES = {
+    "BOOL": "?",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
+
+
+# ---------------------------------------------------------------------------- request bodies
+class V2Request(Request):
+    """A V2 body is read whatever its Content-Type (Triton reads any; curl -d sends a form
+    type), gzip/deflate-encoded or not, and may carry Triton's binary tensor extension."""
+
+    @property
+    def headers(self) -> Headers:
+        if not hasattr(self, "_v2_headers"):
+            raw = [(k, v) for k, v in self.scope["headers"] if k != b"content-type"]
+            self._v2_headers = Headers(raw=[*raw, (b"content-type", b"application/json")])
+        return self._v2_headers
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_v2_json"):
+            body = await self.body()
+            state = self.app.state.mlserve
+            body = _decompress(
+                body, self.headers.get("content-encoding"), state.settings.server.max_body_bytes
+            )
+            self._v2_json = decode_body(body, self.headers.get(BINARY_HEADER))
+        return self._v2_json
+
+
+class V2Route(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def v2_handler(request: Request) -> Response:
+            return await handler(V2Request(request.scope, request.receive))
+
+        return v2_handler
+
+
+def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo a gzip/deflate Content-Encoding (tritonclient's request_compression_algorithm),
+    refusing bodies that inflate past server.max_body_bytes."""
+    if not body or encoding is None or encoding.strip().lower() in ("", "identity"):
+        return body
+    if encoding.strip().lower() not in ("gzip", "deflate"):
+        raise HTTPException(415, f"unsupported Content-Encoding '{encoding}': use gzip or deflate")
+    inflater = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib header, detected
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise HTTPException(400, f"cannot decompress the {encoding} request body: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise HTTPException(413, f"the decompressed request body is over {limit} bytes")
+    return out
+
+
+def decode_body(body: bytes, header_length: str | None) -> Any:
+    """The JSON request, with binary tensor data (Triton's extension) read into `data`.
+
+    With an Inference-Header-Content-Length header, that many bytes of JSON come first, then
+    the raw data of each input whose parameters carry `binary_data_size`, in input order.
+    """
+    if header_length is None:
+        return loads(body)  # a JSONDecodeError becomes a 400 naming the problem
+    try:
+        size = int(header_length)
+    except ValueError:
+        raise HTTPException(400, "Inference-Header-Content-Length must be an integer") from None
+    if not 0 < size <= len(body):
+        raise HTTPException(
+            400,
+            f"Inference-Header-Content-Length is {size} but the body has {len(body)} bytes",
+        )
+    request = loads(body[:size])
+    binary = memoryview(body)[size:]
+    offset = 0
+    inputs = request.get("inputs") if isinstance(request, dict) else None
+    for tensor in inputs if isinstance(inputs, list) else []:
+        params = tensor.get("parameters") if isinstance(tensor, dict) else None
+        nbytes = params.get("binary_data_size") if isinstance(params, dict) else None
+        if nbytes is None:
+            continue
+        name = tensor.get("name")
+        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
+            raise HTTPException(400, f"input '{name}': binary_data_size must be an integer >= 0")
+        if offset + nbytes > len(binary):
+            raise HTTPException(
+                400,
+                f"input '{name}' declares {nbytes} bytes of binary data; only "
+                f"{len(binary) - offset} remain in the body",
+            )
+        chunk = binary[offset : offset + nbytes]
+        offset += nbytes
+        tensor["data"] = _decode_binary(chunk, tensor.get("datatype"), name)
+    if offset != len(binary):
+        raise HTTPException(
+            400,
+            f"{len(binary) - offset} bytes of binary data follow the JSON header that no input "
+            "claims with parameters.binary_data_size",
+        )
+    return request
+
+
+def _decode_binary(chunk: memoryview, datatype: Any, name: Any) -> list[Any]:
+    if datatype == "BYTES":
+        items: list[Any] = []
+        pos = 0
+        while pos < len(chunk):
+            if pos + 4 > len(chunk):
+                raise HTTPException(400, f"input '{name}': truncated BYTES element length")
+            (length,) = struct.unpack_from("<I", chunk, pos)
+            pos += 4
+            if pos + length > len(chunk):
+                raise HTTPException(400, f"input '{name}': truncated BYTES element")
+            try:
+                items.append(bytes(chunk[pos : pos + length]).decode("utf-8"))
+            except UnicodeDecodeError:
+                raise HTTPException(
+                    400, f"input '{name}' element {len(items)} is not UTF-8 text"
+                ) from None
+            pos += length
+        return items
+    dtype = BINARY_DTYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        raise HTTPException(
+            400, f"input '{name}': binary data of datatype {datatype!r} is not supported"
+        )
+    itemsize = np.dtype(dtype).itemsize
+    if len(chunk) % itemsize:
+        raise HTTPException(
+            400, f"input '{name}': {len(chunk)} bytes is not a whole number of {datatype} values"
+        )
+    values: list[Any] = np.frombuffer(chunk, dtype=dtype).tolist()
+    return values
+
+
+# ---------------------------------------------------------------------------- tensors
+def label_datatype(classes: Sequence[Label]) -> str:
+    if classes and all(isinstance(c, bool) for c in classes):
+        return "BOOL"
+    if classes and all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        return "INT64"
+    if classes and all(isinstance(c, int | float) and not isinstance(c, bool) for c in classes):
+        return "FP64"
+    return "BYTES"
+
+
+def tensor_signature(
+    meta: ModelMetadata, *, has_proba: bool, classes: Sequence[Label]
+) -> tuple[MetadataTensor, list[MetadataTensor]]:
+    """The model's one input tensor and its output tensors."""
+    if meta.input_schema.kind == "text":
+        tensor_in = MetadataTensor(name=TEXT_INPUT, datatype="BYTES", shape=[-1])
+    else:
+        n_features = meta.input_schema.n_features or len(meta.input_schema.feature_names or [])
+        tensor_in = MetadataTensor(name=TABULAR_INPUT, datatype="FP64", shape=[-1, n_features])
+    if meta.task == "tabular-regression":
+        return tensor_in, [MetadataTensor(name=PREDICTION_OUTPUT, datatype="FP64", shape=[-1])]
+    outputs = [MetadataTensor(name=LABEL_OUTPUT, datatype=label_datatype(classes), shape=[-1])]
+    if has_proba:
+        outputs.append(
+            MetadataTensor(name=PROBABILITIES_OUTPUT, datatype="FP64", shape=[-1, len(classes)])
+        )
+    return tensor_in, outputs
+
+
+def model_signature(model: LoadedModel) -> tuple[MetadataTensor, list[MetadataTensor]]:
+    return tensor_signature(model.metadata, has_proba=model.has_proba, classes=model.classes)
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    """Row-major elements of flat or nested data (iterative: nesting depth is the client's)."""
+    if not any(isinstance(item, list) for item in data):
+        return data
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
+
+
+def input_rows(
+    inputs: list[RequestInput], model: LoadedModel, expected: MetadataTensor, limit: int
+) -> list[Any]:
+    """Validate the request's inputs against the model and prepare one row per sample."""
+    names = [t.name for t in inputs]
+    takes = f"model {model.ref} takes one {expected.datatype} input '{expected.name}' of shape "
+    takes += _shape_text(expected.shape)
+    matching = [t for t in inputs if t.name == expected.name]
+    if not matching:
+        got = ", ".join(f"'{n}'" for n in names) or "none"
+        raise InvalidInputError(f"missing input '{expected.name}' (got {got}); {takes}")
+    if len(inputs) > 1:
+        extra = ", ".join(f"'{n}'" for n in names if n != expected.name) or f"'{expected.name}'"
+        raise InvalidInputError(f"unexpected input {extra}; {takes}")
+    tensor = matching[0]
+    if tensor.datatype not in DATATYPES:
+        raise InvalidInputError(
+            f"input '{tensor.name}' has unknown datatype '{tensor.datatype}' "
+            f"(V2 datatypes: {', '.join(DATATYPES)})"
+        )
+    accepted = {"BYTES"} if model.is_text else NUMERIC_DATATYPES
+    if tensor.datatype not in accepted:
+        raise InvalidInputError(f"input '{tensor.name}' has datatype {tensor.datatype}; {takes}")
+    shape = tensor.shape
+    values = _flatten(tensor.data)
+    if math.prod(shape) != len(values):
+        raise InvalidInputError(
+            f"input '{tensor.name}' has shape {_shape_text(shape)} ({math.prod(shape)} elements) "
+            f"but {len(values)} values in 'data'"
+        )
+    if model.is_text:
+        if not shape or math.prod(shape[1:]) != 1:
+            raise InvalidInputError(
+                f"input '{tensor.name}' has shape {_shape_text(shape)}; text models take one "
+                f"string per row, shape [n] or [n, 1]"
+            )
+    elif len(shape) != 2 or shape[1] != model.n_features:
+        names_hint = f" ({', '.join(model.feature_names)})" if model.feature_names else ""
+        raise InvalidInputError(
+            f"input '{tensor.name}' has shape {_shape_text(shape)}; model {model.ref} expects "
+            f"[n, {model.n_features}]: {model.n_features} features per row{names_hint}"
+        )
+    n_rows = shape[0]
+    if n_rows > limit:
+        raise InvalidInputError(
+            f"input '{tensor.name}' has {n_rows} rows; the limit is {limit} "
+            "(server.max_batch_items)"
+        )
+    field = tensor.name
+    if model.is_text:
+        return [model.prepare(text=v, field=f"{field}[{i}]") for i, v in enumerate(values)]
+    k = model.n_features
+    return [
+        model.prepare(features=values[i * k : (i + 1) * k], field=f"{field}[{i}]")
+        for i in range(n_rows)
+    ]
+
+
+def wanted_outputs(
+    requested: list[RequestOutput] | None, available: list[MetadataTensor]
+) -> list[MetadataTensor]:
+    """The outputs to answer with, in the order asked (all of them when none are asked)."""
+    if requested is None:
+        return available
+    by_name = {t.name: t for t in available}
+    out: list[MetadataTensor] = []
+    for item in requested:
+        spec = by_name.get(item.name)
+        if spec is None:
+            known = ", ".join(f"'{n}'" for n in by_name)
+            raise InvalidInputError(f"unknown output '{item.name}' (this model has {known})")
+        if spec not in out:
+            out.append(spec)
+    return out
+
+
+def _label_value(label: Label | float, datatype: str) -> Any:
+    if datatype == "BYTES":
+        return str(label)
+    if datatype == "INT64":
+        return int(label)
+    if datatype == "BOOL":
+        return bool(label)
+    return float(label)
+
+
+def render_output(
+    spec: MetadataTensor, model: LoadedModel, results: list[Prediction]
+) -> dict[str, Any]:
+    n = len(results)
+    if spec.name == PROBABILITIES_OUTPUT:
+        keys = [str(c) for c in model.classes]
+        data: list[Any] = []
+        for p in results:
+            assert p.probabilities is not None  # noqa: S101 - has_proba put it in the signature
+            data.extend(p.probabilities[key] for key in keys)
+        return {"name": spec.name, "shape": [n, len(keys)], "datatype": "FP64", "data": data}
+    values = [_label_value(p.label, spec.datatype) for p in results]
+    return {"name": spec.name, "shape": [n], "datatype": spec.datatype, "data": values}
