@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,7 +13,7 @@ from mlserve.cli._client_opts import ApiKeyOpt, TimeoutOpt, UrlOpt
 from mlserve.cli._common import ConfigOpt, cli_errors, console, err_console, print_json
 
 if TYPE_CHECKING:
-    from mlserve.loadtest import Progress
+    from mlserve.loadtest import LoadPlan, Progress, RunResult, Target
 
 THRESHOLD_FAILED_EXIT = 99
 
@@ -340,7 +340,9 @@ def loadtest(
     if junit is not None:
         lt.write_text(junit, lt.junit_xml(summary, target=target))
     if not quiet:
-        lt.render_report(
+        from mlserve.cli.loadtest_view import render_report
+
+        render_report(
             summary, target=target, plan=plan, processes=processes, console=report_console
         )
     if result.interrupted:
@@ -371,14 +373,16 @@ def _engine(name: str) -> str:
     return name
 
 
-def _run(target: Any, plan: Any, processes: int, *, live: bool) -> Any:
+def _run(target: Target, plan: LoadPlan, processes: int, *, live: bool) -> RunResult:
     from mlserve import loadtest as lt
 
     if not live:
         return lt.run_load(target, plan, processes=processes)
     from rich.live import Live
 
-    view = lt.LiveView(processes=processes)
+    from mlserve.cli.loadtest_view import LiveView
+
+    view = LiveView(processes=processes)
     last = [0.0]
     with Live(view.render(), console=err_console, transient=True, auto_refresh=False) as display:
 
