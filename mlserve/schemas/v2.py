@@ -6,6 +6,36 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlserve.schemas import examples
+
+__all__ = [
+    "DATATYPES",
+    "LABEL_OUTPUT",
+    "NUMERIC_DATATYPES",
+    "PREDICTION_OUTPUT",
+    "PROBABILITIES_OUTPUT",
+    "TABULAR_INPUT",
+    "TEXT_INPUT",
+    "InferenceRequest",
+    "InferenceResponse",
+    "MetadataTensor",
+    "ModelMetadataResponse",
+    "ModelReadyResponse",
+    "Parameters",
+    "RepositoryIndexRequest",
+    "RepositoryLoadRequest",
+    "RepositoryLoadResponse",
+    "RepositoryModel",
+    "RequestInput",
+    "RequestOutput",
+    "ResponseOutput",
+    "ServerLiveResponse",
+    "ServerMetadataResponse",
+    "ServerReadyResponse",
+    "Shape",
+    "V2ErrorResponse",
+]
+
 # V2 tensor datatypes (BF16 is binary-only in the protocol and has no JSON form).
 DATATYPES = (
     "BOOL",
@@ -59,33 +89,7 @@ class MetadataTensor(BaseModel):
 
 
 class ModelMetadataResponse(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "iris",
-                    "versions": ["1", "2"],
-                    "platform": "sklearn",
-                    "inputs": [{"name": "input", "datatype": "FP64", "shape": [-1, 4]}],
-                    "outputs": [
-                        {"name": "label", "datatype": "BYTES", "shape": [-1]},
-                        {"name": "probabilities", "datatype": "FP64", "shape": [-1, 3]},
-                    ],
-                    "parameters": {
-                        "version": "2",
-                        "task": "tabular-classification",
-                        "classes": ["setosa", "versicolor", "virginica"],
-                        "feature_names": [
-                            "sepal_length",
-                            "sepal_width",
-                            "petal_length",
-                            "petal_width",
-                        ],
-                    },
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": examples.V2_MODEL_METADATA_RESPONSE})
 
     name: str
     versions: list[str] = Field(description="Every version of the model in the registry.")
@@ -129,21 +133,7 @@ class RequestOutput(BaseModel):
 class InferenceRequest(BaseModel):
     model_config = ConfigDict(
         protected_namespaces=(),
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "42",
-                    "inputs": [
-                        {
-                            "name": "text",
-                            "shape": [2],
-                            "datatype": "BYTES",
-                            "data": ["Loved it", "Never again"],
-                        }
-                    ],
-                }
-            ]
-        },
+        json_schema_extra={"examples": examples.V2_INFERENCE_REQUEST},
     )
 
     id: str | None = Field(default=None, description="Echoed back; generated when absent.")
@@ -166,29 +156,7 @@ class ResponseOutput(BaseModel):
 class InferenceResponse(BaseModel):
     model_config = ConfigDict(
         protected_namespaces=(),
-        json_schema_extra={
-            "examples": [
-                {
-                    "model_name": "sentiment",
-                    "model_version": "3",
-                    "id": "42",
-                    "outputs": [
-                        {
-                            "name": "label",
-                            "shape": [2],
-                            "datatype": "BYTES",
-                            "data": ["positive", "negative"],
-                        },
-                        {
-                            "name": "probabilities",
-                            "shape": [2, 3],
-                            "datatype": "FP64",
-                            "data": [0.04, 0.05, 0.91, 0.88, 0.07, 0.05],
-                        },
-                    ],
-                }
-            ]
-        },
+        json_schema_extra={"examples": examples.V2_INFERENCE_RESPONSE},
     )
 
     model_name: str

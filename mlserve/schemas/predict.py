@@ -1,0 +1,106 @@
+"""Requests and answers of the prediction API (POST /api/predict, /api/predict/batch)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlserve.schemas import examples
+from mlserve.schemas.common import Features, Label
+
+__all__ = [
+    "BatchPredictRequest",
+    "BatchPredictResponse",
+    "BatchPredictionItem",
+    "PredictRequest",
+    "PredictResponse",
+    "PredictionItem",
+]
+
+
+class PredictRequest(BaseModel):
+    """One input: `text` for text models, `features` for tabular models."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        protected_namespaces=(),
+        json_schema_extra={"examples": examples.PREDICT_REQUEST},
+    )
+
+    text: str | None = Field(default=None, description="Input text (text models).")
+    features: Features | None = Field(
+        default=None,
+        description="Feature values by name, or a list in the model's feature order (tabular).",
+    )
+    model: str | None = Field(
+        default=None,
+        description="Model reference: name, name:VERSION or name@ALIAS. Default: the server's.",
+    )
+    model_version: int | str | None = Field(
+        default=None,
+        description="Version number or alias of the model (compatibility; prefer 'model').",
+    )
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={"examples": examples.PREDICT_RESPONSE},
+    )
+
+    prediction: Label = Field(description="Predicted class (or value, for regression).")
+    confidence: float | None = Field(
+        description="Highest class probability; null when the model has no predict_proba."
+    )
+    probabilities: dict[str, float] | None = Field(
+        description="Probability per class; null when the model has no predict_proba."
+    )
+    model: str
+    version: int
+    processing_time_ms: float
+    request_id: str
+
+
+class BatchPredictRequest(BaseModel):
+    """Several inputs scored in one vectorized model call."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        protected_namespaces=(),
+        json_schema_extra={"examples": examples.BATCH_PREDICT_REQUEST},
+    )
+
+    texts: list[str] | None = Field(default=None, description="Texts (text models).")
+    records: list[Features] | None = Field(
+        default=None, description="Feature rows (tabular models)."
+    )
+    model: str | None = None
+    model_version: int | str | None = None
+
+
+class PredictionItem(BaseModel):
+    prediction: Label
+    confidence: float | None
+    probabilities: dict[str, float] | None
+
+
+class BatchPredictionItem(PredictionItem):
+    # Optional so that this client still reads answers of servers without feedback ids.
+    id: str | None = Field(
+        default=None,
+        description="This row's prediction id, `<request_id>-<index>` (always sent by this "
+        "server): send it as `request_id` to POST /api/feedback with the row's true label.",
+    )
+
+
+class BatchPredictResponse(BaseModel):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={"examples": examples.BATCH_PREDICT_RESPONSE},
+    )
+
+    predictions: list[BatchPredictionItem]
+    model: str
+    version: int
+    batch_size: int
+    total_processing_time_ms: float
+    request_id: str
