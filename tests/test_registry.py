@@ -572,7 +572,7 @@ def test_registry_path_that_is_a_file_is_a_registry_error(tmp_path: Path, model_
 HANGING_WRITER = textwrap.dedent(
     """
     import os, signal, sys
-    import mlserve.registry as registry
+    import mlserve.registry.store as registry
 
     root, artifact, stage = sys.argv[1:4]
 
@@ -590,7 +590,7 @@ HANGING_WRITER = textwrap.dedent(
                 fh.flush()
                 os.fsync(fh.fileno())
             hang()
-        registry._write_synced = half_write
+        registry.write_synced = half_write
 
     registry.Registry(root).register(artifact, name="m")
     """

@@ -23,7 +23,7 @@ import pytest
 from cli._servers import IRIS_FEATURES, iris_estimator, populate
 
 import mlserve.fsutil
-import mlserve.registry
+import mlserve.registry.store
 from mlserve.errors import RegistryError
 from mlserve.registry import Registry
 
@@ -67,7 +67,7 @@ class FaultyFiles:
     def fail(self, step: str, code: int) -> None:
         error = OSError(code, os.strerror(code))
         real_mkdir, real_rename, real_replace = os.mkdir, os.rename, os.replace
-        real_write = mlserve.registry._write_synced
+        real_write = mlserve.registry.store.write_synced
 
         def in_staging(path: Any) -> bool:
             return Path(path).parent.name == ".staging"
@@ -94,9 +94,9 @@ class FaultyFiles:
                 raise error
             real_replace(src, dst, *args, **kwargs)
 
-        self.monkeypatch.setattr(mlserve.registry.os, "mkdir", mkdir)
-        self.monkeypatch.setattr(mlserve.registry, "_write_synced", write)
-        self.monkeypatch.setattr(mlserve.registry.os, "rename", rename)
+        self.monkeypatch.setattr(mlserve.registry.store.os, "mkdir", mkdir)
+        self.monkeypatch.setattr(mlserve.registry.store, "write_synced", write)
+        self.monkeypatch.setattr(mlserve.registry.store.os, "rename", rename)
         self.monkeypatch.setattr(mlserve.fsutil.os, "replace", replace)
 
     def heal(self) -> None:

@@ -1,33 +1,27 @@
-"""The local model registry: the only code that touches the registry directory.
+"""The Registry: versions, aliases and metadata of models in one directory on disk."""
 
-Layout::
-
-    <root>/.lock                          serialises writers (file lock)
-    <root>/.staging/<uuid>/               versions being written; invisible until renamed
-    <root>/<name>/aliases.json            {"production": 3, ...}
-    <root>/<name>/versions/<n>/model.joblib
-    <root>/<name>/versions/<n>/metadata.json
-
-A version becomes visible by one atomic rename of its fully written, fsynced staging folder, so a
-writer killed at any point leaves either the whole version or none of it.
-"""
+# Layout::
+#
+#     <root>/.lock                          serialises writers (file lock)
+#     <root>/.staging/<uuid>/               versions being written; invisible until renamed
+#     <root>/<name>/aliases.json            {"production": 3, ...}
+#     <root>/<name>/versions/<n>/model.joblib
+#     <root>/<name>/versions/<n>/metadata.json
+#
+# A version becomes visible by one atomic rename of its fully written, fsynced staging folder, so
+# a writer killed at any point leaves either the whole version or none of it.
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
-import platform
-import re
 import shutil
 import time
 import uuid
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,124 +31,43 @@ from filelock import FileLock, Timeout
 from mlserve.errors import (
     IntegrityError,
     InvalidModelError,
-    InvalidReferenceError,
     ModelNotFoundError,
     NotFoundError,
     RegistryError,
     UsageError,
 )
-from mlserve.fsutil import atomic_write_json
-from mlserve.fsutil import fsync_dir as _fsync_dir
-from mlserve.runtime import introspect
+from mlserve.fsutil import atomic_write_json, fsync_dir
+from mlserve.registry.artifacts import (
+    LoadedArtifact,
+    check_is_estimator,
+    describe_estimator,
+    dump_estimator,
+    read_candidate,
+    sha256_bytes,
+    unpickle,
+    version_mismatch_warnings,
+)
+from mlserve.registry.refs import NAME_RE, ModelRef, validate_alias, validate_name
 from mlserve.schemas import ModelMetadata, ModelSummary, TaskKind, VersionSummary
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "ALIASES",
+    "ARTIFACT",
+    "LOCK_TIMEOUT_S",
+    "METADATA",
+    "STALE_STAGING_S",
+    "Registry",
+    "write_synced",
+]
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ALIAS_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
-REF_RE = re.compile(r"^(?P<name>[^:@]+)(?::(?P<version>[^:@]+)|@(?P<alias>[^:@]+))?$")
+# The registry's logger, whichever of its modules logs.
+log = logging.getLogger("mlserve.registry")
+
 ARTIFACT = "model.joblib"
 METADATA = "metadata.json"
 ALIASES = "aliases.json"
 LOCK_TIMEOUT_S = 120.0
 STALE_STAGING_S = 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class ModelRef:
-    """A model reference: `name`, `name:3` (version) or `name@production` (alias)."""
-
-    name: str
-    version: int | None = None
-    alias: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> ModelRef:
-        match = REF_RE.match(text.strip())
-        if not match:
-            raise InvalidReferenceError(
-                f"invalid model reference '{text}': use name, name:VERSION or name@ALIAS"
-            )
-        name = match["name"]
-        validate_name(name)
-        version: int | None = None
-        if match["version"] is not None:
-            # ASCII digits only: str.isdigit() also accepts '²' (int() refuses it) and '١'.
-            if not re.fullmatch(r"[0-9]+", match["version"]) or int(match["version"]) < 1:
-                raise InvalidReferenceError(
-                    f"invalid model reference '{text}': the version must be a positive integer"
-                )
-            version = int(match["version"])
-        alias = match["alias"]
-        if alias is not None:
-            validate_alias(alias)
-        return cls(name=name, version=version, alias=alias)
-
-    def __str__(self) -> str:
-        if self.version is not None:
-            return f"{self.name}:{self.version}"
-        if self.alias is not None:
-            return f"{self.name}@{self.alias}"
-        return self.name
-
-
-def validate_name(name: str) -> str:
-    if not NAME_RE.match(name):
-        raise InvalidReferenceError(
-            f"invalid model name '{name}': use letters, digits, '.', '_' or '-' "
-            "(up to 64, starting with a letter or digit)"
-        )
-    return name
-
-
-def validate_alias(alias: str) -> str:
-    if not ALIAS_RE.match(alias) or alias.isdigit():
-        raise InvalidReferenceError(
-            f"invalid alias '{alias}': use lowercase letters, digits, '_' or '-' (not only digits)"
-        )
-    return alias
-
-
-@dataclass(slots=True)
-class LoadedArtifact:
-    """A verified, unpickled estimator with its metadata."""
-
-    estimator: Any
-    metadata: ModelMetadata
-    warnings: list[str] = field(default_factory=list)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _environment_versions() -> dict[str, str]:
-    import joblib
-    import sklearn
-
-    return {
-        "python_version": platform.python_version(),
-        "sklearn_version": str(sklearn.__version__),
-        "joblib_version": str(joblib.__version__),
-    }
-
-
-def _unpickle(data: bytes, *, origin: str) -> tuple[Any, str | None]:
-    """joblib.load from bytes; returns the object and the scikit-learn version it was saved with
-    when that differs from ours (scikit-learn warns about it on unpickling)."""
-    import joblib
-    from sklearn.exceptions import InconsistentVersionWarning
-
-    saved_with: str | None = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        obj = joblib.load(io.BytesIO(data))
-    for w in caught:
-        if isinstance(w.message, InconsistentVersionWarning):
-            saved_with = str(w.message.original_sklearn_version)
-        else:
-            log.debug("warning while loading %s: %s", origin, w.message)
-    return obj, saved_with
 
 
 class Registry:
@@ -381,7 +294,7 @@ class Registry:
                 "refusing to load it"
             )
         try:
-            estimator, _ = _unpickle(data, origin=str(path))
+            estimator, _ = unpickle(data, origin=str(path))
         except Exception as exc:  # noqa: BLE001 - unpickling can raise anything; report, never crash
             # What the exception says comes from code in the artifact: it goes to the log; the
             # message (which API clients see) names only its type.
@@ -414,14 +327,14 @@ class Registry:
         for alias in aliases:
             validate_alias(alias)
         path = Path(artifact).expanduser()
-        data = _read_candidate(path)
+        data = read_candidate(path)
         try:
-            estimator, saved_with = _unpickle(data, origin=str(path))
+            estimator, saved_with = unpickle(data, origin=str(path))
         except Exception as exc:  # noqa: BLE001 - unpickling can raise anything; report, never crash
             raise InvalidModelError(
                 f"{path} is not a loadable joblib model: {type(exc).__name__}: {exc}"
             ) from None
-        _check_is_estimator(estimator, where=str(path))
+        check_is_estimator(estimator, where=str(path))
         return self._commit(
             data,
             estimator,
@@ -488,21 +401,9 @@ class Registry:
         saved_with: str | None,
         feature_names: Sequence[str] | None = None,
     ) -> ModelMetadata:
-        _check_is_estimator(estimator, where="the model")
-        introspect.check_fitted(estimator)
-        kind = introspect.detect_task(estimator, task)
-        schema = introspect.input_schema(estimator, kind)
-        if feature_names is not None and schema.kind == "tabular" and schema.feature_names is None:
-            if len(feature_names) != schema.n_features:
-                raise InvalidModelError(
-                    f"{len(feature_names)} feature names given for a model "
-                    f"taking {schema.n_features} features"
-                )
-            schema.feature_names = list(feature_names)
-        classes = introspect.classes(estimator) if kind != "tabular-regression" else None
-        env = _environment_versions()
-        if saved_with:
-            env["sklearn_version"] = saved_with
+        described = describe_estimator(
+            estimator, task=task, saved_with=saved_with, feature_names=feature_names
+        )
         draft = dict(
             name=name,
             created_at=datetime.now(UTC),
@@ -512,15 +413,9 @@ class Registry:
             sha256=sha256_bytes(data),
             size_bytes=len(data),
             artifact=ARTIFACT,
-            estimator=introspect.describe_class(estimator),
-            task=kind,
-            input_schema=schema,
-            classes=classes,
-            has_predict_proba=callable(getattr(estimator, "predict_proba", None))
-            and kind != "tabular-regression",
             metrics=dict(metrics or {}),
             training=dict(training or {}),
-            **env,
+            **described,
         )
         # Stage outside the lock (the slow part), then publish under it with one rename.
         self._ensure_root()
@@ -528,7 +423,7 @@ class Registry:
         staging = staging_root / uuid.uuid4().hex
         try:
             staging.mkdir(parents=True)
-            _write_synced(staging / ARTIFACT, data)
+            write_synced(staging / ARTIFACT, data)
             with self._locked():
                 self._clean_stale_staging()
                 model_dir = self._model_dir(name)
@@ -539,11 +434,11 @@ class Registry:
                 # naming name:N must keep meaning one artifact.
                 version = max([*existing, self._highest_ever(model_dir)], default=0) + 1
                 meta = ModelMetadata(version=version, **draft)
-                _write_synced(staging / METADATA, meta.model_dump_json(indent=2).encode())
-                _fsync_dir(staging)
+                write_synced(staging / METADATA, meta.model_dump_json(indent=2).encode())
+                fsync_dir(staging)
                 published = versions_dir / str(version)
                 os.rename(staging, published)
-                _fsync_dir(versions_dir)
+                fsync_dir(versions_dir)
                 try:
                     atomic_write_json(model_dir / ".highest", version)
                     if aliases:
@@ -555,7 +450,7 @@ class Registry:
                     # (back to staging, removed below). A rename needs no free space.
                     with contextlib.suppress(OSError):
                         os.rename(published, staging)
-                        _fsync_dir(versions_dir)
+                        fsync_dir(versions_dir)
                     raise
         except OSError as exc:
             raise RegistryError(
@@ -641,7 +536,7 @@ class Registry:
                     )
                 for version in doomed:
                     os.rename(self._version_dir(ref.name, version), trash / str(version))
-                _fsync_dir(model_dir / "versions")
+                fsync_dir(model_dir / "versions")
                 if doomed == versions:
                     with contextlib.suppress(FileNotFoundError):
                         (model_dir / ALIASES).unlink()
@@ -654,54 +549,9 @@ class Registry:
         return doomed
 
 
-def dump_estimator(estimator: Any) -> bytes:
-    import joblib
-
-    buf = io.BytesIO()
-    joblib.dump(estimator, buf)
-    return buf.getvalue()
-
-
-def _write_synced(path: Path, data: bytes) -> None:
+def write_synced(path: Path, data: bytes) -> None:
+    """Write a new file and fsync it (a staged file must be durable before it is published)."""
     with path.open("wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def _check_is_estimator(obj: Any, *, where: str) -> None:
-    # A class has a callable `predict` too (the unbound function): only instances can serve.
-    if isinstance(obj, type):
-        raise InvalidModelError(
-            f"{where} holds the class {obj.__name__}, not a fitted estimator instance"
-        )
-    if not callable(getattr(obj, "predict", None)):
-        raise InvalidModelError(
-            f"{where} holds a {type(obj).__name__}, not an estimator with predict()"
-        )
-
-
-def _read_candidate(path: Path) -> bytes:
-    if not path.exists():
-        raise InvalidModelError(f"{path} does not exist")
-    if path.is_dir():
-        raise InvalidModelError(f"{path} is a directory, not a joblib model file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InvalidModelError(f"cannot read {path}: {exc.strerror}") from None
-    if not data:
-        raise InvalidModelError(f"{path} is empty, not a joblib model file")
-    return data
-
-
-def version_mismatch_warnings(meta: ModelMetadata) -> list[str]:
-    """Say when a version was saved with another scikit-learn than the one running now."""
-    import sklearn
-
-    if meta.sklearn_version != sklearn.__version__:
-        return [
-            f"{meta.name}:{meta.version} was saved with scikit-learn {meta.sklearn_version} "
-            f"and is loaded with scikit-learn {sklearn.__version__}; predictions may differ"
-        ]
-    return []

@@ -1,0 +1,158 @@
+"""Model artifacts as bytes: hashing, joblib (un)pickling, candidate checks, version stamps."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import platform
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlserve.errors import InvalidModelError
+from mlserve.runtime import introspect
+from mlserve.schemas import ModelMetadata, TaskKind
+
+__all__ = [
+    "LoadedArtifact",
+    "check_is_estimator",
+    "describe_estimator",
+    "dump_estimator",
+    "environment_versions",
+    "read_candidate",
+    "sha256_bytes",
+    "unpickle",
+    "version_mismatch_warnings",
+]
+
+# The registry's logger: these lines have always been logged as the registry's.
+log = logging.getLogger("mlserve.registry")
+
+
+@dataclass(slots=True)
+class LoadedArtifact:
+    """A verified, unpickled estimator with its metadata."""
+
+    estimator: Any
+    metadata: ModelMetadata
+    warnings: list[str] = field(default_factory=list)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def environment_versions() -> dict[str, str]:
+    """The Python, scikit-learn and joblib versions a new version is recorded with."""
+    import joblib
+    import sklearn
+
+    return {
+        "python_version": platform.python_version(),
+        "sklearn_version": str(sklearn.__version__),
+        "joblib_version": str(joblib.__version__),
+    }
+
+
+def unpickle(data: bytes, *, origin: str) -> tuple[Any, str | None]:
+    """joblib.load from bytes; returns the object and the scikit-learn version it was saved with
+    when that differs from ours (scikit-learn warns about it on unpickling)."""
+    import joblib
+    from sklearn.exceptions import InconsistentVersionWarning
+
+    saved_with: str | None = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        obj = joblib.load(io.BytesIO(data))
+    for w in caught:
+        if isinstance(w.message, InconsistentVersionWarning):
+            saved_with = str(w.message.original_sklearn_version)
+        else:
+            log.debug("warning while loading %s: %s", origin, w.message)
+    return obj, saved_with
+
+
+def dump_estimator(estimator: Any) -> bytes:
+    import joblib
+
+    buf = io.BytesIO()
+    joblib.dump(estimator, buf)
+    return buf.getvalue()
+
+
+def check_is_estimator(obj: Any, *, where: str) -> None:
+    """Refuse anything that cannot serve predictions: not an instance with predict()."""
+    # A class has a callable `predict` too (the unbound function): only instances can serve.
+    if isinstance(obj, type):
+        raise InvalidModelError(
+            f"{where} holds the class {obj.__name__}, not a fitted estimator instance"
+        )
+    if not callable(getattr(obj, "predict", None)):
+        raise InvalidModelError(
+            f"{where} holds a {type(obj).__name__}, not an estimator with predict()"
+        )
+
+
+def describe_estimator(
+    estimator: Any,
+    *,
+    task: TaskKind | None,
+    saved_with: str | None,
+    feature_names: Sequence[str] | None,
+) -> dict[str, Any]:
+    """The metadata fields a fitted estimator determines: class, task, input schema, classes,
+    and the versions it is recorded with (`saved_with`: the scikit-learn that pickled it)."""
+    check_is_estimator(estimator, where="the model")
+    introspect.check_fitted(estimator)
+    kind = introspect.detect_task(estimator, task)
+    schema = introspect.input_schema(estimator, kind)
+    if feature_names is not None and schema.kind == "tabular" and schema.feature_names is None:
+        if len(feature_names) != schema.n_features:
+            raise InvalidModelError(
+                f"{len(feature_names)} feature names given for a model "
+                f"taking {schema.n_features} features"
+            )
+        schema.feature_names = list(feature_names)
+    classes = introspect.classes(estimator) if kind != "tabular-regression" else None
+    env = environment_versions()
+    if saved_with:
+        env["sklearn_version"] = saved_with
+    return dict(
+        estimator=introspect.describe_class(estimator),
+        task=kind,
+        input_schema=schema,
+        classes=classes,
+        has_predict_proba=callable(getattr(estimator, "predict_proba", None))
+        and kind != "tabular-regression",
+        **env,
+    )
+
+
+def read_candidate(path: Path) -> bytes:
+    """The bytes of a file offered for registration; InvalidModelError when there are none."""
+    if not path.exists():
+        raise InvalidModelError(f"{path} does not exist")
+    if path.is_dir():
+        raise InvalidModelError(f"{path} is a directory, not a joblib model file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidModelError(f"cannot read {path}: {exc.strerror}") from None
+    if not data:
+        raise InvalidModelError(f"{path} is empty, not a joblib model file")
+    return data
+
+
+def version_mismatch_warnings(meta: ModelMetadata) -> list[str]:
+    """Say when a version was saved with another scikit-learn than the one running now."""
+    import sklearn
+
+    if meta.sklearn_version != sklearn.__version__:
+        return [
+            f"{meta.name}:{meta.version} was saved with scikit-learn {meta.sklearn_version} "
+            f"and is loaded with scikit-learn {sklearn.__version__}; predictions may differ"
+        ]
+    return []
