@@ -21,6 +21,8 @@ from mlserve.cli import (
     worker_cmd,
 )
 
+__all__ = ["app", "main"]
+
 app = typer.Typer(
     name="mlserve",
     help="Train, register and serve scikit-learn models over HTTP.",
