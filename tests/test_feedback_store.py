@@ -20,10 +20,10 @@ from mlserve.feedback import (
     FeedbackRecorder,
     FeedbackStore,
     FeedbackUnavailableError,
-    SqliteFeedbackStore,
     input_hash,
     match_label,
 )
+from mlserve.feedback.sqlite import SqliteFeedbackStore
 from mlserve.runtime.model import Prediction
 
 # Read at import: the suite's autouse fixture removes every MLSERVE_* variable from each test.

@@ -17,8 +17,8 @@ from mlserve.jobs import (
     JobNotCompletedError,
     JobNotFoundError,
     LeaseLostError,
-    SqliteJobStore,
 )
+from mlserve.jobs.sqlite import SqliteJobStore
 
 LEASE = 10.0
 TTL = 3600.0

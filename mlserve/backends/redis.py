@@ -17,15 +17,35 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from mlserve.config import RedisSettings, Settings
-from mlserve.errors import ConfigError
+from mlserve.errors import ConfigError, MlserveError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+__all__ = [
+    "REDIS_EXTRA",
+    "UNAVAILABLE_REPLIES",
+    "RedisBackend",
+    "RedisCaller",
+    "RedisRefusedError",
+    "RedisUnavailableError",
+    "RedisUnreachableError",
+    "StateObserver",
+    "display_url",
+    "export_state",
+    "is_connection_error",
+    "redis_url",
+    "refused_reply",
+    "require_redis",
+    "sync_client",
+]
 
 log = logging.getLogger(__name__)
 
 REDIS_EXTRA = "pip install 'mlserve[redis]'"
 StateObserver = Callable[[bool], None]
+# Redis answered, but cannot take commands now: for clients that is "unavailable", not a bug.
+UNAVAILABLE_REPLIES = ("OOM", "READONLY", "LOADING", "MASTERDOWN", "MISCONF", "NOREPLICAS")
 
 
 def require_redis(*, celery: bool = False) -> None:
@@ -67,6 +87,30 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(
         exc, RedisConnectionError | RedisTimeoutError | BusyLoadingError | OSError | TimeoutError
     )
+
+
+def refused_reply(exc: BaseException) -> str | None:
+    """The reply (OOM, READONLY...) when Redis answered that it cannot serve now, else None."""
+    text = str(exc)
+    return text.split(" ", 1)[0] if text.startswith(UNAVAILABLE_REPLIES) else None
+
+
+class RedisUnavailableError(Exception):
+    """Redis cannot serve a call now. Internal: each user of the backend turns it into its own
+    outcome (a store's 503, a cache miss, this process's own rate-limit buckets)."""
+
+
+class RedisUnreachableError(RedisUnavailableError):
+    """Redis is down: known to be, or the call could not reach it."""
+
+
+class RedisRefusedError(RedisUnavailableError):
+    """Redis answered, but cannot take the command now (out of memory, a read-only replica,
+    loading...); `reply` is the first word of its answer."""
+
+    def __init__(self, message: str, *, reply: str) -> None:
+        super().__init__(message)
+        self.reply = reply
 
 
 class RedisBackend:
@@ -193,6 +237,26 @@ class RedisBackend:
             except Exception:  # an observer's bug must not break the state change
                 log.exception("redis state observer failed")
 
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`await fn(*args, **kwargs)`, a command (script, pipeline) to this Redis. Raises
+        RedisUnreachableError at once while Redis is known to be down, and when the call
+        cannot reach it (Redis is then down for every user until a ping succeeds);
+        RedisRefusedError when Redis answered that it cannot serve now; other errors as raised."""
+        if not self.available:
+            raise RedisUnreachableError("redis is unreachable")
+        try:
+            return await fn(*args, **kwargs)
+        except MlserveError:
+            raise  # the caller's own error, from inside `fn`
+        except Exception as exc:
+            if is_connection_error(exc):
+                self.failed(exc)
+                raise RedisUnreachableError(str(exc)) from exc
+            reply = refused_reply(exc)
+            if reply is not None:
+                raise RedisRefusedError(str(exc), reply=reply) from exc
+            raise
+
     async def ping(self) -> bool:
         """One PING; updates the state. Never raises."""
         try:
@@ -231,6 +295,37 @@ class RedisBackend:
                 monitor.exception()  # retrieved: no "never retrieved" warning
         with contextlib.suppress(Exception):
             await self.client.aclose()
+
+
+class RedisCaller:
+    """Calls to Redis on behalf of one store whose requests fail while Redis cannot serve
+    them: `await caller(fn, *args)` raises the store's own error (a 503) saying so.
+
+    `subject` starts both messages, e.g. "async jobs are unavailable: their store (Redis)"."""
+
+    def __init__(
+        self,
+        backend: RedisBackend,
+        *,
+        store: str,
+        subject: str,
+        error: Callable[[str], MlserveError],
+    ) -> None:
+        self.backend = backend
+        self.store = store
+        self.subject = subject
+        self.error = error
+
+    async def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await self.backend.call(fn, *args, **kwargs)
+        except RedisRefusedError as exc:
+            log.warning("%s: redis refused a command: %s", self.store, exc)
+            raise self.error(
+                f"{self.subject} refused the request ({exc.reply}); retry later"
+            ) from None
+        except RedisUnreachableError:
+            raise self.error(f"{self.subject} is unreachable; retry in a moment") from None
 
 
 def export_state(backend: RedisBackend, registry: Any) -> None:

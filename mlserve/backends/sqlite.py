@@ -1,16 +1,71 @@
 """One SQLite file in WAL mode, shared by the threads of a process and by several processes:
 the plumbing the async-job and feedback stores have in common (a connection per thread,
-explicit transactions, the schema and its version, closing every connection)."""
+explicit transactions, the schema and its version, closing every connection, and running the
+blocking calls on the store's own threads)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import Executor
 from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from mlserve.errors import MlserveError
+
+__all__ = ["Initializable", "SqliteDatabase", "in_thread", "opened", "run_in"]
+
+S = TypeVar("S")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Initializable(Protocol):
+    """A store that `opened` can set up: a blocking initialize, an async close."""
+
+    def initialize(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+StoreT = TypeVar("StoreT", bound=Initializable)
+
+
+async def run_in(executor: Executor, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Await the blocking `fn(*args, **kwargs)` run on one of `executor`'s threads."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+
+
+async def opened(store: StoreT, pool: Executor) -> StoreT:
+    """`store` once `store.initialize()` (the folder, the file, the schema) has run on `pool`,
+    off the event loop; closed again when that fails."""
+    try:
+        await run_in(pool, store.initialize)
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
+def in_thread(
+    fn: Callable[Concatenate[S, P], R], *, pool: Callable[[S], Executor]
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+    """The coroutine method that runs the blocking method `fn` on the store's thread pool
+    `pool(store)`, with fn's signature: `get = in_thread(get_sync, pool=...)` in a class body
+    is how a SQLite store offers its blocking calls to the event loop."""
+
+    async def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await run_in(pool(self), fn, self, *args, **kwargs)
+
+    method.__name__ = fn.__name__.removesuffix("_sync")
+    method.__qualname__ = fn.__qualname__.removesuffix("_sync")
+    method.__doc__ = fn.__doc__
+    return method
 
 
 class SqliteDatabase:
@@ -106,6 +161,14 @@ class SqliteDatabase:
         """Threads without a connection get closed_error() from now on (calls already running
         keep theirs until close())."""
         self._closed = True
+
+    def shutdown(self, *pools: Executor) -> None:
+        """Wait for the calls running on the store's thread `pools` (new ones are refused),
+        then close every connection."""
+        self.stop_connecting()
+        for pool in pools:
+            pool.shutdown(wait=True)
+        self.close()
 
     def close(self) -> None:
         """Close every connection opened; later calls raise closed_error()."""

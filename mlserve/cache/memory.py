@@ -1,67 +1,18 @@
-"""Prediction cache: answers keyed on (model, version, prepared input), LRU with a TTL."""
+"""Prediction cache in this process: answers keyed on (model, version, prepared input), LRU
+with a TTL."""
 
 from __future__ import annotations
 
 import collections
-import hashlib
 import time
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
+from mlserve.cache.base import EvictionObserver, input_key
 from mlserve.config import CacheSettings
 from mlserve.runtime.model import Prediction
 
-EvictionObserver = Callable[[str], None]
-LONG_TEXT = 256  # longer texts are keyed by a digest, so keys stay small
-
-
-def input_key(row: Any) -> Hashable:
-    """The normalized input: a prepared row is the exact text (str) or the feature values as
-    floats in the model's feature order (list) — so {"a": 1, "b": 2}, [1, 2] and [1.0, 2.0]
-    share one entry, and nothing from the request's headers or ids takes part."""
-    if type(row) is str:
-        if len(row) <= LONG_TEXT:
-            return row
-        return hashlib.blake2b(row.encode("utf-8", "surrogatepass"), digest_size=20).digest()
-    return tuple(row)
-
-
-class PredictionCache(Protocol):
-    """What the server needs from a prediction cache. The in-memory LRU below serves one
-    process; a Redis implementation (shared by replicas) provides the same coroutines, with
-    keys namespaced by model and version (e.g. prefix + model + version + a digest of
-    input_key(row)), values serialized (orjson of a Prediction), the TTL as the key's expiry
-    and the size bound left to Redis's maxmemory policy. A cache is an optimisation: when
-    its store is unreachable, get returns None (a miss) and set does nothing, never raising
-    into the request. Plug one in as TrafficController.cache."""
-
-    async def get(self, model: str, version: int, row: Any) -> Prediction | None:
-        """The cached answer for a prepared row, or None."""
-        ...
-
-    async def set(self, model: str, version: int, row: Any, prediction: Prediction) -> None:
-        """Remember the answer for a prepared row."""
-        ...
-
-    async def get_many(
-        self, model: str, version: int, rows: Sequence[Any]
-    ) -> list[Prediction | None]:
-        """Cached answers for several rows (None where absent), in one round trip."""
-        ...
-
-    async def set_many(
-        self, model: str, version: int, rows: Sequence[Any], predictions: Sequence[Prediction]
-    ) -> None:
-        """Remember the answers for several rows."""
-        ...
-
-    async def clear(self) -> None:
-        """Forget every entry."""
-        ...
-
-    def __len__(self) -> int:
-        """Entries held (an estimate is fine for a shared store)."""
-        ...
+__all__ = ["MemoryCache"]
 
 
 class MemoryCache:

@@ -19,14 +19,16 @@ import hashlib
 import logging
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
-from mlserve.backends.redis import RedisBackend, is_connection_error
+from mlserve.backends.redis import RedisBackend, RedisUnreachableError
 from mlserve.config import CacheSettings
 from mlserve.runtime.model import Prediction
+
+__all__ = ["FORMAT", "RedisPredictionCache", "decode", "encode", "input_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -76,44 +78,41 @@ class RedisPredictionCache:
     def _key(self, model: str, version: int, row: Any) -> str:
         return self.backend.key("cache", FORMAT, model, version, input_digest(row))
 
-    def _failed(self, exc: Exception) -> None:
-        if is_connection_error(exc):
-            self.backend.failed(exc)  # logged there, once per outage
-        elif not self._errors_logged:
-            # Redis answered but refused (e.g. OOM under maxmemory-policy noeviction).
-            self._errors_logged = True
-            log.warning("prediction cache: redis refused a command (%s); bypassing it", exc)
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """fn's answer, or None when Redis cannot give one: a cache never fails a prediction
+        (a failed read is a miss, a failed write only costs a later miss)."""
+        try:
+            return await self.backend.call(fn, *args, **kwargs)
+        except RedisUnreachableError:
+            return None  # the backend logs it, once per outage
+        except Exception as exc:  # noqa: BLE001 - whatever Redis answered, predictions go on
+            if not self._errors_logged:
+                # Redis answered but refused (e.g. OOM under maxmemory-policy noeviction).
+                self._errors_logged = True
+                log.warning("prediction cache: redis refused a command (%s); bypassing it", exc)
+            return None
 
     async def get(self, model: str, version: int, row: Any) -> Prediction | None:
-        if not self.backend.available:
-            return None
-        try:
-            raw = await self.backend.client.get(self._key(model, version, row))
-        except Exception as exc:  # noqa: BLE001 - any Redis failure is a miss
-            self._failed(exc)
-            return None
+        raw = await self._call(self.backend.client.get, self._key(model, version, row))
         return decode(raw) if raw is not None else None
 
     async def set(self, model: str, version: int, row: Any, prediction: Prediction) -> None:
-        if not self.backend.available:
-            return
-        try:
-            await self.backend.client.set(
-                self._key(model, version, row), encode(prediction), px=self.ttl_ms
-            )
-        except Exception as exc:  # noqa: BLE001 - a failed write only costs a later miss
-            self._failed(exc)
+        await self._call(
+            self.backend.client.set,
+            self._key(model, version, row),
+            encode(prediction),
+            px=self.ttl_ms,
+        )
 
     async def get_many(
         self, model: str, version: int, rows: Sequence[Any]
     ) -> list[Prediction | None]:
         if not rows or not self.backend.available:
             return [None] * len(rows)
-        keys = [self._key(model, version, row) for row in rows]
-        try:
-            raws = await self.backend.client.mget(keys)
-        except Exception as exc:  # noqa: BLE001
-            self._failed(exc)
+        raws = await self._call(
+            self.backend.client.mget, [self._key(model, version, row) for row in rows]
+        )
+        if raws is None:
             return [None] * len(rows)
         return [decode(raw) if raw is not None else None for raw in raws]
 
@@ -122,20 +121,20 @@ class RedisPredictionCache:
     ) -> None:
         if not rows or not self.backend.available:
             return
-        try:
+
+        async def write() -> None:
             async with self.backend.client.pipeline(transaction=False) as pipe:
                 for row, prediction in zip(rows, predictions, strict=True):
                     pipe.set(self._key(model, version, row), encode(prediction), px=self.ttl_ms)
                 await pipe.execute()
-        except Exception as exc:  # noqa: BLE001
-            self._failed(exc)
+
+        await self._call(write)
 
     async def clear(self) -> None:
         """Forget every cached prediction of this deployment (its key prefix)."""
-        if not self.backend.available:
-            return
         client = self.backend.client
-        try:
+
+        async def unlink_all() -> None:
             batch: list[Any] = []
             async for key in client.scan_iter(match=self.backend.key("cache", "*"), count=1000):
                 batch.append(key)
@@ -144,8 +143,8 @@ class RedisPredictionCache:
                     batch.clear()
             if batch:
                 await client.unlink(*batch)
-        except Exception as exc:  # noqa: BLE001
-            self._failed(exc)
+
+        await self._call(unlink_all)
 
     def __len__(self) -> int:
         """Entries held in this process: none (they live in Redis; count them there)."""

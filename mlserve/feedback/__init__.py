@@ -3,20 +3,20 @@ or Redis (replicas), the recorder the prediction paths append to, and the factor
 
 from __future__ import annotations
 
-from mlserve.feedback.store import (
+from typing import TYPE_CHECKING
+
+from mlserve.feedback.base import (
     CONFIDENCE_BINS,
     TALLY_BUCKET_S,
     WINDOWS,
     Buffered,
     ClassTally,
     FeedbackDisabledError,
-    FeedbackRecorder,
     FeedbackStore,
     FeedbackUnavailableError,
     InvalidLabelError,
     LabelOutcome,
     PredictionNotFoundError,
-    SqliteFeedbackStore,
     StoredPrediction,
     Tally,
     VersionData,
@@ -26,10 +26,14 @@ from mlserve.feedback.store import (
     label_key,
     match_label,
     merge_tallies,
-    open_feedback_store,
     record_values,
     tally_records,
 )
+from mlserve.feedback.recorder import FeedbackRecorder
+
+if TYPE_CHECKING:
+    from mlserve.backends.redis import RedisBackend
+    from mlserve.config import Settings
 
 __all__ = [
     "CONFIDENCE_BINS",
@@ -44,7 +48,6 @@ __all__ = [
     "InvalidLabelError",
     "LabelOutcome",
     "PredictionNotFoundError",
-    "SqliteFeedbackStore",
     "StoredPrediction",
     "Tally",
     "VersionData",
@@ -58,3 +61,24 @@ __all__ = [
     "record_values",
     "tally_records",
 ]
+
+
+async def open_feedback_store(
+    settings: Settings, *, redis: RedisBackend | None = None
+) -> FeedbackStore:
+    """In Redis, shared by every replica, when there is a Redis backend (redis.url); else
+    SQLite in the state directory (one host)."""
+    config = settings.feedback
+    if redis is not None:
+        from mlserve.feedback.redis import RedisFeedbackStore
+
+        return RedisFeedbackStore(
+            redis, retention_s=config.retention_s, max_records=config.max_records
+        )
+    from mlserve.feedback.sqlite import SqliteFeedbackStore
+
+    return await SqliteFeedbackStore.open(
+        settings.feedback_database,
+        retention_s=config.retention_s,
+        max_records=config.max_records,
+    )

@@ -21,14 +21,12 @@ Computed key names share the prefix, so a `{tag}` in redis.key_prefix keeps them
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from mlserve.backends.redis import RedisBackend, is_connection_error
-from mlserve.errors import MlserveError
-from mlserve.feedback import (
+from mlserve.backends.redis import RedisBackend, RedisCaller
+from mlserve.feedback.base import (
     CONFIDENCE_BINS,
     TALLY_BUCKET_S,
     Buffered,
@@ -45,12 +43,11 @@ from mlserve.feedback import (
     tally_records,
 )
 
-log = logging.getLogger(__name__)
+__all__ = ["RedisFeedbackStore"]
 
 SCRIPT_BATCH = 1000  # predictions per ADD script call (a script blocks Redis while it runs)
 READ_BATCH = 1000  # hashes read per pipeline round trip
 PURGE_BATCH = 10_000
-UNAVAILABLE_REPLIES = ("OOM", "READONLY", "LOADING", "MASTERDOWN", "MISCONF", "NOREPLICAS")
 
 PRELUDE = """
 local prefix = ARGV[1]
@@ -184,36 +181,16 @@ class RedisFeedbackStore:
         client = backend.client
         self._add = client.register_script(ADD)
         self._set_labels = client.register_script(SET_LABELS)
+        self._call = RedisCaller(
+            backend,
+            store="feedback store",
+            subject="feedback is unavailable: its store (Redis)",
+            error=FeedbackUnavailableError,
+        )
 
     # ------------------------------------------------------------------ plumbing
     def _key(self, *parts: str | int) -> str:
         return self.backend.key("fb", *parts)
-
-    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        backend = self.backend
-        if not backend.available:
-            raise self._unavailable()
-        try:
-            return await fn(*args, **kwargs)
-        except MlserveError:
-            raise
-        except Exception as exc:
-            if is_connection_error(exc):
-                backend.failed(exc)
-                raise self._unavailable() from None
-            if any(str(exc).startswith(reply) for reply in UNAVAILABLE_REPLIES):
-                log.warning("feedback store: redis refused a command: %s", exc)
-                raise FeedbackUnavailableError(
-                    "feedback is unavailable: its store (Redis) refused the request "
-                    f"({str(exc).split(' ', 1)[0]}); retry later"
-                ) from None
-            raise
-
-    @staticmethod
-    def _unavailable() -> FeedbackUnavailableError:
-        return FeedbackUnavailableError(
-            "feedback is unavailable: its store (Redis) is unreachable; retry in a moment"
-        )
 
     def _cutoff(self) -> float:
         return self.clock() - self.retention_s

@@ -9,15 +9,12 @@ import asyncio
 import importlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mlserve.backends.redis import redis_url, require_redis
 from mlserve.config import Settings
 from mlserve.errors import ConfigError
-from mlserve.jobs.store import JobsUnavailableError
-
-if TYPE_CHECKING:
-    from mlserve.jobs.redis import RedisJobStore
+from mlserve.jobs.base import JobsUnavailableError, SharedJobStore
 
 __all__ = [
     "TASK_NAME",
@@ -98,9 +95,9 @@ def make_celery(settings: Settings) -> Celery:
 class CeleryDispatcher:
     """The server's JobDispatcher with redis.url: `notify` sends the job's task (on one
     thread of its own: kombu's client blocks), and a sweep loop sends again the tasks of
-    unfinished jobs nobody works on (see RedisJobStore.due_for_dispatch)."""
+    unfinished jobs nobody works on (see SharedJobStore.due_for_dispatch)."""
 
-    def __init__(self, *, celery: Celery, store: RedisJobStore, queue: str, interval_s: float):
+    def __init__(self, *, celery: Celery, store: SharedJobStore, queue: str, interval_s: float):
         self.celery = celery
         self.store = store
         self.queue = queue
@@ -112,7 +109,7 @@ class CeleryDispatcher:
         self._stopping = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: RedisJobStore) -> CeleryDispatcher:
+    def from_settings(cls, settings: Settings, store: SharedJobStore) -> CeleryDispatcher:
         return cls(
             celery=make_celery(settings),
             store=store,
@@ -149,11 +146,11 @@ class CeleryDispatcher:
     async def _sweep(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self.interval_s)  # a timer between sweeps
-            if self._stopping or not self.store.backend.available:
+            if self._stopping:
                 continue
             try:
                 due = await self.store.due_for_dispatch()
-            except JobsUnavailableError:
+            except JobsUnavailableError:  # Redis is down (answered at once, no round trip)
                 continue
             except Exception:  # a bug here must not stop the sweeps
                 log.exception("cannot look for jobs to dispatch")

@@ -19,14 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mlserve.config import AuthSettings, Settings
 from mlserve.errors import ConfigError, Unauthorized
-from mlserve.keys.store import (
-    ROLES,
-    KeyRecord,
-    Role,
-    hash_key,
-    read_key_file,
-    records_from_settings,
-)
+from mlserve.keys.base import ROLES, KeyRecord, Role, hash_key, records_from_settings
+from mlserve.keys.file import read_key_file
 
 if TYPE_CHECKING:
     from mlserve.backends.redis import RedisBackend

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlserve.ratelimit.base import Decision, Limit, RateLimiter
-from mlserve.ratelimit.memory import InMemoryRateLimiter
+from mlserve.ratelimit.base import Decision, Limit, RateLimiter, RateLimitUnavailableError
 
 if TYPE_CHECKING:
     from mlserve.backends.redis import RedisBackend
     from mlserve.config import Settings
 
-__all__ = ["Decision", "InMemoryRateLimiter", "Limit", "RateLimiter", "make_rate_limiter"]
+__all__ = ["Decision", "Limit", "RateLimitUnavailableError", "RateLimiter", "make_rate_limiter"]
 
 
 def make_rate_limiter(settings: Settings, redis: RedisBackend | None = None) -> RateLimiter:
     """The limiter for these settings: shared through Redis when the server has a Redis
     backend (redis.url), else this process's own buckets."""
     if redis is None:
+        from mlserve.ratelimit.memory import InMemoryRateLimiter
+
         return InMemoryRateLimiter()
     from mlserve.ratelimit.redis import RedisRateLimiter
 

@@ -1,4 +1,4 @@
-"""Rate-limit value objects and the limiter protocol every backend implements."""
+"""Rate-limit value objects, errors and the limiter protocol every backend implements."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Decision", "Limit", "RateLimiter"]
+from mlserve.errors import MlserveError
+
+__all__ = ["Decision", "Limit", "RateLimitUnavailableError", "RateLimiter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +31,34 @@ class Decision:
     retry_after_s: float
     """Seconds until one request would be allowed (0 when allowed)."""
 
+    @classmethod
+    def of(cls, limit: Limit, allowed: bool, tokens: float) -> Decision:
+        """The outcome of a request that left `tokens` in its bucket (the same arithmetic,
+        and so the same headers, whichever limiter took the token)."""
+        return cls(
+            allowed=allowed,
+            limit=limit.burst,
+            remaining=int(tokens),
+            reset_after_s=(limit.burst - tokens) / limit.rate,
+            retry_after_s=0.0 if allowed else (1.0 - tokens) / limit.rate,
+        )
+
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [
             (b"x-ratelimit-limit", str(self.limit).encode()),
             (b"x-ratelimit-remaining", str(self.remaining).encode()),
             (b"x-ratelimit-reset", str(math.ceil(self.reset_after_s)).encode()),
         ]
+
+
+class RateLimitUnavailableError(MlserveError):
+    """Rate limits are shared through Redis, Redis is down, and the policy is fail-closed."""
+
+    code = "rate_limit_unavailable"
+    status_code = 503
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class RateLimiter(Protocol):

@@ -61,13 +61,7 @@ class InMemoryRateLimiter:
             self._sweep(now)
         while len(self._buckets) > self.max_buckets:
             self._buckets.popitem(last=False)
-        return Decision(
-            allowed=allowed,
-            limit=limit.burst,
-            remaining=int(tokens),
-            reset_after_s=(limit.burst - tokens) / limit.rate,
-            retry_after_s=0.0 if allowed else (1.0 - tokens) / limit.rate,
-        )
+        return Decision.of(limit, allowed, tokens)
 
     def _sweep(self, now: float) -> None:
         """Drop refilled buckets from the least recently used end."""

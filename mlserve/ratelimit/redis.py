@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mlserve.backends.redis import RedisBackend, is_connection_error
-from mlserve.errors import MlserveError
-from mlserve.ratelimit.base import Decision, Limit, RateLimiter
+from mlserve.backends.redis import RedisBackend, RedisUnreachableError
+from mlserve.ratelimit.base import Decision, Limit, RateLimitUnavailableError
 from mlserve.ratelimit.memory import InMemoryRateLimiter
+
+__all__ = ["BUCKET_SCRIPT", "RedisRateLimiter"]
 
 log = logging.getLogger(__name__)
 
@@ -38,27 +39,6 @@ redis.call('HSET', KEYS[1], 'tokens', level, 'ts', string.format('%.6f', now))
 redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
 return {allowed, level}
 """
-
-
-class RateLimitUnavailableError(MlserveError):
-    """Rate limits are shared through Redis, Redis is down, and the policy is fail-closed."""
-
-    code = "rate_limit_unavailable"
-    status_code = 503
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": "1"}
-
-
-def decision(limit: Limit, allowed: bool, tokens: float) -> Decision:
-    """The same Decision (and so the same headers) as the in-memory limiter."""
-    return Decision(
-        allowed=allowed,
-        limit=limit.burst,
-        remaining=int(tokens),
-        reset_after_s=(limit.burst - tokens) / limit.rate,
-        retry_after_s=0.0 if allowed else (1.0 - tokens) / limit.rate,
-    )
 
 
 class RedisRateLimiter:
@@ -96,18 +76,16 @@ class RedisRateLimiter:
             )
 
     async def acquire(self, key: str, limit: Limit) -> Decision:
-        backend = self.backend
-        if backend.available:
-            try:
-                allowed, tokens = await self._script(
-                    keys=[backend.key("rl", key)], args=[repr(limit.rate), limit.burst]
-                )
-            except Exception as exc:
-                if not is_connection_error(exc):
-                    raise
-                backend.failed(exc)
-            else:
-                return decision(limit, bool(int(allowed)), float(tokens))
+        try:
+            allowed, tokens = await self.backend.call(
+                self._script,
+                keys=[self.backend.key("rl", key)],
+                args=[repr(limit.rate), limit.burst],
+            )
+        except RedisUnreachableError:
+            pass  # a refusal (RedisRefusedError) is not an outage: it is raised
+        else:
+            return Decision.of(limit, bool(int(allowed)), float(tokens))
         self._log_degraded()
         if self.fail_open:
             return await self.fallback.acquire(key, limit)
@@ -115,7 +93,3 @@ class RedisRateLimiter:
             "rate limiting is unavailable (its shared store, Redis, is unreachable); "
             "retry in a moment"
         )
-
-
-def make_redis_rate_limiter(backend: RedisBackend, *, fail_open: bool) -> RateLimiter:
-    return RedisRateLimiter(backend, fail_open=fail_open)

@@ -17,6 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
 from mlserve import __version__, schemas
+from mlserve.cache import make_prediction_cache
 from mlserve.config import Settings
 from mlserve.registry import Registry
 from mlserve.schemas import v2 as schemas_v2
@@ -96,9 +97,7 @@ def _redis_backend(settings: Settings, metrics: ServerMetrics) -> RedisBackend |
 def _share_cache(state: AppState, redis: RedisBackend) -> None:
     """With redis.url the prediction cache lives in Redis, shared by every replica (entries
     expire after cache.ttl_s; Redis's maxmemory bounds the size)."""
-    from mlserve.cache.redis import RedisPredictionCache
-
-    cache = RedisPredictionCache.from_settings(state.settings.cache, redis)
+    cache = make_prediction_cache(state.settings.cache, redis=redis)
     state.traffic.cache = cache
     state.metrics.cache_entries.set_function(cache.__len__)  # held in Redis, not here
 

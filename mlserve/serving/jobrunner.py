@@ -21,6 +21,7 @@ from mlserve.jobs import (
     JobsUnavailableError,
     LeaseLostError,
     open_job_store,
+    open_shared_job_store,
 )
 from mlserve.runtime.model import LoadedModel
 from mlserve.schemas import JobKind
@@ -313,10 +314,8 @@ async def _start_shared_jobs(state: AppState, redis: RedisBackend) -> Callable[[
     process accepts jobs, answers for any job, and dispatches (again) the jobs nobody works
     on. It scores none itself (jobs.concurrency does not apply)."""
     from mlserve.jobs.celery import CeleryDispatcher
-    from mlserve.jobs.redis import RedisJobStore
 
-    store = await open_job_store(state.settings, redis=redis)
-    assert isinstance(store, RedisJobStore)  # noqa: S101 - open_job_store with a backend
+    store = open_shared_job_store(state.settings, redis)
     dispatcher = CeleryDispatcher.from_settings(state.settings, store)
     dispatcher.start()
     state.jobs = store

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from prometheus_client import Counter
 
-from mlserve.cache import MemoryCache, PredictionCache
+from mlserve.cache import PredictionCache, make_prediction_cache
 from mlserve.config import Settings
 from mlserve.errors import ConfigError, InvalidInputError, MlserveError
 from mlserve.runtime.model import LoadedModel, Prediction
@@ -232,10 +232,9 @@ class TrafficController:
         self.metrics = metrics
         self.cache: PredictionCache | None = None
         if settings.cache.enabled:
-            memory = MemoryCache.from_settings(
+            self.cache = make_prediction_cache(
                 settings.cache, on_evict=self._evicted, on_size=metrics.cache_entries.set
             )
-            self.cache = memory
         self._evictions: dict[str, Counter] = {}
         self._cache_counters: dict[str, tuple[Counter, Counter]] = {}
         self.splits: dict[str, Split] = {}

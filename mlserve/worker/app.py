@@ -32,13 +32,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mlserve.backends.redis import RedisBackend, display_url, redis_url
 from mlserve.config import Settings
 from mlserve.errors import ConfigError, MlserveError
-from mlserve.jobs import JobsUnavailableError
+from mlserve.jobs import JobsUnavailableError, SharedJobStore, open_shared_job_store
 from mlserve.jobs.celery import TASK_NAME, Celery, celery_module, make_celery, queue_name
 
 if TYPE_CHECKING:
-    from mlserve.jobs.redis import RedisJobStore
     from mlserve.serving.jobrunner import JobRunner
     from mlserve.serving.manager import ModelManager
+
+__all__ = ["WorkerRuntime", "run_worker", "serve_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class WorkerRuntime:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="mlserve-jobs", daemon=True)
         self.backend: RedisBackend | None = None
-        self.store: RedisJobStore | None = None
+        self.store: SharedJobStore | None = None
         self.manager: ModelManager | None = None
         self.runner: JobRunner | None = None
         # Told when Celery's consumer may have stopped taking tasks (see _watch_queue).
@@ -101,7 +102,6 @@ class WorkerRuntime:
         self._call(self._open())
 
     async def _open(self) -> None:
-        from mlserve.jobs.redis import RedisJobStore
         from mlserve.registry import Registry
         from mlserve.serving.jobrunner import JobRunner
         from mlserve.serving.manager import ModelManager
@@ -113,12 +113,7 @@ class WorkerRuntime:
         await backend.start()
         backend.on_change(self._redis_changed)
         self.backend = backend
-        self.store = RedisJobStore(
-            backend,
-            chunk_size=settings.jobs.chunk_size,
-            ttl_s=settings.jobs.ttl_s,
-            dispatch_grace_s=settings.jobs.lease_s,
-        )
+        self.store = open_shared_job_store(settings, backend)
         metrics = self.metrics
         self.manager = ModelManager(settings, Registry(settings.registry_path), metrics)
         await self.manager.load_all()

@@ -18,7 +18,8 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from mlserve.config import load_settings
-from mlserve.ratelimit import InMemoryRateLimiter, Limit
+from mlserve.ratelimit import Limit
+from mlserve.ratelimit.memory import InMemoryRateLimiter
 from mlserve.ratelimit.redis import RedisRateLimiter
 from mlserve.registry import Registry
 from mlserve.server.app import create_app

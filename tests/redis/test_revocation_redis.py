@@ -204,7 +204,7 @@ def test_redis_down_falls_back_to_the_local_key_file(
 def test_revocations_read_before_an_outage_stay_in_force_during_it(
     make_backend: Callable[..., Any], run: Run, redis_client: Any, key_prefix: str
 ) -> None:
-    from mlserve.keys import revocation_entry
+    from mlserve.keys.redis import revocation_entry
 
     record = KeyRecord(name="gone", role="admin", sha256="b" * 64)
     redis_client.hset(f"{key_prefix}revoked", record.sha256, revocation_entry(record))

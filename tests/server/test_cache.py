@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from mlserve.cache import MemoryCache
+from mlserve.cache.memory import MemoryCache
 from mlserve.registry import Registry
 from mlserve.runtime.model import Prediction
 from mlserve.schemas import ModelMetadata

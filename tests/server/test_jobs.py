@@ -568,7 +568,7 @@ def test_shutdown_mid_job_gives_the_job_back_for_the_next_server(
     gate: tuple[str, broken_models.Gate],
     make_settings: Callable[..., Any],
 ) -> None:
-    from mlserve.jobs import SqliteJobStore
+    from mlserve.jobs.sqlite import SqliteJobStore
     from mlserve.server.app import create_app
 
     name, held = gate

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 
 from mlserve.config import Settings
 from mlserve.keys import KeyStore
-from mlserve.ratelimit import Decision, InMemoryRateLimiter, Limit
+from mlserve.ratelimit import Decision, Limit
+from mlserve.ratelimit.memory import InMemoryRateLimiter
 from mlserve.schemas import ModelMetadata
 
 from .conftest import error_of
