@@ -13,7 +13,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -264,6 +272,16 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=lambda: Path("~/.mlserve").expanduser())
     """Home of the default registry and local state ($MLSERVE_HOME)."""
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _empty_home_is_unset(cls, value: Any) -> Any:
+        # MLSERVE_HOME="" (an unset-by-blanking in a shell or a compose file) means the default,
+        # not "." — which would scatter a registry and key files into the current directory.
+        if isinstance(value, str) and not value.strip():
+            return Path("~/.mlserve").expanduser()
+        return value
+
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)

@@ -381,7 +381,20 @@ def test_ensure_ok_refuses_a_run_where_every_request_failed_in_transport() -> No
     target = build_target(url="http://127.0.0.1:9", payloads=Payloads(texts=("a",)))
     with pytest.raises(LoadtestError, match="every request"):
         ensure_ok(result_of([], codes={}, failures={"connection refused": 5}), target)
-    ensure_ok(result_of([1.0], codes={500: 1}), target)  # answered, even if badly: tested
+    ensure_ok(result_of([1.0] * 4, codes={200: 1, 500: 3}), target)  # one success: tested
+
+
+def test_ensure_ok_refuses_a_run_without_one_successful_answer() -> None:
+    target = build_target(url="http://127.0.0.1:9", payloads=Payloads(texts=("a",)))
+    result = result_of([1.0] * 7, codes={422: 5, 503: 2})
+    result.error_samples = ["HTTP 503: busy", "HTTP 422: 'model' is required"]
+    with pytest.raises(LoadtestError) as raised:
+        ensure_ok(result, target)
+    # The most common answer, with what the server said.
+    assert raised.value.message == (
+        "no request to http://127.0.0.1:9/api/predict succeeded: 5 of 7 answered 422 "
+        "(HTTP 422: 'model' is required)"
+    )
 
 
 def test_describe_failure_names_common_transport_errors() -> None:

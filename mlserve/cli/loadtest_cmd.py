@@ -248,7 +248,8 @@ def loadtest(
     """Load-test a running server and gate on latency, throughput and errors.
 
     Exit codes: 0 every threshold holds, 99 one failed (named on stderr),
-    1 the target could not be tested at all, 2 usage error.
+    1 the target could not be tested at all (unreachable, or not one request succeeded: the
+    most common error is named), 2 usage error.
     """
     from mlserve import loadtest as lt
     from mlserve.cli._client_opts import client_settings

@@ -96,7 +96,8 @@ def serve(
     """Start the inference server (FastAPI on uvicorn) over the registry's models.
 
     On an empty registry it first trains and registers the bundled sentiment model.
-    Stop it with Ctrl-C or SIGTERM: in-flight requests finish first.
+    Stop it with Ctrl-C or SIGTERM: in-flight requests finish first. Exit codes: 0 stopped
+    cleanly, 2 configuration error (including a port already in use).
     """
     # One OpenMP thread per model call. Requests already run concurrently (a predict thread
     # per model beside the event loop); OpenMP's spinning workers on top of that made the
@@ -118,6 +119,9 @@ def serve(
     check_exposure(settings)
     check_redis(settings)
     from mlserve.cli._common import open_registry
+    from mlserve.server.run import bind_socket, run
+
+    sock = bind_socket(settings)  # a port in use: one line and exit 2, before anything else
 
     reg = open_registry(settings)
     if not settings.server.models and not reg.names():
@@ -126,14 +130,18 @@ def serve(
         else:
             bootstrap_sample(settings)
 
-    from mlserve.server.run import run
-
     base = f"http://{_display_host(settings.server.host)}:{settings.server.port}"
     err_console.print(
         f"mlserve serving registry {settings.registry_path} on {base}\n"
         f"  docs    {base}/docs\n  metrics {base}/metrics\n  health  {base}/api/health"
     )
-    run(settings, config_path=str(config) if config else None, overrides=_json_safe(overrides))
+    with sock:  # closed once the server has stopped (uvicorn closes what it listened on)
+        run(
+            settings,
+            config_path=str(config) if config else None,
+            overrides=_json_safe(overrides),
+            sock=sock,
+        )
 
 
 def check_exposure(settings: Any) -> None:

@@ -144,9 +144,17 @@ def write_text(path: Path, data: bytes) -> None:
 
 
 def ensure_ok(result: RunResult, target: Target) -> None:
-    """Every request failed before any answer: the target was not tested at all."""
+    """Not one request succeeded: the target was not load-tested at all (whatever the gates
+    say), so the run fails with the most common error."""
     if result.requests and not result.responses:
         kinds = ", ".join(f"{k} ×{n:,}" for k, n in result.transport_errors.items())
         raise LoadtestError(f"every request to {target.url} failed: {kinds}")
+    if result.responses and not result.successes:
+        status, count = max(result.status_codes.items(), key=lambda item: item[1])
+        sample = next((s for s in result.error_samples if s.startswith(f"HTTP {status}:")), None)
+        raise LoadtestError(
+            f"no request to {target.url} succeeded: {count:,} of {result.requests:,} "
+            f"answered {status}" + (f" ({sample})" if sample else "")
+        )
     if not result.requests and not result.interrupted:
         raise LoadtestError("no request was measured (is the duration shorter than a request?)")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from pathlib import Path
 from types import FrameType
@@ -15,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from mlserve.config import Settings, load_settings
+from mlserve.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +67,47 @@ def _clean_metrics_dir(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
 
 
+def bind_socket(settings: Settings) -> socket.socket:
+    """The server's socket, bound (not yet listening) to server.host:server.port; a port in
+    use or an address this host does not have is a ConfigError (exit 2), before anything is
+    printed or loaded."""
+    host, port = settings.server.host, settings.server.port
+    address = host.strip("[]")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # As uvicorn binds: a restarted server may reuse a port whose old connections linger.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
+        raise ConfigError(
+            f"cannot listen on {host or 'every interface'} port {port}: {reason} "
+            "(choose another with --port or server.port)"
+        ) from None
+    sock.set_inheritable(True)  # --workers: the worker processes accept on it too
+    return sock
+
+
 def run(
-    settings: Settings, *, config_path: str | None = None, overrides: dict[str, Any] | None = None
+    settings: Settings,
+    *,
+    config_path: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT; returns after a graceful shutdown."""
+    """Serve until SIGTERM/SIGINT on `sock` (bound here when not given); returns after a
+    graceful shutdown."""
     from mlserve.server.app import create_app
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
+    sock = sock or bind_socket(settings)
     workers = settings.server.workers
     if workers <= 1:
         app = create_app(settings, background_load=True, freeze_heap=True)
-        uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings))).run()
+        uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings))).run(sockets=[sock])
         return
     os.environ[WORKER_ENV] = json.dumps({"config": config_path, "overrides": overrides or {}})
     # /metrics must count every worker's requests, not the one that answers the scrape:
@@ -93,7 +125,6 @@ def run(
             workers=workers,
             **uvicorn_options(settings),
         )
-        sock = config.bind_socket()
         uvicorn.supervisors.Multiprocess(config, sockets=[sock]).run()
     finally:
         if metrics_dir is not None:
