@@ -47,7 +47,6 @@ def _record_json(record: Any, now: Any) -> dict[str, Any]:
         "created_at": record.created_at.isoformat() if record.created_at else None,
         "expires_at": record.expires_at.isoformat() if record.expires_at else None,
         "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
-        "fingerprint": record.fingerprint,
         "source": record.source,
     }
 
@@ -126,7 +125,7 @@ def list_keys(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     from rich.table import Table
 
     table = Table(title=f"API keys ({store.path})", title_justify="left")
-    for column in ("name", "role", "status", "created", "expires", "sha256", "source"):
+    for column in ("name", "role", "status", "created", "expires", "source"):
         table.add_column(column)
     styles = {"active": "green", "expired": "yellow", "revoked": "red"}
     for r in records:
@@ -137,7 +136,6 @@ def list_keys(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
             f"[{styles[status]}]{status}[/]",
             _when(r.created_at),
             _when(r.expires_at),
-            r.fingerprint + "…",
             r.source,
         )
     console.print(table)

@@ -123,11 +123,6 @@ class KeyRecord(BaseModel):
             return "expired"
         return "active"
 
-    @property
-    def fingerprint(self) -> str:
-        """A short prefix of the hash, enough to tell keys apart in a listing."""
-        return self.sha256[:8]
-
 
 def records_from_settings(auth: AuthSettings) -> list[KeyRecord]:
     """The keys given as hashes in settings (`auth.keys`)."""
