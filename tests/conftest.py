@@ -6,16 +6,26 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.servers import MlserveProcess, serve
 from typer.testing import CliRunner, Result
 
 from mlserve.registry import Registry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+with warnings.catch_warnings():
+    # Starlette warns (a UserWarning) that driving its TestClient with httpx is deprecated; it
+    # works as documented, and httpx stays our client library. Imported once here, before any
+    # test module, so that no module needs this guard of its own (pyproject's filter for the
+    # same warning applies to the tests, not to conftest imports).
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
+    import fastapi.testclient  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
@@ -160,6 +170,24 @@ def run_mlserve() -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., MlserveProcess]]:
+    """start_server(registry, home=None, **kwargs): a real `python -m mlserve serve` over
+    `registry` on a free port (support.servers.serve; home: the test's tmp_path/home), not
+    waited for; stopped at the end of the test if it still runs (SIGTERM, so that the workers
+    of a --workers N server go with it; SIGKILL if it hangs)."""
+    started: list[MlserveProcess] = []
+
+    def start(registry: Path, home: Path | None = None, **kwargs: Any) -> MlserveProcess:
+        server = serve(registry, home or tmp_path / "home", **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 # ---------------------------------------------------------------------------- CI: no silent skips

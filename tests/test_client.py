@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+from support.data import IRIS_FEATURES, iris_estimator
+from support.net import free_port
 
 from mlserve.client import AsyncClient, Client
 from mlserve.config import load_settings
@@ -18,15 +20,8 @@ from mlserve.errors import ServerResponseError, ServerUnreachableError
 from mlserve.registry import Registry
 from mlserve.schemas import BatchPredictResponse, HealthResponse, ModelList, PredictResponse
 
-with warnings.catch_warnings():
-    # Starlette warns (a UserWarning) that driving its TestClient with httpx is deprecated.
-    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
-    from fastapi.testclient import TestClient
-
 URL = "http://mlserve.test:8123"
 Handler = Callable[[httpx.Request], httpx.Response]
-
-IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 PREDICTION = {
     "prediction": "pos",
@@ -98,8 +93,8 @@ def test_timeout_says_no_answer_in_time() -> None:
     assert info.value.message == f"no answer from {URL} in time (ReadTimeout)"
 
 
-def test_a_real_refused_port_is_reported_as_refused(unused_port: int) -> None:
-    url = f"http://127.0.0.1:{unused_port}"
+def test_a_real_refused_port_is_reported_as_refused() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
     with Client(url, timeout=2) as client, pytest.raises(ServerUnreachableError) as info:
         client.ready()
     assert info.value.message == (
@@ -107,8 +102,8 @@ def test_a_real_refused_port_is_reported_as_refused(unused_port: int) -> None:
     )
 
 
-def test_a_real_refused_port_is_reported_as_refused_async(unused_port: int) -> None:
-    url = f"http://127.0.0.1:{unused_port}"
+def test_a_real_refused_port_is_reported_as_refused_async() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
 
     async def go() -> None:
         async with AsyncClient(url, timeout=2) as client:
@@ -119,15 +114,6 @@ def test_a_real_refused_port_is_reported_as_refused_async(unused_port: int) -> N
     assert info.value.message == (
         f"cannot reach {url}: connection refused — is `mlserve serve` running?"
     )
-
-
-@pytest.fixture
-def unused_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ---------------------------------------------------------------------------- error bodies
@@ -425,16 +411,11 @@ def test_async_api_key_is_added_to_an_injected_client() -> None:
 @pytest.fixture
 def app_client(tmp_path: Path, text_classifier: Any) -> Iterator[TestClient]:
     """A started app over a tiny text model and an iris model with named features."""
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
     from mlserve.server.app import create_app
 
     registry = Registry(tmp_path / "registry")
     registry.register_estimator(text_classifier, name="sentiment", aliases=["production"])
-    data = load_iris()
-    iris = LogisticRegression(max_iter=1000).fit(data.data, data.target_names[data.target])
-    registry.register_estimator(iris, name="iris", feature_names=IRIS_FEATURES)
+    registry.register_estimator(iris_estimator(), name="iris", feature_names=IRIS_FEATURES)
     settings = load_settings(
         None, home=str(tmp_path / "home"), registry={"path": str(registry.root)}
     )

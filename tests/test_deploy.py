@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import tomllib
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -120,15 +119,12 @@ def alert_rules() -> list[dict[str, Any]]:
 def live_metrics(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The /metrics text of a real app over a tiny iris model, after a few predictions
     (single, batch, a cache hit and an invalid request)."""
+    from fastapi.testclient import TestClient
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
     from mlserve.registry import Registry
     from mlserve.server.app import create_app
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
-        from fastapi.testclient import TestClient
 
     root = tmp_path_factory.mktemp("deploy-metrics")
     iris = load_iris()

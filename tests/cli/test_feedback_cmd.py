@@ -4,24 +4,21 @@ tables; usage errors exit 2, labels not stored exit 1."""
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+from support.data import populate
+from support.net import free_port
+from support.probe import HEAVY, imported
+from support.servers import MlserveProcess
 from typer.testing import Result
 
 from mlserve.cli.feedback_cmd import read_labels, send_labels
 from mlserve.client import Client
 from mlserve.config import load_settings
-
-from ._servers import Server, free_port, populate, serving
-from .test_help import probe
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
-    from fastapi.testclient import TestClient
 
 
 # ---------------------------------------------------------------------------- reading files
@@ -76,8 +73,8 @@ def test_a_missing_file_is_a_usage_error(
 
 
 def test_feedback_help_does_not_import_sklearn_or_fastapi() -> None:
-    assert probe("feedback", "--help") == ("", "0")
-    assert probe("models", "quality", "--help") == ("", "0")
+    assert imported(HEAVY, "feedback", "--help") == ("", "0")
+    assert imported(HEAVY, "models", "quality", "--help") == ("", "0")
 
 
 # ---------------------------------------------------------------------------- sending, in process
@@ -124,15 +121,8 @@ def test_the_client_reads_quality_reports(app_client: TestClient) -> None:
 
 
 # ---------------------------------------------------------------------------- a real server
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("feedback-server")
-    populate(root / "registry")
-    with serving(root / "registry", root / "serve.log", home=root / "home") as started:
-        yield started
-
-
-def predictions(server: Server, texts: list[str]) -> list[dict[str, Any]]:
+# `server`: the command tests' real server (tests/cli/conftest.py).
+def predictions(server: MlserveProcess, texts: list[str]) -> list[dict[str, Any]]:
     response = server.post("/api/predict/batch", {"texts": texts, "model": "sentiment"})
     assert response.status_code == 200, response.text
     rows: list[dict[str, Any]] = response.json()["predictions"]
@@ -141,7 +131,7 @@ def predictions(server: Server, texts: list[str]) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_feedback_then_quality_against_a_server(
-    cli: Callable[..., Result], server: Server, tmp_path: Path
+    cli: Callable[..., Result], server: MlserveProcess, tmp_path: Path
 ) -> None:
     rows = predictions(server, ["good great", "awful bad", "lovely good", "terrible", "great"])
     flip = {"pos": "neg", "neg": "pos"}
@@ -176,7 +166,7 @@ def test_feedback_then_quality_against_a_server(
 
 @pytest.mark.slow
 def test_labels_not_stored_exit_1_and_are_listed(
-    cli: Callable[..., Result], server: Server, tmp_path: Path
+    cli: Callable[..., Result], server: MlserveProcess, tmp_path: Path
 ) -> None:
     (row,) = predictions(server, ["good"])
     path = tmp_path / "labels.jsonl"
@@ -199,7 +189,7 @@ def test_labels_not_stored_exit_1_and_are_listed(
 
 @pytest.mark.slow
 def test_quality_of_an_unknown_model_or_alias_fails(
-    cli: Callable[..., Result], server: Server
+    cli: Callable[..., Result], server: MlserveProcess
 ) -> None:
     unknown = cli("models", "quality", "nothing", "--url", server.url)
     alias = cli("models", "quality", "sentiment@nope", "--url", server.url)

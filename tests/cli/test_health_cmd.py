@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -12,50 +11,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.data import iris_estimator, populate, tamper
+from support.net import free_port
+from support.servers import MlserveProcess, process_env, running, serve
 from typer.testing import Result
 
 from mlserve.registry import Registry
-
-from ._servers import (
-    Server,
-    clean_env,
-    free_port,
-    iris_estimator,
-    launch,
-    populate,
-    serving,
-    stop,
-    tamper,
-)
 
 # Most tests here talk to a real `mlserve serve` process.
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A healthy server over sentiment (text) and iris (tabular)."""
-    root = tmp_path_factory.mktemp("health-server")
-    populate(root / "registry")
-    with serving(root / "registry", root / "serve.log", home=root / "home") as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def degraded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def degraded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlserveProcess]:
     """A server whose 'broken' model failed to load (its artifact was altered on disk)."""
     root = tmp_path_factory.mktemp("degraded-server")
     populate(root / "registry")
     registry = Registry(root / "registry")
     meta = registry.register_estimator(iris_estimator(), name="broken", aliases=["production"])
     tamper(registry, meta)
-    with serving(root / "registry", root / "serve.log", home=root / "home") as started:
+    with running(root / "registry", root / "home") as started:
         yield started
 
 
 @pytest.fixture
-def check(cli: Callable[..., Result], server: Server) -> Callable[..., Result]:
-    """`mlserve health-check ARGS... --url <the healthy server>`."""
+def check(cli: Callable[..., Result], server: MlserveProcess) -> Callable[..., Result]:
+    """`mlserve health-check ARGS... --url <the healthy server>` (tests/cli/conftest.py)."""
     return lambda *args: cli("health-check", *args, "--url", server.url)
 
 
@@ -65,7 +46,9 @@ def as_json(result: Result) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- healthy server
-def test_ready_is_the_default_and_exits_0(check: Callable[..., Result], server: Server) -> None:
+def test_ready_is_the_default_and_exits_0(
+    check: Callable[..., Result], server: MlserveProcess
+) -> None:
     result = check()
     assert result.exit_code == 0, (result.stdout, result.stderr)
     assert result.stdout.startswith(f"ready {server.url} (ready check)")
@@ -89,7 +72,7 @@ def test_deep_exits_0_and_lists_models(check: Callable[..., Result]) -> None:
         assert "healthy" in line
 
 
-def test_json_shape_ready(check: Callable[..., Result], server: Server) -> None:
+def test_json_shape_ready(check: Callable[..., Result], server: MlserveProcess) -> None:
     result = check("--json")
     assert result.exit_code == 0, result.stderr
     assert as_json(result) == {
@@ -101,7 +84,7 @@ def test_json_shape_ready(check: Callable[..., Result], server: Server) -> None:
     }
 
 
-def test_json_shape_deep(check: Callable[..., Result], server: Server) -> None:
+def test_json_shape_deep(check: Callable[..., Result], server: MlserveProcess) -> None:
     result = check("--deep", "--json")
     assert result.exit_code == 0, result.stderr
     data = as_json(result)
@@ -146,7 +129,7 @@ def test_unreachable_json_and_quiet(cli: Callable[..., Result]) -> None:
 
 
 def test_an_error_answer_is_not_called_unreachable(
-    cli: Callable[..., Result], server: Server
+    cli: Callable[..., Result], server: MlserveProcess
 ) -> None:
     # Something answers at this URL, but not mlserve: /nope/api/ready is a 404.
     result = cli("health-check", "--url", server.url + "/nope", "--json")
@@ -156,7 +139,7 @@ def test_an_error_answer_is_not_called_unreachable(
     assert data["error"].startswith("404 ")
 
 
-def test_degraded_server_fails_deep(cli: Callable[..., Result], degraded: Server) -> None:
+def test_degraded_server_fails_deep(cli: Callable[..., Result], degraded: MlserveProcess) -> None:
     result = cli("health-check", "--url", degraded.url, "--deep", "--json")
     assert result.exit_code == 1, result.stdout
     data = as_json(result)
@@ -172,7 +155,9 @@ def test_degraded_server_fails_deep(cli: Callable[..., Result], degraded: Server
     assert "broken" in table.stdout
 
 
-def test_degraded_server_is_still_ready(cli: Callable[..., Result], degraded: Server) -> None:
+def test_degraded_server_is_still_ready(
+    cli: Callable[..., Result], degraded: MlserveProcess
+) -> None:
     # Readiness is the server's: it serves traffic while one model serves; --deep tells more.
     result = cli("health-check", "--url", degraded.url, "--json")
     assert result.exit_code == 0, result.stdout
@@ -181,7 +166,9 @@ def test_degraded_server_is_still_ready(cli: Callable[..., Result], degraded: Se
 
 
 # ---------------------------------------------------------------------------- --wait
-def test_wait_polls_until_a_server_starting_later_is_ready(server: Server, tmp_path: Path) -> None:
+def test_wait_polls_until_a_server_starting_later_is_ready(
+    server: MlserveProcess, tmp_path: Path
+) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     waiting = subprocess.Popen(
@@ -189,20 +176,21 @@ def test_wait_polls_until_a_server_starting_later_is_ready(server: Server, tmp_p
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=clean_env(tmp_path / "home"),
+        env=process_env(tmp_path / "home"),
     )
     late = None
     try:
         # Nothing listens yet: a health-check that did not poll would fail right away.
-        late = launch(server.registry, tmp_path / "late.log", port=port, home=tmp_path / "home")
+        assert server.registry is not None
+        late = serve(server.registry, tmp_path / "home", port=port)
         out, err = waiting.communicate(timeout=60)
     finally:
         if waiting.poll() is None:
             waiting.kill()
             waiting.wait(timeout=5)
         if late is not None:
-            stop(late)
-    assert waiting.returncode == 0, (out, err, late.log_text() if late else "")
+            late.stop()
+    assert waiting.returncode == 0, (out, err, late.output() if late else "")
     data = json.loads(out)
     assert (data["healthy"], data["status"], data["url"]) == (True, "ready", url)
 
@@ -215,15 +203,6 @@ def test_wait_times_out_against_a_port_nobody_listens_on(cli: Callable[..., Resu
     assert result.exit_code == 1
     assert as_json(result)["status"] == "unreachable"
     assert 1.0 <= elapsed < 5.0, elapsed  # polled up to the deadline, and no longer
-
-
-@pytest.fixture
-def silent_url() -> Iterator[str]:
-    """A port that accepts connections (the kernel completes them) but never answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(8)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def test_wait_cuts_each_probe_timeout_to_the_time_left(

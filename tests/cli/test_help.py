@@ -4,48 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.probe import HEAVY, imported
 from typer.testing import Result
 
 import mlserve
-
-HEAVY = ("sklearn", "fastapi", "scipy", "uvicorn")
-
-IMPORT_PROBE = textwrap.dedent(
-    """
-    import sys
-    HEAVY = sys.argv[1].split(",")
-    sys.argv = ["mlserve", *sys.argv[2:]]
-    import mlserve.cli
-    code = 0
-    if len(sys.argv) > 1:
-        try:
-            mlserve.cli.main()
-        except SystemExit as exc:
-            code = exc.code or 0
-    heavy = sorted({m.split(".")[0] for m in sys.modules} & set(HEAVY))
-    print("HEAVY=" + ",".join(heavy))
-    print("CODE=" + str(code))
-    """
-)
-
-
-def probe(*args: str) -> tuple[str, str]:
-    """Run the CLI in a fresh interpreter; return (heavy modules imported, exit code)."""
-    proc = subprocess.run(
-        [sys.executable, "-c", IMPORT_PROBE, ",".join(HEAVY), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    lines = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
-    assert "HEAVY" in lines, proc.stderr
-    return lines["HEAVY"], lines["CODE"]
 
 
 @pytest.mark.parametrize(
@@ -62,7 +28,7 @@ def probe(*args: str) -> tuple[str, str]:
     ids=lambda a: " ".join(a) or "import-only",
 )
 def test_help_does_not_import_sklearn_or_fastapi(args: tuple[str, ...]) -> None:
-    heavy, code = probe(*args)
+    heavy, code = imported(HEAVY, *args)
     assert heavy == ""
     assert code == "0"
 
@@ -71,7 +37,9 @@ def test_the_probe_sees_sklearn_when_a_command_needs_it(tmp_path: Path) -> None:
     # Guards the test above: a command that trains does import scikit-learn, and the probe sees it.
     data = tmp_path / "one-class.csv"
     data.write_text("text,label\n" + "".join(f"sentence {i},pos\n" for i in range(8)))
-    heavy, code = probe("train", "--data", str(data), "--target", "label", "--text-column", "text")
+    heavy, code = imported(
+        HEAVY, "train", "--data", str(data), "--target", "label", "--text-column", "text"
+    )
     assert code == "2"  # a single class: refused after scikit-learn was imported
     assert "sklearn" in heavy.split(",")
 

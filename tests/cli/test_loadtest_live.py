@@ -4,14 +4,14 @@ tabular models, counted by the server's own metrics."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.metrics import value
+from support.servers import MlserveProcess
 from typer.testing import Result
-
-from ._servers import Server, metric_value, populate, serving
 
 pytestmark = pytest.mark.slow
 
@@ -22,25 +22,15 @@ ROUTES = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """sentiment (text) and iris (tabular), both @production; no default model."""
-    root = tmp_path_factory.mktemp("loadtest-server")
-    populate(root / "registry")
-    with serving(root / "registry", root / "serve.log", home=root / "home") as started:
-        yield started
-
-
-def answered(server: Server, route: str, status: str = "200") -> float:
-    """POST requests the server answered on a route, from its /metrics."""
-    text = server.get("/metrics").text
-    return metric_value(
-        text, "mlserve_http_requests_total", method="POST", route=route, status=status
+def answered(server: MlserveProcess, route: str, status: str = "200") -> float:
+    """POST requests the server (tests/cli/conftest.py) answered on a route, from /metrics."""
+    return value(
+        server.metrics(), "mlserve_http_requests_total", method="POST", route=route, status=status
     )
 
 
 def run(
-    cli: Callable[..., Result], server: Server, tmp_path: Path, *args: str | Path
+    cli: Callable[..., Result], server: MlserveProcess, tmp_path: Path, *args: str | Path
 ) -> dict[str, Any]:
     out = tmp_path / "report.json"
     result = cli("loadtest", "--url", server.url, "--concurrency", "4", "--json", out, *args)
@@ -51,7 +41,7 @@ def run(
 
 @pytest.mark.parametrize("endpoint", ["predict", "batch", "v2"])
 def test_each_endpoint_is_driven_against_a_text_model(
-    cli: Callable[..., Result], server: Server, tmp_path: Path, endpoint: str
+    cli: Callable[..., Result], server: MlserveProcess, tmp_path: Path, endpoint: str
 ) -> None:
     before = answered(server, ROUTES[endpoint])
     batching = [] if endpoint == "predict" else ["--batch-size", "5"]
@@ -68,7 +58,7 @@ def test_each_endpoint_is_driven_against_a_text_model(
 
 
 def test_v2_against_a_tabular_model_sends_jsonl_bodies_as_they_are(
-    cli: Callable[..., Result], server: Server, tmp_path: Path
+    cli: Callable[..., Result], server: MlserveProcess, tmp_path: Path
 ) -> None:
     rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
     body = {"inputs": [{"name": "input", "shape": [3, 4], "datatype": "FP64", "data": rows}]}
@@ -86,7 +76,7 @@ def test_v2_against_a_tabular_model_sends_jsonl_bodies_as_they_are(
 
 
 def test_text_bodies_sent_to_a_tabular_model_fail_the_error_gate(
-    cli: Callable[..., Result], server: Server, tmp_path: Path
+    cli: Callable[..., Result], server: MlserveProcess, tmp_path: Path
 ) -> None:
     out = tmp_path / "report.json"
     result = cli(

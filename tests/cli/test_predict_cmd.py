@@ -6,14 +6,16 @@ import csv
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.data import IRIS_FEATURES
+from support.metrics import value
+from support.net import free_port
+from support.servers import MlserveProcess
 from typer.testing import CliRunner, Result
-
-from ._servers import IRIS_FEATURES, Server, free_port, metric_value, populate, serving
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]
@@ -24,18 +26,9 @@ FIELDS = ("input", "prediction", "confidence", "probabilities", "model", "versio
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for the module, over sentiment (text) and iris (tabular); no default model."""
-    root = tmp_path_factory.mktemp("predict-server")
-    populate(root / "registry")
-    with serving(root / "registry", root / "serve.log", home=root / "home") as started:
-        yield started
-
-
 @pytest.fixture
-def predict(cli: Callable[..., Result], server: Server) -> Callable[..., Result]:
-    """`mlserve predict ARGS... --url <the server>`."""
+def predict(cli: Callable[..., Result], server: MlserveProcess) -> Callable[..., Result]:
+    """`mlserve predict ARGS... --url <the server>` (tests/cli/conftest.py)."""
     return lambda *args: cli("predict", *args, "--url", server.url)
 
 
@@ -48,10 +41,9 @@ def labels(result: Result) -> list[Any]:
     return [r["prediction"] for r in json_lines(result)]
 
 
-def batch_requests(server: Server) -> float:
-    text = server.get("/metrics").text
-    return metric_value(
-        text,
+def batch_requests(server: MlserveProcess) -> float:
+    return value(
+        server.metrics(),
         "mlserve_http_requests_total",
         method="POST",
         route="/api/predict/batch",
@@ -77,7 +69,7 @@ def test_several_texts_keep_their_order(predict: Callable[..., Result]) -> None:
     assert {(r["model"], r["version"]) for r in rows} == {("sentiment", 1)}
 
 
-def test_dash_reads_one_text_per_line_from_stdin(runner: CliRunner, server: Server) -> None:
+def test_dash_reads_one_text_per_line_from_stdin(runner: CliRunner, server: MlserveProcess) -> None:
     from mlserve.cli import app
 
     result = runner.invoke(
@@ -187,7 +179,7 @@ def many_texts(tmp_path: Path, n: int) -> tuple[Path, list[str]]:
 
 
 def test_many_inputs_go_through_the_batch_endpoint_in_chunks(
-    predict: Callable[..., Result], server: Server, tmp_path: Path
+    predict: Callable[..., Result], server: MlserveProcess, tmp_path: Path
 ) -> None:
     path, texts = many_texts(tmp_path, 250)
     before = batch_requests(server)
@@ -198,7 +190,7 @@ def test_many_inputs_go_through_the_batch_endpoint_in_chunks(
 
 
 def test_chunks_are_capped_by_the_servers_limit(
-    predict: Callable[..., Result], server: Server, tmp_path: Path
+    predict: Callable[..., Result], server: MlserveProcess, tmp_path: Path
 ) -> None:
     limit = server.get("/").json()["limits"]["max_batch_items"]
     assert limit == 100
@@ -210,7 +202,7 @@ def test_chunks_are_capped_by_the_servers_limit(
 
 
 def test_json_predictions_match_the_servers_predict(
-    predict: Callable[..., Result], server: Server
+    predict: Callable[..., Result], server: MlserveProcess
 ) -> None:
     texts = ["good great", "awful horrible", "lovely service but rude staff"]
     rows = json_lines(predict(*texts, "--model", "sentiment", "--json"))
@@ -224,7 +216,7 @@ def test_json_predictions_match_the_servers_predict(
 
 @pytest.mark.parametrize("texts", [["good great"], ["good great", "awful horrible"]])
 def test_json_request_ids_take_feedback_labels(
-    predict: Callable[..., Result], server: Server, texts: list[str]
+    predict: Callable[..., Result], server: MlserveProcess, texts: list[str]
 ) -> None:
     rows = json_lines(predict(*texts, "--model", "sentiment", "--json"))
     ids = [row["request_id"] for row in rows]
@@ -235,7 +227,7 @@ def test_json_request_ids_take_feedback_labels(
     assert all(item["correct"] for item in answer["items"])
 
 
-def _feedback_when_flushed(server: Server, items: list[dict[str, Any]]) -> dict[str, Any]:
+def _feedback_when_flushed(server: MlserveProcess, items: list[dict[str, Any]]) -> dict[str, Any]:
     """Predictions reach the store within a flush interval: retry unknown ids briefly."""
     deadline = time.monotonic() + 10.0
     while True:
@@ -286,7 +278,7 @@ def test_top_k_lists_the_most_likely_classes(predict: Callable[..., Result]) -> 
 
 # ---------------------------------------------------------------------------- --local
 def test_local_matches_the_server(
-    cli: Callable[..., Result], server: Server, tmp_path: Path
+    cli: Callable[..., Result], server: MlserveProcess, tmp_path: Path
 ) -> None:
     path = tmp_path / "rows.jsonl"
     path.write_text(f"{json.dumps(SETOSA)}\n{json.dumps(VIRGINICA)}\n", encoding="utf-8")
@@ -303,14 +295,14 @@ def test_local_matches_the_server(
         assert (a["model"], a["version"]) == (b["model"], b["version"])
 
 
-def test_local_texts(cli: Callable[..., Result], server: Server) -> None:
+def test_local_texts(cli: Callable[..., Result], server: MlserveProcess) -> None:
     result = cli("predict", "good great", "awful", "--local", "--registry", server.registry,
                  "-m", "sentiment", "--json")  # fmt: skip
     assert labels(result) == ["pos", "neg"]
 
 
 def test_local_needs_a_model_when_the_registry_holds_several(
-    cli: Callable[..., Result], server: Server, assert_user_error: Callable[..., None]
+    cli: Callable[..., Result], server: MlserveProcess, assert_user_error: Callable[..., None]
 ) -> None:
     result = cli("predict", "good", "--local", "--registry", server.registry)
     assert_user_error(result, "--model is required", "iris", "sentiment")

@@ -14,11 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-from cli._servers import IRIS_FEATURES, populate
+from support.data import IRIS_FEATURES, populate
+from support.servers import running, serve
 
 from mlserve.registry import Registry
 
-from ._procs import running, start
 from .gated_models import slow_loading
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,7 @@ def test_sigkill_mid_reload_leaves_the_registry_intact_and_the_restart_serves(
     gate.mkdir()
     populate(root)  # sentiment:1 and iris:1, both @production
     data = load_iris()
-    server = start(root, home, config={"traffic": {"watch_interval_s": 0}})
+    server = serve(root, home, config={"traffic": {"watch_interval_s": 0}})
     try:
         server.wait_ready()
         (gate / "hold").write_text("")

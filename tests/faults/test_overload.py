@@ -14,12 +14,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from cli._servers import populate
 from server.slow_models import FileGatedRegressor, calls
+from support.data import populate
+from support.servers import running
 
 from mlserve.registry import Registry
-
-from ._procs import running
 
 pytestmark = pytest.mark.slow
 

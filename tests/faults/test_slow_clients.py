@@ -18,9 +18,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from cli._servers import populate
-
-from ._procs import Proc, running
+from support.data import populate
+from support.servers import MlserveProcess, running
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +31,7 @@ PREDICT = b'{"features": [5.1, 3.5, 1.4, 0.2], "model": "iris"}'
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlserveProcess]:
     root = tmp_path_factory.mktemp("slow-clients")
     populate(root / "registry")
     config = {"server": {"timeout_keep_alive": KEEP_ALIVE_S}}
@@ -40,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
         yield proc
 
 
-def connect(server: Proc) -> socket.socket:
+def connect(server: MlserveProcess) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
@@ -74,7 +73,7 @@ def read_response(sock: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
-def test_slow_and_abandoned_connections_do_not_starve_other_clients(server: Proc) -> None:
+def test_slow_and_abandoned_connections_do_not_starve_other_clients(server: MlserveProcess) -> None:
     sockets: list[socket.socket] = []
     stop = threading.Event()
     try:
@@ -139,7 +138,7 @@ def test_slow_and_abandoned_connections_do_not_starve_other_clients(server: Proc
     assert open_requests == 1
 
 
-def test_a_trickled_request_is_answered_once_complete(server: Proc) -> None:
+def test_a_trickled_request_is_answered_once_complete(server: MlserveProcess) -> None:
     with connect(server) as sock:
         for byte in request_bytes():
             sock.send(bytes([byte]))
@@ -148,7 +147,7 @@ def test_a_trickled_request_is_answered_once_complete(server: Proc) -> None:
     assert b'"model":"iris"' in answer
 
 
-def test_idle_keep_alive_connections_are_closed_after_the_timeout(server: Proc) -> None:
+def test_idle_keep_alive_connections_are_closed_after_the_timeout(server: MlserveProcess) -> None:
     with connect(server) as sock:
         sock.sendall(request_bytes())
         assert read_response(sock).startswith(b"HTTP/1.1 200")

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli._servers import IRIS_FEATURES, iris_estimator, populate, tamper
+from support.data import IRIS_FEATURES, iris_estimator, populate, tamper
+from support.servers import running
 
 from mlserve.registry import Registry
-
-from ._procs import running
 
 pytestmark = pytest.mark.slow
 

@@ -10,23 +10,17 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from cli._servers import IRIS_FEATURES, populate
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.data import IRIS_FEATURES, populated_settings
 
-from mlserve.config import load_settings
 from mlserve.server.app import create_app
-
-with warnings.catch_warnings():
-    # See tests/server/conftest.py: Starlette's deprecation of driving TestClient with httpx.
-    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
-    from fastapi.testclient import TestClient
 
 MAX_TEXT = 10_000  # server.max_text_length (the default)
 MAX_BODY = 1_500_000  # server.max_body_bytes: a 1 MB text fits, a 2 MB one does not
@@ -47,12 +41,8 @@ FLOWER = [5.1, 3.5, 1.4, 0.2]
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """sentiment (text) and iris (four named features); jobs are accepted, never run."""
-    root = tmp_path_factory.mktemp("properties")
-    populate(root / "registry")
-    settings_ = load_settings(
-        None,
-        home=str(root / "home"),
-        registry={"path": str(root / "registry")},
+    settings_ = populated_settings(
+        tmp_path_factory.mktemp("properties"),
         server={"max_text_length": MAX_TEXT, "max_body_bytes": MAX_BODY},
         jobs={"concurrency": 0, "max_body_bytes": MAX_BODY},
         traffic={"watch_interval_s": 0},

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from cli._servers import populate
-from faults._procs import Proc, running
+from support.data import populate
+from support.servers import MlserveProcess, running
 
 from mlserve.keys import KeyStore
 
@@ -42,7 +42,7 @@ CHECKS = [
 
 @dataclass
 class Live:
-    proc: Proc
+    proc: MlserveProcess
     headers: dict[str, str]
     auth: bool
     reloads: list[str] = field(default_factory=list)

@@ -1,5 +1,6 @@
 """Redis-backed tests: a real redis-server from $MLSERVE_TEST_REDIS_URL (skipped, saying so,
-when it is unset), a key prefix per test so tests never see each other's keys.
+when it is unset; a database of its own per parallel test worker, tests/support/redis.py), a key
+prefix per test so tests never see each other's keys, and the registries the replicas serve.
 
 No __init__.py here on purpose: as a package this folder would be importable as `redis` (the
 tests folder is on sys.path) and shadow redis-py.
@@ -10,10 +11,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from redis_procs import SKIP_REASON, TEST_REDIS_URL, delete_prefixed, free_port
+from support.data import IRIS_FEATURES, iris_estimator, text_estimator
+from support.net import free_port
+from support.redis import SKIP_REASON, TEST_REDIS_URL, delete_prefixed
+
+from mlserve.registry import Registry
 
 T = TypeVar("T")
 
@@ -87,3 +93,21 @@ def make_backend(
     yield build
     for backend in made:
         run(backend.close())
+
+
+@pytest.fixture
+def iris_registry(tmp_path: Path) -> Path:
+    """A registry with iris@production (tabular, four named features)."""
+    registry = Registry(tmp_path / "registry")
+    registry.register_estimator(
+        iris_estimator(), name="iris", aliases=["production"], feature_names=IRIS_FEATURES
+    )
+    return registry.root
+
+
+@pytest.fixture
+def text_registry(tmp_path: Path) -> Path:
+    """A registry with sentiment@production (text, pos/neg)."""
+    registry = Registry(tmp_path / "registry")
+    registry.register_estimator(text_estimator(), name="sentiment", aliases=["production"])
+    return registry.root

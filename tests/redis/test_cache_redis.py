@@ -20,7 +20,6 @@ with warnings.catch_warnings():
 
 from mlserve.cache.redis import RedisPredictionCache, input_digest
 from mlserve.config import load_settings
-from mlserve.registry import Registry
 from mlserve.runtime.model import Prediction
 from mlserve.server.app import create_app
 
@@ -170,20 +169,6 @@ def test_a_lost_connection_mid_call_is_a_miss_and_marks_redis_down(
 
 
 # ---------------------------------------------------------------------------- through the server
-@pytest.fixture
-def text_registry(tmp_path: Path) -> Path:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-
-    texts = ["good great fine", "awful bad", "lovely good", "terrible awful", "great", "bad"]
-    labels = ["pos", "neg", "pos", "neg", "pos", "neg"]
-    model = Pipeline([("tfidf", TfidfVectorizer()), ("clf", LogisticRegression())])
-    registry = Registry(tmp_path / "registry")
-    registry.register_estimator(model.fit(texts, labels), name="sentiment", aliases=["production"])
-    return registry.root
-
-
 def cache_settings(registry: Path, tmp_path: Path, url: str, prefix: str) -> Any:
     return load_settings(
         None,

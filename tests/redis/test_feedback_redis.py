@@ -17,22 +17,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from mlserve.config import load_settings
-from mlserve.registry import Registry
 from mlserve.server.app import create_app
-
-
-@pytest.fixture
-def text_registry(tmp_path: Path) -> Path:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-
-    texts = ["good great fine", "awful bad", "lovely good", "terrible awful", "great", "bad"]
-    labels = ["pos", "neg", "pos", "neg", "pos", "neg"]
-    model = Pipeline([("tfidf", TfidfVectorizer()), ("clf", LogisticRegression())])
-    registry = Registry(tmp_path / "registry")
-    registry.register_estimator(model.fit(texts, labels), name="sentiment", aliases=["production"])
-    return registry.root
 
 
 def settings(registry: Path, home: Path, url: str, prefix: str) -> Any:

@@ -10,27 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.probe import imported
+from support.servers import process_env
 from typer.testing import Result
 
 OPTIONAL = ("redis", "celery", "kombu")
-
-IMPORT_PROBE = textwrap.dedent(
-    """
-    import sys
-    OPTIONAL = sys.argv[1].split(",")
-    sys.argv = ["mlserve", *sys.argv[2:]]
-    import mlserve.cli
-    code = 0
-    if len(sys.argv) > 1:
-        try:
-            mlserve.cli.main()
-        except SystemExit as exc:
-            code = exc.code or 0
-    loaded = sorted({m.split(".")[0] for m in sys.modules} & set(OPTIONAL))
-    print("LOADED=" + ",".join(loaded))
-    print("CODE=" + str(code))
-    """
-)
 
 # Runs the CLI as if the extra were not installed: importing redis or celery fails.
 WITHOUT_EXTRA = textwrap.dedent(
@@ -45,26 +29,13 @@ WITHOUT_EXTRA = textwrap.dedent(
 )
 
 
-def probe(*args: str) -> tuple[str, str]:
-    proc = subprocess.run(
-        [sys.executable, "-c", IMPORT_PROBE, ",".join(OPTIONAL), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    lines = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
-    assert "LOADED" in lines, proc.stderr
-    return lines["LOADED"], lines["CODE"]
-
-
 @pytest.mark.parametrize(
     "args",
     [(), ("--help",), ("worker", "--help"), ("serve", "--help"), ("keys", "--help")],
     ids=lambda a: " ".join(a) or "import-only",
 )
 def test_the_cli_does_not_import_redis_or_celery(args: tuple[str, ...]) -> None:
-    loaded, code = probe(*args)
+    loaded, code = imported(OPTIONAL, *args)
     assert loaded == ""
     assert code == "0"
 
@@ -94,7 +65,7 @@ def test_an_app_without_redis_url_does_not_import_them(tmp_path: Path) -> None:
 def test_redis_url_without_the_extra_names_the_extra_to_install(
     command: str, tmp_path: Path
 ) -> None:
-    env = {"MLSERVE_HOME": str(tmp_path), "MLSERVE_REDIS__URL": "redis://127.0.0.1:6379/0"}
+    env = {"MLSERVE_REDIS__URL": "redis://127.0.0.1:6379/0"}
     args = [command, "--no-sample"] if command == "serve" else [command]
     proc = subprocess.run(
         [sys.executable, "-c", WITHOUT_EXTRA, *args],
@@ -102,19 +73,13 @@ def test_redis_url_without_the_extra_names_the_extra_to_install(
         text=True,
         timeout=60,
         check=False,
-        env={**_base_env(), **env},
+        env=process_env(tmp_path, **env),
     )
     assert proc.returncode == 2, proc.stderr
     message = proc.stderr.strip()
     assert message.startswith("error: redis.url is set, but the redis package is not installed")
     assert "pip install 'mlserve[redis]'" in message
     assert "Traceback" not in proc.stderr
-
-
-def _base_env() -> dict[str, str]:
-    import os
-
-    return {k: v for k, v in os.environ.items() if not k.upper().startswith("MLSERVE_")}
 
 
 def test_worker_without_redis_url_is_a_config_error(

@@ -15,16 +15,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from redis_procs import (
-    SKIP_REASON,
-    TEST_REDIS_URL,
-    Proc,
-    RedisServer,
-    base_env,
-    delete_prefixed,
-    free_port,
-    wait_for,
-)
+from support.data import iris as iris_data
+from support.data import iris_estimator
+from support.net import free_port
+from support.redis import SKIP_REASON, TEST_REDIS_URL, RedisServer, delete_prefixed
+from support.servers import MlserveProcess, serve
+from support.servers import start_worker as start_worker_process
+from support.wait import wait_for
 
 pytest.importorskip("redis", reason="the mlserve[redis] extra is not installed")
 pytest.importorskip("celery", reason="the mlserve[redis] extra is not installed")
@@ -42,12 +39,8 @@ ROWS, CHUNK, HELD_FROM = 40, 5, 10
 def paced_registry(root: Path, gate: Path) -> tuple[Registry, Any, Any]:
     """iris@production for live traffic, and `paced` (2·x0 + x1, held mid-job while the file
     gate/hold exists) for jobs."""
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
     gate.mkdir(parents=True, exist_ok=True)
-    data = load_iris()
-    iris = LogisticRegression(max_iter=1000).fit(data.data, data.target_names[data.target])
+    iris = iris_estimator()
     registry = Registry(root)
     registry.register_estimator(iris, name="iris", aliases=["production"])
     train = np.column_stack([np.arange(6.0), np.ones(6)])
@@ -56,39 +49,31 @@ def paced_registry(root: Path, gate: Path) -> tuple[Registry, Any, Any]:
         name="paced",
         aliases=["production"],
     )
-    return registry, iris, data.data
+    return registry, iris, iris_data()[0]
 
 
-def job_env(home: Path, url: str, prefix: str) -> dict[str, str]:
-    return base_env(
-        home,
-        MLSERVE_REDIS__URL=url,
-        MLSERVE_REDIS__KEY_PREFIX=prefix,
-        MLSERVE_REDIS__HEALTH_CHECK_INTERVAL_S="0.5",
-        MLSERVE_REDIS__SOCKET_TIMEOUT_S="0.5",
-        MLSERVE_REDIS__CONNECT_TIMEOUT_S="0.5",
-        MLSERVE_JOBS__CHUNK_SIZE=str(CHUNK),
-        MLSERVE_JOBS__LEASE_S="2",
-        MLSERVE_JOBS__TTL_S="600",
-        MLSERVE_LOGGING__LEVEL="info",
-    )
+def job_settings(url: str, prefix: str) -> dict[str, str]:
+    return {
+        "MLSERVE_REDIS__URL": url,
+        "MLSERVE_REDIS__KEY_PREFIX": prefix,
+        "MLSERVE_REDIS__HEALTH_CHECK_INTERVAL_S": "0.5",
+        "MLSERVE_REDIS__SOCKET_TIMEOUT_S": "0.5",
+        "MLSERVE_REDIS__CONNECT_TIMEOUT_S": "0.5",
+        "MLSERVE_JOBS__CHUNK_SIZE": str(CHUNK),
+        "MLSERVE_JOBS__LEASE_S": "2",
+        "MLSERVE_JOBS__TTL_S": "600",
+        "MLSERVE_LOGGING__LEVEL": "info",
+    }
 
 
-def start_server(root: Path, registry: Path, env: dict[str, str]) -> Proc:
-    port = free_port()
-    server = Proc.start(
-        f"serve-{port}",
-        ["serve", "--port", str(port), "--registry", str(registry), "--no-sample"],
-        cwd=root,
-        env=env,
-        url=f"http://127.0.0.1:{port}",
-    )
+def start_server(root: Path, registry: Path, env: dict[str, str]) -> MlserveProcess:
+    server = serve(registry, root / "home", env=env, log_level=None)
     server.wait_ready()
     return server
 
 
-def start_worker(root: Path, registry: Path, env: dict[str, str], n: int) -> Proc:
-    worker = Proc.start(f"worker-{n}", ["worker", "--registry", str(registry)], cwd=root, env=env)
+def start_worker(root: Path, registry: Path, env: dict[str, str], n: int) -> MlserveProcess:
+    worker = start_worker_process(registry, root / "home", env=env, name=f"worker-{n}")
     worker.wait_log("ready.")
     return worker
 
@@ -152,7 +137,7 @@ def test_redis_stopped_and_restarted_under_traffic_loses_nothing(
     redis = RedisServer(port=free_port(), folder=tmp_path / "redis")
     procs.append(redis)
     redis.start()
-    env = job_env(tmp_path / "home", redis.url, "outage:")
+    env = job_settings(redis.url, "outage:")
     server = start_server(tmp_path, registry.root, env)
     procs.append(server)
     worker = start_worker(tmp_path, registry.root, env, 1)
@@ -178,23 +163,34 @@ def test_redis_stopped_and_restarted_under_traffic_loses_nothing(
             lambda: job_status(http, job_id).json()["progress"]["done"] == HELD_FROM,
             "the job held mid-way",
             WAIT_S,
-            logs,
+            details=logs,
         )
         before = len(traffic.statuses)
 
         redis.stop()  # SIGTERM, as an orchestrator would
         down = wait_for(
-            lambda: (h := health())["status"] == "degraded" and h, "health degraded", WAIT_S, logs
+            lambda: (h := health())["status"] == "degraded" and h,
+            "health degraded",
+            WAIT_S,
+            details=logs,
         )
         refused = http.post("/api/predict/async", json={"model": "iris", "features": x[0].tolist()})
         unreadable = job_status(http, job_id)
         during = len(traffic.statuses)
         (gate / "hold").unlink()  # the worker goes on scoring; its writes wait for Redis
-        wait_for(lambda: len(traffic.statuses) > during + 20, "traffic during the outage", 30, logs)
+        wait_for(
+            lambda: len(traffic.statuses) > during + 20,
+            "traffic during the outage",
+            30,
+            details=logs,
+        )
 
         redis.start()  # same port, same data (append-only file)
         up = wait_for(
-            lambda: (h := health())["status"] == "healthy" and h, "health healthy", WAIT_S, logs
+            lambda: (h := health())["status"] == "healthy" and h,
+            "health healthy",
+            WAIT_S,
+            details=logs,
         )
         finished = wait_for(
             lambda: (
@@ -202,7 +198,7 @@ def test_redis_stopped_and_restarted_under_traffic_loses_nothing(
             ),
             "the job finished after the outage",
             WAIT_S,
-            logs,
+            details=logs,
         )
         answers = predictions(http, job_id)
         after = http.post("/api/predict/async", json={"model": "iris", "features": x[0].tolist()})
@@ -244,7 +240,7 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes_in_order(
 ) -> None:
     gate = tmp_path / "gate"
     registry, _, _ = paced_registry(tmp_path / "registry", gate)
-    env = job_env(tmp_path / "home", *shared_redis)
+    env = job_settings(*shared_redis)
     server = start_server(tmp_path, registry.root, env)
     procs.append(server)
     first = start_worker(tmp_path, registry.root, env, 1)
@@ -263,7 +259,7 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes_in_order(
             lambda: any(pid == first.pid and x0 == HELD_FROM for pid, x0, _ in calls(gate)),
             "the worker inside the held chunk",
             WAIT_S,
-            logs,
+            details=logs,
         )
         first.kill()  # SIGKILL: no shutdown, no lease given back, the task unacknowledged
         held = job_status(http, job_id).json()
@@ -276,7 +272,7 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes_in_order(
             ),
             "the job completed by the new worker",
             WAIT_S,
-            logs,
+            details=logs,
         )
         answers = predictions(http, job_id)
 
@@ -297,7 +293,7 @@ def test_a_worker_stopped_with_sigterm_gives_the_job_back_after_its_chunk(
 ) -> None:
     gate = tmp_path / "gate"
     registry, _, _ = paced_registry(tmp_path / "registry", gate)
-    env = job_env(tmp_path / "home", *shared_redis)
+    env = job_settings(*shared_redis)
     server = start_server(tmp_path, registry.root, env)
     procs.append(server)
     first = start_worker(tmp_path, registry.root, env, 1)
@@ -316,7 +312,7 @@ def test_a_worker_stopped_with_sigterm_gives_the_job_back_after_its_chunk(
             lambda: any(pid == first.pid and x0 == HELD_FROM for pid, x0, _ in calls(gate)),
             "the worker inside the held chunk",
             WAIT_S,
-            logs,
+            details=logs,
         )
         first.process.send_signal(signal.SIGTERM)  # warm shutdown, as Kubernetes stops a pod
         first.wait_log("Warm shutdown")
@@ -329,7 +325,7 @@ def test_a_worker_stopped_with_sigterm_gives_the_job_back_after_its_chunk(
             lambda: (j := job_status(http, job_id).json())["status"] == "completed" and j,
             "the job completed by the next worker",
             WAIT_S,
-            logs,
+            details=logs,
         )
         answers = predictions(http, job_id)
 

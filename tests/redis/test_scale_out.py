@@ -13,15 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from redis_procs import (
-    SKIP_REASON,
-    TEST_REDIS_URL,
-    Proc,
-    base_env,
-    delete_prefixed,
-    free_port,
-    wait_for,
-)
+from support.data import iris
+from support.redis import SKIP_REASON, TEST_REDIS_URL, delete_prefixed
+from support.servers import MlserveProcess, serve, start_worker
+from support.wait import wait_for
 
 pytest.importorskip("redis", reason="the mlserve[redis] extra is not installed")
 pytest.importorskip("celery", reason="the mlserve[redis] extra is not installed")
@@ -38,9 +33,9 @@ WAIT_S = 60.0
 
 @dataclass
 class Deployment:
-    a: Proc
-    b: Proc
-    worker: Proc
+    a: MlserveProcess
+    b: MlserveProcess
+    worker: MlserveProcess
     registry: Path
     admin: str
     predict: str
@@ -52,7 +47,7 @@ class Deployment:
             f"--- {p.name}\n{p.output()[-4000:]}" for p in (self.a, self.b, self.worker)
         )
 
-    def client(self, replica: Proc, key: str) -> httpx.Client:
+    def client(self, replica: MlserveProcess, key: str) -> httpx.Client:
         return httpx.Client(
             base_url=replica.url, timeout=10, headers={"Authorization": f"Bearer {key}"}
         )
@@ -62,16 +57,14 @@ class Deployment:
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     if TEST_REDIS_URL is None:
         pytest.skip(SKIP_REASON)
-    from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
     from sklearn.tree import DecisionTreeClassifier
 
     root = tmp_path_factory.mktemp("scale-out")
-    data = load_iris()
-    y = data.target_names[data.target]
+    x, y = iris()
     estimators = {
-        1: LogisticRegression(max_iter=1000).fit(data.data, y),
-        2: DecisionTreeClassifier(max_depth=1, random_state=0).fit(data.data, y),
+        1: LogisticRegression(max_iter=1000).fit(x, y),
+        2: DecisionTreeClassifier(max_depth=1, random_state=0).fit(x, y),
     }
     registry = Registry(root / "registry")  # the shared volume
     registry.register_estimator(estimators[1], name="iris", aliases=["production"])
@@ -82,43 +75,34 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     predict = keys.create(role="predict", name="client").key
 
     prefix = f"mlst-{uuid.uuid4().hex[:10]}:"
-    env = base_env(
-        home,
-        MLSERVE_REDIS__URL=TEST_REDIS_URL,
-        MLSERVE_REDIS__KEY_PREFIX=prefix,
-        MLSERVE_REDIS__HEALTH_CHECK_INTERVAL_S="0.5",
-        MLSERVE_RATE_LIMIT__ENABLED="true",
-        MLSERVE_RATE_LIMIT__RATE="1000",
-        MLSERVE_RATE_LIMIT__BURST="1000",
-        MLSERVE_RATE_LIMIT__ROLES=json.dumps({"predict": {"rate": 0.01, "burst": PREDICT_BURST}}),
-        MLSERVE_TRAFFIC__WATCH_INTERVAL_S=str(WATCH_S),
-        MLSERVE_CACHE__ENABLED="true",
-        MLSERVE_JOBS__CHUNK_SIZE="20",
-        MLSERVE_JOBS__LEASE_S="5",
-        MLSERVE_JOBS__TTL_S="600",
-        MLSERVE_LOGGING__LEVEL="info",
-    )
-    serve = ["--registry", str(registry.root), "--no-sample"]
-    procs: list[Proc] = []
+    settings = {
+        "MLSERVE_REDIS__URL": TEST_REDIS_URL,
+        "MLSERVE_REDIS__KEY_PREFIX": prefix,
+        "MLSERVE_REDIS__HEALTH_CHECK_INTERVAL_S": "0.5",
+        "MLSERVE_RATE_LIMIT__ENABLED": "true",
+        "MLSERVE_RATE_LIMIT__RATE": "1000",
+        "MLSERVE_RATE_LIMIT__BURST": "1000",
+        "MLSERVE_RATE_LIMIT__ROLES": json.dumps(
+            {"predict": {"rate": 0.01, "burst": PREDICT_BURST}}
+        ),
+        "MLSERVE_TRAFFIC__WATCH_INTERVAL_S": str(WATCH_S),
+        "MLSERVE_CACHE__ENABLED": "true",
+        "MLSERVE_JOBS__CHUNK_SIZE": "20",
+        "MLSERVE_JOBS__LEASE_S": "5",
+        "MLSERVE_JOBS__TTL_S": "600",
+        "MLSERVE_LOGGING__LEVEL": "info",
+    }
+    procs: list[MlserveProcess] = []
     try:
         for name in ("a", "b"):
-            port = free_port()
             procs.append(
-                Proc.start(
-                    f"replica-{name}",
-                    ["serve", "--port", str(port), *serve],
-                    cwd=root,
-                    env=env,
-                    url=f"http://127.0.0.1:{port}",
-                )
+                serve(registry.root, home, env=settings, log_level=None, name=f"replica-{name}")
             )
-        procs.append(
-            Proc.start("worker", ["worker", "--registry", str(registry.root)], cwd=root, env=env)
-        )
+        procs.append(start_worker(registry.root, home, env=settings))
         for proc in procs[:2]:
             proc.wait_ready()
         procs[2].wait_log("ready.")  # Celery: consuming the queue
-        yield Deployment(*procs, registry.root, admin, predict, estimators, data.data)  # type: ignore[call-arg]
+        yield Deployment(*procs, registry.root, admin, predict, estimators, x)  # type: ignore[call-arg]
     finally:
         for proc in procs:
             proc.terminate()
@@ -138,7 +122,7 @@ def test_a_job_submitted_to_a_is_read_from_b_and_completed_by_the_worker(
             lambda: (j := b.get(f"/api/jobs/{job_id}").json())["status"] == "completed" and j,
             "the job completed",
             WAIT_S,
-            d.logs,
+            details=d.logs,
         )
         lines = a.get(f"/api/jobs/{job_id}/result", params={"format": "jsonl"})
 
@@ -197,7 +181,7 @@ def test_an_alias_promoted_through_a_is_served_by_b_within_the_watch_interval(
             lambda: b.post("/api/predict", json=body).json()["version"] == 2,
             "replica b serving iris:2",
             WAIT_S,
-            d.logs,
+            details=d.logs,
         )
         took = time.monotonic() - swapped_at
 

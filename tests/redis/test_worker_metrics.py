@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,21 +10,15 @@ from typing import Any
 
 import httpx
 import pytest
-from redis_procs import (
-    READY_S,
-    SKIP_REASON,
-    TEST_REDIS_URL,
-    Proc,
-    base_env,
-    delete_prefixed,
-    free_port,
-    wait_for,
-)
+from support.data import iris, iris_estimator
+from support.metrics import scrape, value
+from support.net import free_port, silent_port
+from support.redis import SKIP_REASON, TEST_REDIS_URL, delete_prefixed
+from support.servers import READY_S, MlserveProcess, process_env, serve, start_worker
+from support.wait import wait_for
 
 pytest.importorskip("redis", reason="the mlserve[redis] extra is not installed")
 pytest.importorskip("celery", reason="the mlserve[redis] extra is not installed")
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from mlserve.registry import Registry
 
@@ -37,8 +30,8 @@ CHUNK = 40
 
 @dataclass
 class Stack:
-    server: Proc
-    worker: Proc
+    server: MlserveProcess
+    worker: MlserveProcess
     metrics_url: str
     x: Any
 
@@ -46,66 +39,33 @@ class Stack:
         return "\n".join(f"--- {p.name}\n{p.output()[-4000:]}" for p in (self.server, self.worker))
 
 
-def scrape(url: str) -> dict[str, list[Any]]:
-    response = httpx.get(url, timeout=5)
-    assert response.status_code == 200, response.text
-    samples: dict[str, list[Any]] = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append(sample)
-    return samples
-
-
-def value(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
-    return sum(
-        s.value
-        for s in samples.get(name, [])
-        if all(s.labels.get(k) == v for k, v in labels.items())
-    )
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if TEST_REDIS_URL is None:
         pytest.skip(SKIP_REASON)
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
     root = tmp_path_factory.mktemp("worker-metrics")
-    data = load_iris()
-    estimator = LogisticRegression(max_iter=1000).fit(data.data, data.target_names[data.target])
     registry = Registry(root / "registry")
-    registry.register_estimator(estimator, name="iris", aliases=["production"])
+    registry.register_estimator(iris_estimator(), name="iris", aliases=["production"])
     prefix = f"mlwm-{uuid.uuid4().hex[:10]}:"
-    env = base_env(
-        root / "home",
-        MLSERVE_REDIS__URL=TEST_REDIS_URL,
-        MLSERVE_REDIS__KEY_PREFIX=prefix,
-        MLSERVE_JOBS__CHUNK_SIZE=str(CHUNK),
-        MLSERVE_JOBS__LEASE_S="5",
-        MLSERVE_JOBS__TTL_S="600",
-    )
-    port, metrics_port = free_port(), free_port()
-    procs: list[Proc] = []
+    settings = {
+        "MLSERVE_REDIS__URL": TEST_REDIS_URL,
+        "MLSERVE_REDIS__KEY_PREFIX": prefix,
+        "MLSERVE_JOBS__CHUNK_SIZE": str(CHUNK),
+        "MLSERVE_JOBS__LEASE_S": "5",
+        "MLSERVE_JOBS__TTL_S": "600",
+    }
+    home, metrics_port = root / "home", free_port()
+    procs: list[MlserveProcess] = []
     try:
+        procs.append(serve(registry.root, home, env=settings, log_level=None, name="server"))
         procs.append(
-            Proc.start(
-                "server",
-                ["serve", "--port", str(port), "--registry", str(registry.root), "--no-sample"],
-                cwd=root,
-                env=env,
-                url=f"http://127.0.0.1:{port}",
-            )
-        )
-        worker_args = ["worker", "--registry", str(registry.root)]
-        procs.append(
-            Proc.start(
-                "worker", [*worker_args, "--metrics-port", str(metrics_port)], cwd=root, env=env
+            start_worker(
+                registry.root, home, env=settings, args=["--metrics-port", str(metrics_port)]
             )
         )
         procs[0].wait_ready()
         procs[1].wait_log("ready.")  # Celery: consuming the queue
-        yield Stack(*procs, f"http://127.0.0.1:{metrics_port}/metrics", data.data)  # type: ignore[call-arg]
+        yield Stack(*procs, f"http://127.0.0.1:{metrics_port}/metrics", iris()[0])  # type: ignore[call-arg]
     finally:
         for proc in procs:
             proc.terminate()
@@ -127,7 +87,7 @@ def test_the_worker_exports_the_rows_and_the_finished_job_it_scored(stack: Stack
             lambda: client.get(f"/api/jobs/{job_id}").json()["status"] == "completed",
             "the job completed",
             WAIT_S,
-            stack.logs,
+            details=stack.logs,
         )
         server = scrape(f"{stack.server.url}/metrics")
     worker = wait_for(
@@ -138,7 +98,7 @@ def test_the_worker_exports_the_rows_and_the_finished_job_it_scored(stack: Stack
         ),
         "the worker counted the finished job",
         WAIT_S,
-        stack.logs,
+        details=stack.logs,
     )
 
     rows = len(stack.x)
@@ -155,19 +115,16 @@ def test_the_worker_exports_the_rows_and_the_finished_job_it_scored(stack: Stack
 
 
 def test_a_taken_metrics_port_is_a_one_line_error(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        env = base_env(tmp_path / "home", MLSERVE_REDIS__URL="redis://127.0.0.1:1/0")
-        worker = Proc.start(
-            "worker", ["worker", "--metrics-port", str(port)], cwd=tmp_path, env=env
+    with silent_port() as port:
+        env = process_env(tmp_path / "home", MLSERVE_REDIS__URL="redis://127.0.0.1:1/0")
+        proc = MlserveProcess.start(
+            ["worker", "--metrics-port", str(port)], cwd=tmp_path, env=env, name="worker"
         )
         try:
-            code = worker.process.wait(READY_S)
+            code = proc.process.wait(READY_S)
         finally:
-            worker.kill()
+            proc.kill()
 
-    assert code == 1, worker.output()
-    assert f"cannot serve metrics on 127.0.0.1:{port}" in worker.output()
-    assert "Traceback" not in worker.output()
+    assert code == 1, proc.output()
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in proc.output()
+    assert "Traceback" not in proc.output()

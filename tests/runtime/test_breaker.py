@@ -7,23 +7,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from support.clock import Clock
 
 from mlserve.errors import InvalidInputError, PredictionError
 from mlserve.runtime.batcher import Batcher, BatchingConfig
 from mlserve.runtime.breaker import BreakerConfig, CircuitBreaker, ModelDegradedError
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Model:

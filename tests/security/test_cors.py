@@ -4,19 +4,14 @@ origin is allowed, never with credentials. (The basics: tests/server/test_middle
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cli._servers import populate
+from fastapi.testclient import TestClient
+from support.data import populated_settings
 
-from mlserve.config import load_settings
 from mlserve.server.app import create_app
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
-    from fastapi.testclient import TestClient
 
 ALLOWED = "https://app.example.com"
 LOOK_ALIKES = [
@@ -43,12 +38,8 @@ REQUESTS = [
 
 
 def _client(tmp_path_factory: pytest.TempPathFactory, origins: list[str]) -> Iterator[TestClient]:
-    root = tmp_path_factory.mktemp("cors")
-    populate(root / "registry")
-    settings = load_settings(
-        None,
-        home=str(root / "home"),
-        registry={"path": str(root / "registry")},
+    settings = populated_settings(
+        tmp_path_factory.mktemp("cors"),
         server={"cors_origins": origins},
         jobs={"concurrency": 0},
     )

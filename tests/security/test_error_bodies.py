@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli._servers import IRIS_FEATURES, populate, tamper
+from fastapi.testclient import TestClient
+from support.data import IRIS_FEATURES, populate, tamper
 
 from mlserve.config import load_settings
 from mlserve.registry import Registry
@@ -26,10 +26,6 @@ from .hostile_models import (
     UnloadableClassifier,
     fitted,
 )
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
-    from fastapi.testclient import TestClient
 
 FLOWER = [5.1, 3.5, 1.4, 0.2]
 TENSOR = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": FLOWER}]}

@@ -7,19 +7,14 @@ from __future__ import annotations
 
 import gzip
 import json
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cli._servers import populate
+from fastapi.testclient import TestClient
+from support.data import populated_settings
 
-from mlserve.config import load_settings
 from mlserve.server.app import create_app
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
-    from fastapi.testclient import TestClient
 
 MAX_BODY = 8192
 MAX_BATCH = 5
@@ -41,12 +36,8 @@ def text_tensor(texts: list[str]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    root = tmp_path_factory.mktemp("limits")
-    populate(root / "registry")
-    settings = load_settings(
-        None,
-        home=str(root / "home"),
-        registry={"path": str(root / "registry")},
+    settings = populated_settings(
+        tmp_path_factory.mktemp("limits"),
         server={
             "max_body_bytes": MAX_BODY,
             "max_batch_items": MAX_BATCH,

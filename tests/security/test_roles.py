@@ -5,21 +5,17 @@ from the app's own OpenAPI and the access policy, so a route added later is cove
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cli._servers import populate
+from fastapi.testclient import TestClient
+from support.data import populated_settings
 
 from mlserve.config import load_settings
 from mlserve.keys import KeyStore
 from mlserve.server.app import create_app
 from mlserve.server.auth import AccessPolicy
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
-    from fastapi.testclient import TestClient
 
 # Admin-only paths the access policy guards that no route serves today (yet): still refused.
 UNROUTED_ADMIN = [
@@ -33,12 +29,8 @@ PARAMS = {"name": "iris", "version": "1", "job_id": "0123456789abcdef", "alias":
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    root = tmp_path_factory.mktemp("roles")
-    populate(root / "registry")
-    settings = load_settings(
-        None,
-        home=str(root / "home"),
-        registry={"path": str(root / "registry")},
+    settings = populated_settings(
+        tmp_path_factory.mktemp("roles"),
         traffic={"watch_interval_s": 0},
         jobs={"concurrency": 0},
     )

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli._servers import populate
-from faults._procs import running
+from support.data import populate
+from support.servers import running
 
 from mlserve.keys import KeyStore, hash_key
 

@@ -1,22 +1,24 @@
-"""Server fixtures: tiny models fitted here, a per-test registry, apps run with their lifespan."""
+"""Server fixtures: tiny models fitted here, a per-test registry, apps run with their lifespan.
+(The suite's conftest keeps MLSERVE_* settings from outside out of every test.)"""
 
 from __future__ import annotations
 
-import os
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-with warnings.catch_warnings():
-    # Starlette warns (a UserWarning subclass, which pyproject's DeprecationWarning filter does
-    # not match) that driving its TestClient with httpx is deprecated; it works as documented.
-    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
-    from fastapi.testclient import TestClient
+from fastapi.testclient import TestClient
+from support.data import (
+    IRIS_FEATURES,
+    IRIS_METRICS,
+    SENTENCES,
+    TEXT_METRICS,
+)
+from support.data import iris as iris_data
+from support.data import text_estimator as fit_text_estimator
 
 from mlserve.config import Settings, load_settings
 from mlserve.registry import Registry
@@ -26,71 +28,18 @@ from mlserve.server.app import create_app
 from . import broken_models
 from .broken_models import BrokenClassifier, GatedClassifier, PoisonableClassifier
 
-IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-
-SENTENCES = {
-    "positive": [
-        "I love this product, it works great",
-        "What a wonderful and pleasant experience",
-        "Excellent service and friendly staff",
-        "The food was delicious and fresh",
-        "Fantastic quality, I am very happy",
-        "Great value, would buy again",
-        "The staff were lovely and helpful",
-        "Superb delivery, arrived early and intact",
-        "Really enjoyed it, brilliant work",
-        "Happy with the purchase, excellent choice",
-    ],
-    "negative": [
-        "Terrible experience, I hate it",
-        "The product broke after one day, awful",
-        "Rude staff and horrible service",
-        "The food was cold and disgusting",
-        "Worst purchase ever, complete waste of money",
-        "Refund took weeks, very disappointed",
-        "Awful quality, it fell apart",
-        "Never again, a bad and painful experience",
-        "The delivery was late and the box was damaged",
-        "Horrible smell and broken parts, angry",
-    ],
-    "neutral": [
-        "The package arrived on Monday",
-        "It is a blue box with a lid",
-        "The store opens at nine in the morning",
-        "I ordered two items last week",
-        "The manual has twelve pages",
-        "The meeting is scheduled for Tuesday",
-        "It comes in three sizes",
-        "The office is on the second floor",
-        "The train leaves from platform four",
-        "The report lists the quarterly figures",
-    ],
-}
-TEXT_METRICS = {"accuracy": 0.8667, "macro_f1": 0.8512, "n_test": 15}
-IRIS_METRICS = {"accuracy": 0.9737, "macro_f1": 0.9733, "n_test": 38}
-
 
 # ---------------------------------------------------------------------------- fitted estimators
 @pytest.fixture(scope="session")
 def iris() -> tuple[Any, Any]:
     """Iris features and string labels (setosa, versicolor, virginica)."""
-    from sklearn.datasets import load_iris
-
-    data = load_iris()
-    return data.data, data.target_names[data.target]
+    return iris_data()
 
 
 @pytest.fixture(scope="session")
 def text_estimator() -> Any:
     """TF-IDF + LogisticRegression over 30 sentences in 3 classes."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-
-    texts = [t for ts in SENTENCES.values() for t in ts]
-    labels = [label for label, ts in SENTENCES.items() for _ in ts]
-    pipe = Pipeline([("tfidf", TfidfVectorizer()), ("clf", LogisticRegression(max_iter=1000))])
-    return pipe.fit(texts, labels)
+    return fit_text_estimator(SENTENCES)
 
 
 @pytest.fixture(scope="session")
@@ -227,25 +176,6 @@ def serve(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Test
 def client(all_models: dict[str, ModelMetadata], serve: Callable[..., TestClient]) -> TestClient:
     """A server over all four good models (no default model: requests name one)."""
     return serve(raise_server_exceptions=False)
-
-
-@pytest.fixture(autouse=True)
-def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No MLSERVE_* variable from the outside leaks in."""
-    for key in list(os.environ):
-        if key.upper().startswith("MLSERVE_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("MLSERVE_HOME", str(tmp_path / "home"))
-
-
-def tamper(registry: Registry, meta: ModelMetadata) -> None:
-    """Flip bytes in the middle of a registered artifact (same size, different sha256)."""
-    path = registry.artifact_path(meta)
-    data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    for i in range(middle, middle + 8):
-        data[i] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 def error_of(response: Any, status: int, code: str | None = None) -> dict[str, Any]:

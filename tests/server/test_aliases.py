@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from support.data import IRIS_FEATURES
 
 from mlserve.keys import KeyStore
 from mlserve.registry import Registry
 from mlserve.schemas import ModelMetadata
 
-from .conftest import IRIS_FEATURES, error_of
+from .conftest import error_of
 
 ROW = {"features": [5.9, 3.0, 5.1, 1.8], "model": "iris"}
 

@@ -7,11 +7,12 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from support.data import IRIS_FEATURES, SENTENCES
 
 from mlserve.runtime.model import LoadedModel
 from mlserve.schemas import ModelMetadata
 
-from .conftest import IRIS_FEATURES, SENTENCES, error_of
+from .conftest import error_of
 
 TEXTS = [
     "Rude staff and a cold, disgusting meal",

@@ -9,13 +9,16 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from support.clock import Clock
+from support.data import FLOWERS, IRIS_FEATURES
+from support.metrics import scrape, value
 
 from mlserve.registry import Registry
 from mlserve.schemas import ModelMetadata
 
 from . import flaky_models
-from .conftest import IRIS_FEATURES, error_of
-from .traffic_helpers import FLOWERS, PATHS, Clock, scrape, value
+from .conftest import error_of
+from .traffic_helpers import PATHS
 
 FLOWER = FLOWERS[0]
 THRESHOLD = 3

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from support.data import IRIS_FEATURES
 
 from mlserve.schemas import ModelMetadata
 
 from .broken_models import SECRET_DETAIL
-from .conftest import IRIS_FEATURES, error_of
+from .conftest import error_of
 
 FLOWER = [6.1, 2.8, 4.7, 1.2]
 

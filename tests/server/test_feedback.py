@@ -4,41 +4,27 @@ path, labels in (POST /api/feedback), figures out (GET /api/models/{name}/qualit
 from __future__ import annotations
 
 import random
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
-    from fastapi.testclient import TestClient
+from fastapi.testclient import TestClient
+from support.clock import Clock
+from support.data import SENTENCES, TEXT_METRICS
+from support.metrics import scrape, value_or_none
 
 from mlserve.feedback import input_hash
 from mlserve.registry import Registry
 from mlserve.schemas import ModelMetadata, QualityReport
 
-from .conftest import SENTENCES, TEXT_METRICS, error_of
+from .conftest import error_of
 
 # Through the fast path (a plain request) and through the FastAPI route (an Origin header makes
 # the fast path hand the request over; no CORS origins are configured, so nothing else changes).
 PATHS = {"fast": {}, "route": {"Origin": "http://client.example"}}
 TEXTS = [t for texts in SENTENCES.values() for t in texts]
 CLASSES = ["negative", "neutral", "positive"]
-
-
-class Clock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -83,14 +69,9 @@ def stored(client: TestClient, *ids: str) -> dict[str, Any]:
     return client.portal.call(read)  # type: ignore[union-attr,no-any-return]
 
 
-def scrape(client: TestClient, name: str, **labels: str) -> float | None:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for family in text_string_to_metric_families(client.get("/metrics").text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return None
+def metric(client: TestClient, name: str, **labels: str) -> float | None:
+    """A sample's value on the app's /metrics (None when not exported)."""
+    return value_or_none(scrape(client), name, **labels)
 
 
 def refresh_metrics(client: TestClient) -> None:
@@ -163,8 +144,8 @@ def test_a_second_label_replaces_the_first_without_double_counting(client: TestC
     assert third.json()["outcome"] == "replaced"
     (version,) = quality(client).versions
     assert (version.feedback, version.rolling.labelled, version.rolling.accuracy) == (1, 1, 1.0)
-    assert scrape(client, "mlserve_feedback_total", model="sentiment", outcome="accepted") == 1
-    assert scrape(client, "mlserve_feedback_total", model="sentiment", outcome="replaced") == 2
+    assert metric(client, "mlserve_feedback_total", model="sentiment", outcome="accepted") == 1
+    assert metric(client, "mlserve_feedback_total", model="sentiment", outcome="replaced") == 2
 
 
 def test_a_label_answer_says_what_was_stored(client: TestClient) -> None:
@@ -305,7 +286,7 @@ def test_a_batch_of_labels_reports_each_outcome(client: TestClient) -> None:
 def test_an_unknown_request_id_is_a_404(client: TestClient) -> None:
     error = error_of(send(client, "no-such-prediction", "positive"), 404, "prediction_not_found")
     assert "no-such-prediction" in error["message"]
-    assert scrape(client, "mlserve_feedback_total", model="", outcome="unknown") == 1
+    assert metric(client, "mlserve_feedback_total", model="", outcome="unknown") == 1
 
 
 def test_a_label_the_model_does_not_know_is_a_422(client: TestClient) -> None:
@@ -425,12 +406,12 @@ def test_metrics_report_live_and_hold_out_accuracy(client: TestClient) -> None:
     refresh_metrics(client)
 
     labels = {"model": "sentiment", "version": str(served[0]["version"])}
-    assert scrape(client, "mlserve_model_live_accuracy", **labels) == 0.75
-    assert scrape(client, "mlserve_model_live_labelled", **labels) == 4
-    assert scrape(client, "mlserve_model_holdout_accuracy", **labels) == TEXT_METRICS["accuracy"]
+    assert metric(client, "mlserve_model_live_accuracy", **labels) == 0.75
+    assert metric(client, "mlserve_model_live_labelled", **labels) == 4
+    assert metric(client, "mlserve_model_holdout_accuracy", **labels) == TEXT_METRICS["accuracy"]
     # iris has no labels: a hold-out figure, no live one.
-    assert scrape(client, "mlserve_model_live_accuracy", model="iris") is None
-    assert scrape(client, "mlserve_prediction_drift_psi", model="sentiment") is None  # no figures
+    assert metric(client, "mlserve_model_live_accuracy", model="iris") is None
+    assert metric(client, "mlserve_prediction_drift_psi", model="sentiment") is None  # no figures
 
 
 def test_metrics_refresh_on_their_interval(
@@ -443,10 +424,10 @@ def test_metrics_refresh_on_their_interval(
     send(client, answer["request_id"], answer["prediction"])
 
     deadline = time.monotonic() + 10
-    while scrape(client, "mlserve_model_live_accuracy", model="sentiment") is None:
+    while metric(client, "mlserve_model_live_accuracy", model="sentiment") is None:
         assert time.monotonic() < deadline, "the live accuracy metric never appeared"
         time.sleep(0.05)  # polling for the background refresh
-    assert scrape(client, "mlserve_model_live_accuracy", model="sentiment") == 1.0
+    assert metric(client, "mlserve_model_live_accuracy", model="sentiment") == 1.0
 
 
 # ---------------------------------------------------------------------------- off, or no store
@@ -473,7 +454,7 @@ def test_a_store_that_cannot_open_answers_503_and_predictions_go_on(
 
     error_of(send(client, answer["request_id"], "positive"), 503, "feedback_unavailable")
     error_of(client.get("/api/models/sentiment/quality"), 503, "feedback_unavailable")
-    assert scrape(client, "mlserve_feedback_dropped_total") == 1
+    assert metric(client, "mlserve_feedback_dropped_total") == 1
 
 
 # ---------------------------------------------------------------------------- drift
@@ -533,7 +514,7 @@ def test_replaying_the_hold_out_set_shows_no_drift(
     assert {c.label for c in drift.classes} == set(CLASSES)
     assert version.training.accuracy is not None and version.training.accuracy > 0.7
     refresh_metrics(corpus_client)
-    psi = scrape(corpus_client, "mlserve_prediction_drift_psi", model="corpus")
+    psi = metric(corpus_client, "mlserve_prediction_drift_psi", model="corpus")
     assert psi is not None and psi < 0.01
 
 
@@ -565,7 +546,7 @@ def test_sending_only_negative_texts_shows_significant_drift(
     assert by_class["negative"].live > 0.8
     assert by_class["negative"].live > by_class["negative"].training
     refresh_metrics(corpus_client)
-    psi = scrape(corpus_client, "mlserve_prediction_drift_psi", model="corpus")
+    psi = metric(corpus_client, "mlserve_prediction_drift_psi", model="corpus")
     assert psi is not None and psi > 0.25
 
 

@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from support.data import IRIS_FEATURES, tamper
 
 from mlserve import __version__
 from mlserve.registry import Registry
 from mlserve.schemas import ModelMetadata
-
-from .conftest import IRIS_FEATURES, tamper
 
 
 def test_live_answers_200(client: TestClient) -> None:

@@ -7,14 +7,14 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi.testclient import TestClient
+from support.data import IRIS_FEATURES
+from support.metrics import scrape, value
 
 from mlserve.registry import Registry
 from mlserve.schemas import ModelMetadata
 
 from . import broken_models
-from .conftest import IRIS_FEATURES
 from .test_jobs import FLOWERS, TEXTS, WAIT_S, submit, wait_for
-from .test_metrics import scrape, value
 
 
 def wait_for_value(

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from support.data import IRIS_FEATURES
+from support.servers import MlserveProcess
 
 from mlserve.registry import Registry
 
-from .conftest import IRIS_FEATURES
 from .slow_models import FileGatedRegressor, calls
-from .test_serve_process import Server, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -26,28 +24,18 @@ WAIT_S = 60.0  # generous: the machine running the suite may be busy
 
 
 @pytest.fixture
-def launch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Server]]:
+def launch(
+    tmp_path: Path, start_server: Callable[..., MlserveProcess]
+) -> Callable[..., MlserveProcess]:
     """launch(registry, **env): a ready `python -m mlserve serve`; MLSERVE_HOME is the test's,
-    so every server launched here shares one job store. Killed at the end if still running."""
-    servers: list[Server] = []
-    # The server unpickles test-only estimators: it must import this package's modules.
-    module = sys.modules[FileGatedRegressor.__module__]
-    tests_root = Path(str(module.__file__)).parents[len(module.__name__.split(".")) - 1]
-    path = [str(tests_root), *filter(None, [os.environ.get("PYTHONPATH")])]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
+    so every server launched here shares one job store."""
 
-    def start(registry: Path, **env: str) -> Server:
-        with monkeypatch.context() as patch:
-            for key, value in env.items():
-                patch.setenv(key, value)
-            server = Server(["--registry", str(registry), "--no-sample"], tmp_path, free_port())
-        servers.append(server)
+    def start(registry: Path, **env: str) -> MlserveProcess:
+        server = start_server(registry, env=env, log_level=None)
         server.wait_ready()
         return server
 
-    yield start
-    for server in servers:
-        server.kill()
+    return start
 
 
 def wait_for(http: httpx.Client, job_id: str, done: Callable[[dict[str, Any]], bool]) -> Any:
@@ -70,7 +58,10 @@ def results(http: httpx.Client, job_id: str) -> list[Any]:
 
 
 def test_a_job_accepted_by_one_process_is_read_and_run_by_another(
-    launch: Callable[..., Server], tmp_path: Path, iris_estimator: Any, iris: tuple[Any, Any]
+    launch: Callable[..., MlserveProcess],
+    tmp_path: Path,
+    iris_estimator: Any,
+    iris: tuple[Any, Any],
 ) -> None:
     registry = Registry(tmp_path / "served")
     registry.register_estimator(
@@ -101,7 +92,7 @@ def test_a_job_accepted_by_one_process_is_read_and_run_by_another(
 
 
 def test_a_job_survives_sigkill_mid_chunk_and_completes_after_restart(
-    launch: Callable[..., Server], tmp_path: Path
+    launch: Callable[..., MlserveProcess], tmp_path: Path
 ) -> None:
     rows, chunk, held_from = 40, 5, 10
     gate = tmp_path / "gate"

@@ -9,35 +9,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
+from support.data import IRIS_FEATURES
+from support.metrics import scrape, value
 
 from mlserve.schemas import ModelMetadata
 
 from . import broken_models
-from .conftest import IRIS_FEATURES
 
 FLOWERS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
-
-
-def scrape(client: TestClient) -> dict[str, list[Any]]:
-    """Samples by name from the exposition text (parsed, so the format must be valid)."""
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    samples: dict[str, list[Any]] = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, []).append(sample)
-    return samples
-
-
-def value(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
-    """The sum of the samples of `name` whose labels include `labels` (0 when none)."""
-    return sum(
-        s.value
-        for s in samples.get(name, [])
-        if all(s.labels.get(k) == v for k, v in labels.items())
-    )
 
 
 def test_request_counter_counts_every_predict_request(client: TestClient) -> None:

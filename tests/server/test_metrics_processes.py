@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from support.metrics import value
+from support.servers import MlserveProcess
+from support.wait import wait_for
 
 from mlserve.registry import Registry
 
 from .slow_models import FileGatedRegressor, calls
-from .test_serve_process import Server, _metric, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -25,35 +24,8 @@ SENT = 6
 HOLD_FROM = 10.0  # rows with x0 at least this wait in the model while gate/hold exists
 
 
-@pytest.fixture
-def start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Server]]:
-    """start(*args): a `python -m mlserve serve` process, killed at the end if still running."""
-    # The server unpickles a test-only estimator: it must import this package's modules.
-    module = sys.modules[FileGatedRegressor.__module__]
-    tests_root = Path(str(module.__file__)).parents[len(module.__name__.split(".")) - 1]
-    path = [str(tests_root), *filter(None, [os.environ.get("PYTHONPATH")])]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
-    servers: list[Server] = []
-
-    def launch(*args: str | Path) -> Server:
-        server = Server([str(a) for a in args], tmp_path, free_port())
-        servers.append(server)
-        return server
-
-    yield launch
-    for server in servers:
-        server.kill()
-
-
-def _wait(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)  # polling interval of a bounded wait
-
-
 def test_queue_depth_of_every_worker_is_exported_with_two_workers(
-    start: Callable[..., Server], tmp_path: Path
+    start_server: Callable[..., MlserveProcess], tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
     gate.mkdir()
@@ -64,16 +36,13 @@ def test_queue_depth_of_every_worker_is_exported_with_two_workers(
         name="paced",
         aliases=["production"],
     )
-    server = start("--registry", registry.root, "--workers", "2", "--no-sample")
+    server = start_server(registry.root, args=["--workers", "2"])
     server.wait_ready()
 
-    def scrape() -> str:
-        return httpx.get(f"{server.url}/metrics", timeout=10).text
-
     def depth() -> float:
-        return _metric(scrape(), "mlserve_queue_depth", model="paced", version="1")
+        return value(server.metrics(), "mlserve_queue_depth", model="paced", version="1")
 
-    assert "mlserve_queue_depth" in scrape()
+    assert "mlserve_queue_depth" in server.metrics()
     assert depth() == 0
     (gate / "hold").touch()
 
@@ -89,7 +58,9 @@ def test_queue_depth_of_every_worker_is_exported_with_two_workers(
         with concurrent.futures.ThreadPoolExecutor(max_workers=SENT) as pool:
             sent = [pool.submit(predict) for _ in range(SENT)]
             # Each worker holds one call in the model; every other request waits in a queue.
-            _wait(lambda: in_model() > 0 and depth() + in_model() == SENT, "queued requests")
+            wait_for(
+                lambda: in_model() > 0 and depth() + in_model() == SENT, "queued requests", WAIT_S
+            )
             queued, held = depth(), in_model()
             (gate / "hold").unlink()
             statuses = [f.result(WAIT_S) for f in sent]
@@ -98,6 +69,6 @@ def test_queue_depth_of_every_worker_is_exported_with_two_workers(
 
     assert queued == SENT - held > 0
     assert statuses == [200] * SENT
-    _wait(lambda: depth() == 0, "an empty queue")
+    wait_for(lambda: depth() == 0, "an empty queue", WAIT_S)
     assert server.terminate() == 0
     assert "Traceback" not in server.output()

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from support.data import IRIS_FEATURES
 
 from mlserve.schemas import ModelMetadata
+from mlserve.server.openapi import api_routes
 
 from .broken_models import SlowClassifier
-from .conftest import IRIS_FEATURES, error_of
-from .test_openapi_examples import _api_routes
+from .conftest import error_of
 
 PREDICT = {"text": "lovely staff", "model": "sentiment"}
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -273,13 +274,13 @@ def test_openapi_lists_every_api_route_with_request_examples(client: TestClient)
         assert method in paths[path], (path, method)
         assert paths[path][method].get("summary"), path
         assert paths[path][method].get("description"), path
-    api_routes = {
+    api_paths = {
         route.path
-        for route in _api_routes(client.app.routes)  # type: ignore[attr-defined]
+        for route in api_routes(client.app.routes)  # type: ignore[attr-defined]
         if route.path.startswith("/api")
     }
-    assert len(api_routes) >= 15  # the walk reaches the included routers' routes
-    assert api_routes <= set(paths)  # nothing under /api is left out of the schema
+    assert len(api_paths) >= 15  # the walk reaches the included routers' routes
+    assert api_paths <= set(paths)  # nothing under /api is left out of the schema
     schemas = schema["components"]["schemas"]
     assert schemas["PredictRequest"]["examples"]
     assert schemas["BatchPredictRequest"]["examples"]

@@ -6,11 +6,12 @@ from datetime import datetime
 from typing import Any
 
 from fastapi.testclient import TestClient
+from support.data import IRIS_FEATURES, IRIS_METRICS, TEXT_METRICS, tamper
 
 from mlserve.registry import Registry
 from mlserve.schemas import ModelMetadata
 
-from .conftest import IRIS_FEATURES, IRIS_METRICS, TEXT_METRICS, error_of, tamper
+from .conftest import error_of
 
 
 def test_models_list_every_served_model_with_versions_aliases_task_and_loaded(

@@ -8,10 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from support.data import IRIS_FEATURES
 
 from mlserve.schemas import ModelMetadata
-
-from .conftest import IRIS_FEATURES
 
 TEXT = "The staff were wonderful and the food was great"
 FLOWER = [6.1, 2.8, 4.7, 1.2]

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from support.data import IRIS_FEATURES, tamper
 
 from mlserve.registry import Registry
 from mlserve.schemas import ModelMetadata
 
 from . import broken_models
-from .conftest import IRIS_FEATURES, error_of, tamper
+from .conftest import error_of
 
 FLOWER = [6.1, 2.8, 4.7, 1.2]
 

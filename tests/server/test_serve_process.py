@@ -4,101 +4,28 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from support.data import IRIS_FEATURES
+from support.metrics import value
+from support.net import free_port
+from support.servers import MlserveProcess
 
 from mlserve.registry import Registry
 
-from .conftest import IRIS_FEATURES
 from .slow_models import FileGatedRegressor, calls
 
 pytestmark = pytest.mark.slow
 
-STARTUP_S = 90.0  # generous: the machine running the suite may be busy
-STOP_S = 15.0
 FLOWERS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
-    """A `python -m mlserve serve` process; its stderr goes to a file (no pipe to fill)."""
-
-    def __init__(
-        self, args: list[str], cwd: Path, port: int, env: dict[str, str] | None = None
-    ) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = cwd / f"serve-{port}.log"
-        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | (env or {})
-        with self.log.open("wb") as sink:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mlserve", "serve", "--port", str(port), *args],
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env=env,
-            )
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited {self.process.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/api/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)  # polling interval of a bounded wait, not a wait for state
-        raise AssertionError(f"not ready within {STARTUP_S} s:\n{self.output()}")
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(STOP_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError(
-                f"no exit within {STOP_S} s of SIGTERM:\n{self.output()}"
-            ) from None
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    servers: list[Server] = []
-
-    def launch(*args: str | Path) -> Server:
-        server = Server([str(a) for a in args], tmp_path, free_port())
-        servers.append(server)
-        return server
-
-    yield launch
-    for server in servers:
-        server.kill()
 
 
 @pytest.fixture
@@ -111,9 +38,9 @@ def iris_registry(tmp_path: Path, iris_estimator: Any) -> Path:
 
 
 def test_serve_answers_predictions_over_http_and_exits_0_on_sigterm(
-    start: Callable[..., Server], iris_registry: Path, iris_estimator: Any
+    start_server: Callable[..., MlserveProcess], iris_registry: Path, iris_estimator: Any
 ) -> None:
-    server = start("--registry", iris_registry, "--no-sample")
+    server = start_server(iris_registry, log_level=None)
     server.wait_ready()
 
     with httpx.Client(base_url=server.url, timeout=10) as http:
@@ -136,9 +63,9 @@ def test_serve_answers_predictions_over_http_and_exits_0_on_sigterm(
 
 
 def test_serve_on_an_empty_registry_trains_the_sample_and_says_so(
-    start: Callable[..., Server], tmp_path: Path
+    start_server: Callable[..., MlserveProcess], tmp_path: Path
 ) -> None:
-    server = start("--registry", tmp_path / "empty")
+    server = start_server(tmp_path / "empty", sample=True, log_level=None)
     server.wait_ready()
 
     with httpx.Client(base_url=server.url, timeout=10) as http:
@@ -195,19 +122,10 @@ def test_serve_with_invalid_settings_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
-
-
 def test_serve_with_two_workers_answers_and_exits_0_on_sigterm(
-    start: Callable[..., Server], iris_registry: Path, iris_estimator: Any
+    start_server: Callable[..., MlserveProcess], iris_registry: Path, iris_estimator: Any
 ) -> None:
-    server = start("--registry", iris_registry, "--workers", "2", "--no-sample")
+    server = start_server(iris_registry, args=["--workers", "2"], log_level=None)
     server.wait_ready()
     sent = 12
 
@@ -217,11 +135,11 @@ def test_serve_with_two_workers_answers_and_exits_0_on_sigterm(
         response = httpx.post(f"{server.url}/api/predict", json={"features": FLOWERS[1]})
         assert response.status_code == 200, response.text
         answers.append(response.json()["prediction"])
-    metrics = httpx.get(f"{server.url}/metrics").text
+    metrics = server.metrics()
 
     assert set(answers) == {iris_estimator.predict(FLOWERS[1:2])[0]}
     # every worker's predictions are in one scrape, whichever worker answers it
-    assert _metric(metrics, "mlserve_predictions_total", model="iris") == sent
+    assert value(metrics, "mlserve_predictions_total", model="iris") == sent
     assert server.terminate() == 0
     assert "Traceback" not in server.output()
 
@@ -230,16 +148,8 @@ GRACE_S = 10.0  # the server's graceful timeout in the draining test
 HELD_X0 = 100.0  # FileGatedRegressor holds a prediction with x0 at or above this
 
 
-def _importable_tests(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The server unpickles a test-only estimator: let it import this package's modules."""
-    module = sys.modules[FileGatedRegressor.__module__]
-    tests_root = Path(str(module.__file__)).parents[len(module.__name__.split(".")) - 1]
-    path = [str(tests_root), *filter(None, [os.environ.get("PYTHONPATH")])]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
-
-
 def test_sigterm_drains_readiness_finishes_the_request_in_flight_and_exits_0(
-    start: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start_server: Callable[..., MlserveProcess], tmp_path: Path
 ) -> None:
     # GatedClassifier (broken_models) waits on an in-process Event, out of reach of a server
     # process; FileGatedRegressor waits on a file this test removes.
@@ -251,9 +161,8 @@ def test_sigterm_drains_readiness_finishes_the_request_in_flight_and_exits_0(
         held_model.fit([[0.0, 0.0]], [0.0]), name="gated", aliases=["production"]
     )
     (gate / "hold").touch()
-    _importable_tests(monkeypatch)
-    monkeypatch.setenv("MLSERVE_SERVER__GRACEFUL_TIMEOUT", str(GRACE_S))
-    server = start("--registry", registry.root, "--no-sample")
+    env = {"MLSERVE_SERVER__GRACEFUL_TIMEOUT": str(GRACE_S)}
+    server = start_server(registry.root, env=env, log_level=None)
     server.wait_ready()
 
     with (

@@ -8,14 +8,16 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from support.data import FLOWERS, IRIS_FEATURES
+from support.metrics import scrape, value
+from support.wait import wait_for
 
 from mlserve.registry import Registry
 from mlserve.schemas import ModelMetadata
 from mlserve.serving import traffic as traffic_module
 
 from . import broken_models
-from .conftest import IRIS_FEATURES
-from .traffic_helpers import FLOWERS, PATHS, poll, scrape, tree_version, value
+from .traffic_helpers import PATHS, tree_version
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]  # both versions say setosa
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]  # the depth-1 tree never says virginica: they disagree
@@ -43,7 +45,7 @@ def test_shadow_agreement_and_latency_are_exported(shadowed: TestClient, path: s
         response = shadowed.post("/api/predict", json={"features": features}, headers=PATHS[path])
         assert response.status_code == 200, response.text
 
-    poll(lambda: _shadow_total(shadowed) == 3, "3 shadow predictions")
+    wait_for(lambda: _shadow_total(shadowed) == 3, "3 shadow predictions")
     samples = scrape(shadowed)
     labels = {"model": "iris", "version": "1", "shadow_version": "2"}
     name = "mlserve_shadow_predictions_total"
@@ -58,7 +60,7 @@ def test_shadow_answers_are_never_returned(shadowed: TestClient) -> None:
 
     assert response.json()["version"] == 1
     assert response.json()["prediction"] == "virginica"
-    poll(lambda: _shadow_total(shadowed, agreement="disagree") == 1, "the shadow's answer")
+    wait_for(lambda: _shadow_total(shadowed, agreement="disagree") == 1, "the shadow's answer")
     # Shadow calls are not predictions served.
     samples = scrape(shadowed)
     assert value(samples, "mlserve_predictions_total", model="iris", version="2") == 0
@@ -68,14 +70,14 @@ def test_batch_requests_are_mirrored_row_by_row(shadowed: TestClient) -> None:
     response = shadowed.post("/api/predict/batch", json={"records": FLOWERS})
 
     assert response.status_code == 200
-    poll(lambda: _shadow_total(shadowed) == len(FLOWERS), "every row mirrored")
+    wait_for(lambda: _shadow_total(shadowed) == len(FLOWERS), "every row mirrored")
 
 
 def test_requests_for_the_shadow_version_itself_are_not_mirrored(shadowed: TestClient) -> None:
     shadowed.post("/api/predict", json={"features": SETOSA, "model": "iris:2"})
     shadowed.post("/api/predict", json={"features": SETOSA})
 
-    poll(lambda: _shadow_total(shadowed) == 1, "one mirrored request")
+    wait_for(lambda: _shadow_total(shadowed) == 1, "one mirrored request")
     assert _shadow_total(shadowed, version="2") == 0
 
 
@@ -93,7 +95,7 @@ def test_a_failing_shadow_does_not_affect_live_answers(
         assert response.status_code == 200, response.text
         assert response.json()["version"] == 1
 
-    poll(
+    wait_for(
         lambda: value(scrape(client), "mlserve_shadow_errors_total", shadow_version="2") == 6,
         "6 shadow errors",
     )
@@ -119,7 +121,7 @@ def test_shadow_set_and_cleared_at_runtime(
     assert put.status_code == 200, put.text
     assert put.json()["shadow"] == 2
     client.post("/api/predict", json={"features": SETOSA})
-    poll(lambda: _shadow_total(client) == 1, "a mirrored request")
+    wait_for(lambda: _shadow_total(client) == 1, "a mirrored request")
 
     client.delete("/api/models/iris/traffic")
     client.post("/api/predict", json={"features": SETOSA})
@@ -148,7 +150,7 @@ def test_a_full_shadow_queue_drops_and_counts_instead_of_slowing_live_traffic(
         assert 5 <= dropped <= 9
     finally:
         held.release.set()
-    poll(
+    wait_for(
         lambda: _shadow_total(client) + value(scrape(client), "mlserve_shadow_dropped_total") == 10,
         "the queued mirrors to finish",
     )

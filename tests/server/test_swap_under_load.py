@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import collections
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from support.data import IRIS_FEATURES
+from support.servers import MlserveProcess
 
 from mlserve.registry import Registry
-
-from .conftest import IRIS_FEATURES
 
 pytestmark = pytest.mark.slow
 
@@ -27,25 +22,19 @@ FLOWER = [6.7, 3.0, 5.2, 2.3]
 WORKERS = 8
 SWAPS = 6
 MAX_REQUESTS = 60_000  # bounds the load whatever the machine's speed
-STARTUP_S = 60.0
 SWAP_DEADLINE_S = 20.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-def server(tmp_path: Path, iris: tuple[Any, Any]) -> Iterator[tuple[str, Path]]:
+def server(
+    tmp_path: Path, iris: tuple[Any, Any], start_server: Callable[..., MlserveProcess]
+) -> tuple[str, Registry]:
     """`python -m mlserve serve` over iris:1 (production) and iris:2, watching every 0.2 s."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.tree import DecisionTreeClassifier
 
     x, y = iris
-    root = tmp_path / "registry"
-    registry = Registry(root)
+    registry = Registry(tmp_path / "registry")
     registry.register_estimator(
         LogisticRegression(max_iter=1000).fit(x, y),
         name="iris",
@@ -57,43 +46,10 @@ def server(tmp_path: Path, iris: tuple[Any, Any]) -> Iterator[tuple[str, Path]]:
         name="iris",
         feature_names=IRIS_FEATURES,
     )
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLSERVE_")}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.update(
-        MLSERVE_HOME=str(tmp_path / "home"),
-        MLSERVE_TRAFFIC__WATCH_INTERVAL_S="0.2",
-        MLSERVE_LOGGING__ACCESS_LOG="false",
-    )
-    log = tmp_path / "serve.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mlserve", "serve", "--port", str(port), "--registry",
-             str(root), "--no-sample", "--log-level", "info"],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            assert process.poll() is None, log.read_text(errors="replace")
-            try:
-                if httpx.get(f"{url}/api/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.05)  # poll interval of a bounded wait
-        yield url, root
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    env = {"MLSERVE_TRAFFIC__WATCH_INTERVAL_S": "0.2", "MLSERVE_LOGGING__ACCESS_LOG": "false"}
+    proc = start_server(registry.root, env=env, log_level="info")
+    proc.wait_ready()
+    return proc.url, registry
 
 
 class Load:
@@ -145,20 +101,17 @@ def _serving(url: str) -> int:
 
 
 def test_swapping_versions_under_continuous_load_fails_no_request(
-    server: tuple[str, Path],
+    server: tuple[str, Registry],
 ) -> None:
-    url, root = server
+    url, registry = server
     moves = []
     with Load(url) as load:
         time.sleep(0.3)  # a load window before the first swap
         for i in range(SWAPS):
             target = 2 if i % 2 == 0 else 1
-            subprocess.run(
-                [sys.executable, "-m", "mlserve", "models", "alias", "iris", str(target),
-                 "production", "--registry", str(root)],
-                check=True,
-                capture_output=True,
-            )  # fmt: skip
+            # What `mlserve models alias iris N production` does (tested in tests/cli), from
+            # this process: the server only sees the registry change on disk.
+            registry.set_alias("iris", "production", target)
             if i % 4 == 1:  # some swaps forced at once, the others left to the watcher
                 reloaded = httpx.post(f"{url}/api/models/iris/reload", timeout=10)
                 assert reloaded.status_code == 200, reloaded.text

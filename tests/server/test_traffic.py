@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from support.data import FLOWERS
+from support.metrics import scrape, value
 
 from mlserve.keys.auth import Principal
 from mlserve.registry import Registry
@@ -17,7 +19,7 @@ from mlserve.server.scope import client_key
 from mlserve.serving.traffic import Split, bucket
 
 from .conftest import error_of
-from .traffic_helpers import FLOWERS, PATHS, scrape, tree_version, value
+from .traffic_helpers import PATHS, tree_version
 
 FLOWER = FLOWERS[0]
 

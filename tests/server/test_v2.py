@@ -11,11 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from support.data import IRIS_FEATURES
 
 from mlserve import __version__
 from mlserve.schemas import ModelMetadata
-
-from .conftest import IRIS_FEATURES
 
 TEXTS = [
     "The staff were wonderful and the food was great",

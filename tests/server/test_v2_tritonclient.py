@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from support.data import IRIS_FEATURES
+from support.servers import MlserveProcess, process_env, serve
 
 from mlserve.registry import Registry
-
-from .conftest import IRIS_FEATURES
 
 # A guard for environments without the test extra; CI installs it, so this module runs there.
 httpclient = pytest.importorskip("tritonclient.http")
@@ -33,52 +28,13 @@ TEXTS = [
 ]
 TEXT_LABELS = ["positive", "negative", "neutral"]
 FLOWERS = np.array([[5.1, 3.5, 1.4, 0.2], [6.1, 2.8, 4.7, 1.2], [6.7, 3.0, 5.2, 2.3]])
-START_TIMEOUT_S = 60.0
 TRAIN_TIMEOUT_S = 120.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        self.process = process
-        self.port = port
-        self.log = log
-        self.url = f"127.0.0.1:{port}"
-        self.base = f"http://{self.url}"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def _wait_ready(server: Server) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    with httpx.Client(base_url=server.base, timeout=2.0) as http:
-        while time.monotonic() < deadline:
-            if server.process.poll() is not None:
-                pytest.fail(f"mlserve serve exited early:\n{server.output()}")
-            try:
-                if http.get("/v2/health/ready").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-    pytest.fail(f"mlserve serve was not ready within {START_TIMEOUT_S:.0f} s:\n{server.output()}")
-
-
-def _clean_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLSERVE_")}
-    env["MLSERVE_HOME"] = str(home)
-    return env
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, iris_estimator: Any) -> Iterator[Server]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, iris_estimator: Any
+) -> Iterator[MlserveProcess]:
     """`mlserve serve` over a registry with the bundled sentiment sample (text), trained once per
     module by `mlserve train` as a user would, and iris (tabular)."""
     root = tmp_path_factory.mktemp("v2-serve")
@@ -88,7 +44,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, iris_estimator: Any) -> Ite
         + ["--name", "sentiment", "--alias", "production", "--registry", str(registry.root)],
         capture_output=True,
         text=True,
-        env=_clean_env(root / "home"),
+        env=process_env(root / "home"),
         cwd=root,
         timeout=TRAIN_TIMEOUT_S,
         check=False,
@@ -99,44 +55,25 @@ def server(tmp_path_factory: pytest.TempPathFactory, iris_estimator: Any) -> Ite
     registry.register_estimator(
         iris_estimator, name="iris", aliases=["production"], feature_names=IRIS_FEATURES
     )
-    env = _clean_env(root / "home")
-    port = _free_port()
-    log = root / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mlserve", "serve", "--port", str(port)]
-            + ["--registry", str(registry.root), "--no-sample"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=root,
-        )
-    running = Server(process, port, log)
+    proc = serve(registry.root, root / "home", log_level=None)
     try:
-        _wait_ready(running)
-        yield running
+        proc.wait_ready(path="/v2/health/ready")
+        yield proc
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            pytest.fail(f"mlserve serve ignored SIGTERM:\n{running.output()}")
-        assert code == 0, running.output()
+        assert proc.terminate() == 0, proc.output()
 
 
 @pytest.fixture
-def client(server: Server) -> Iterator[Any]:
-    triton = httpclient.InferenceServerClient(url=server.url)
+def client(server: MlserveProcess) -> Iterator[Any]:
+    triton = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
     try:
         yield triton
     finally:
         triton.close()
 
 
-def _api_answers(server: Server, model: str, field: str, inputs: list[Any]) -> list[Any]:
-    with httpx.Client(base_url=server.base, timeout=10.0) as http:
+def _api_answers(server: MlserveProcess, model: str, field: str, inputs: list[Any]) -> list[Any]:
+    with httpx.Client(base_url=server.url, timeout=10.0) as http:
         answers = []
         for value in inputs:
             response = http.post("/api/predict", json={field: value, "model": model})
@@ -178,7 +115,7 @@ def test_model_metadata_describes_the_tensors(client: Any) -> None:
 
 
 def test_text_infer_with_the_clients_defaults_matches_api_predict(
-    client: Any, server: Server
+    client: Any, server: MlserveProcess
 ) -> None:
     # Defaults: the input goes as binary tensor data, and binary outputs are asked for.
     tensor = httpclient.InferInput("text", [len(TEXTS)], "BYTES")
@@ -194,7 +131,9 @@ def test_text_infer_with_the_clients_defaults_matches_api_predict(
     assert [str(v) for v in result.as_numpy("label").tolist()] == TEXT_LABELS
 
 
-def test_tabular_infer_with_json_tensors_matches_api_predict(client: Any, server: Server) -> None:
+def test_tabular_infer_with_json_tensors_matches_api_predict(
+    client: Any, server: MlserveProcess
+) -> None:
     tensor = httpclient.InferInput("input", list(FLOWERS.shape), "FP64")
     tensor.set_data_from_numpy(FLOWERS, binary_data=False)
     outputs = [
@@ -209,7 +148,7 @@ def test_tabular_infer_with_json_tensors_matches_api_predict(client: Any, server
 
 
 def test_tabular_infer_with_binary_input_compression_and_a_version(
-    client: Any, server: Server
+    client: Any, server: MlserveProcess
 ) -> None:
     tensor = httpclient.InferInput("input", list(FLOWERS.shape), "FP64")
     tensor.set_data_from_numpy(FLOWERS)  # binary

@@ -8,13 +8,16 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from support.clock import Clock
+from support.data import FLOWERS, tamper
+from support.metrics import scrape, value
+from support.wait import wait_for
 
 from mlserve.registry import Registry
 from mlserve.schemas import ModelMetadata
 from mlserve.serving.manager import ReloadOutcome
 
-from .conftest import tamper
-from .traffic_helpers import FLOWERS, Clock, poll, scrape, tree_version, value
+from .traffic_helpers import tree_version
 
 FLOWER = FLOWERS[0]
 
@@ -43,7 +46,7 @@ def test_watcher_swaps_in_a_moved_alias_within_the_interval(
 
     registry.set_alias("iris", "production", 2)
 
-    poll(lambda: _predict(client).json()["version"] == 2, "the watcher to swap in v2", 10)
+    wait_for(lambda: _predict(client).json()["version"] == 2, "the watcher to swap in v2", 10)
     assert value(scrape(client), "mlserve_model_swaps_total", model="iris") == 1
     listed = {m["name"]: m for m in client.get("/api/models").json()["models"]}["iris"]
     assert listed["serving_version"] == 2
@@ -82,7 +85,7 @@ def test_interval_zero_turns_the_watcher_off(
 ) -> None:
     client = serve(traffic={"watch_interval_s": 0})
     traffic = client.app.state.mlserve.traffic  # type: ignore[attr-defined]
-    poll(lambda: traffic._task.done(), "the traffic task to finish its startup work")
+    wait_for(lambda: traffic._task.done(), "the traffic task to finish its startup work")
 
 
 def test_a_version_that_fails_to_load_leaves_the_old_one_serving(

@@ -1,0 +1,6 @@
+"""Test support shared by every test folder: sample data and tiny models (data), free ports
+(net), bounded waits (wait), Prometheus scrapes (metrics), real mlserve processes (servers),
+Redis for the Redis-backed tests (redis) and the import probe of the CLI tests (probe).
+
+Imported as `support` (the tests folder is on sys.path); real server processes get the tests
+folder on their PYTHONPATH too, so test-only estimators unpickle there."""
