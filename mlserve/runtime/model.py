@@ -77,6 +77,8 @@ class LoadedModel:
 
     # ------------------------------------------------------------------ validation
     def prepare_text(self, text: Any, *, field: str = "text") -> str:
+        """The text itself, once it is a non-blank string within the length limit; errors
+        name `field` (the batch route, V2 codec and job runner name the row)."""
         if not self.is_text:
             raise InvalidInputError(
                 f"model {self.ref} is tabular: send 'features' "
@@ -84,6 +86,9 @@ class LoadedModel:
             )
         if not isinstance(text, str):
             raise InvalidInputError(f"'{field}' must be a string")
+        if not text or text.isspace():
+            # Nothing to classify: a model would still answer (its prior), which is no answer.
+            raise InvalidInputError(f"'{field}' cannot be empty or whitespace only")
         if len(text) > self.max_text_length:
             raise InvalidInputError(
                 f"'{field}' is {len(text)} characters; the limit is {self.max_text_length}"

@@ -47,6 +47,8 @@ INVALID: list[Any] = [
     {"features": {**FLOWER, "petal_width": True}, "model": "iris"},
     {"features": FLOWER, "model": "sentiment"},
     {"text": "x" * 20_000, "model": "sentiment"},
+    {"text": "", "model": "sentiment"},
+    {"text": "   ", "model": "sentiment"},
     {"text": "x", "model": "sentiment", "model_version": 1.5},
     {"text": "x", "model": 7},
 ]
