@@ -7,7 +7,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -37,6 +37,26 @@ RETIRE_GRACE_S = 2.0
 ALIAS_REFRESH_S = 1.0  # an unknown alias re-reads the registry at most this often per model
 
 ServedStatus = Literal["loading", "loaded", "failed", "unloaded"]
+InputKind = Literal["text", "tabular"]
+"""What a model takes (InputSchema.kind), and what a request sends: text, or features."""
+KIND_FIELDS: dict[InputKind, str] = {"text": "text", "tabular": "features"}
+
+
+def default_choice(
+    kinds: Mapping[str, InputKind | None], kind: InputKind | None
+) -> str | list[str]:
+    """The model a request of input `kind` goes to when it names none and no default model is
+    set: the only model, else the only one taking `kind`. Otherwise the candidates (sorted) to
+    name in the error: the models taking `kind`, or every model when none (or no kind) fits.
+    `kinds` maps each model to what it takes (None: unknown, it is nobody's default)."""
+    if len(kinds) == 1:
+        return next(iter(kinds))
+    if kind is None:
+        return sorted(kinds)
+    fits = sorted(name for name, takes in kinds.items() if takes == kind)
+    if len(fits) == 1:
+        return fits[0]
+    return fits or sorted(kinds)
 
 
 @dataclass(eq=False)
@@ -76,6 +96,9 @@ class ServedModel:
     # Versions kept loaded whatever requests name (A/B split and shadow versions).
     pinned: frozenset[int] = frozenset()
     aliases_read_at: float = float("-inf")  # last re-read because a request missed an alias
+    # What the serving version takes, from the registry metadata (known before it loads).
+    kind: InputKind | None = None
+    kind_read_at: float = float("-inf")  # last metadata read for an unknown kind
 
     @property
     def health(self) -> tuple[str, str | None]:
@@ -137,11 +160,65 @@ class ModelManager:
 
     @property
     def default_name(self) -> str | None:
+        """The model of every request naming none: server.default_model, else the only served
+        model; None when it depends on what the request sends (default_for)."""
         if self.settings.server.default_model:
             return ModelRef.parse(self.settings.server.default_model).name
         if len(self.models) == 1:
             return next(iter(self.models))
         return None
+
+    async def default_for(self, kind: InputKind | None) -> str:
+        """The model a request sending `kind` (text or features) goes to when it names none:
+        default_name, else the only served model taking `kind`. Several or none taking it:
+        422 naming the candidates and how to choose; nothing served: 503."""
+        name = self.default_name
+        if name is not None:
+            return name
+        if not self.models:
+            raise ModelUnavailableError(
+                "no models are served: register one (mlserve train or mlserve register); "
+                "a model registered after startup is served after POST /api/models/NAME/reload"
+            )
+        for served in list(self.models.values()):
+            if served.kind is None:  # not loaded yet: ask the registry, do not guess
+                await self._read_kind(served)
+        kinds = {name: served.kind for name, served in self.models.items()}
+        choice = default_choice(kinds, kind)
+        if isinstance(choice, str):
+            return choice
+        names = ", ".join(choice)
+        if kind is None:
+            why = f"this server serves several models ({names})"
+        elif kinds.get(choice[0]) == kind:
+            why = f"{len(choice)} served models take {KIND_FIELDS[kind]} ({names})"
+        else:
+            why = f"no served model takes {KIND_FIELDS[kind]} (serving: {names})"
+        raise InvalidInputError(
+            f"'model' is required: {why}; name one in 'model' (--model in the CLI) "
+            "or set server.default_model"
+        )
+
+    async def _read_kind(self, served: ServedModel) -> None:
+        """What a model not loaded yet takes, from the registry metadata of the version its
+        reference resolves to (re-read at most once per ALIAS_REFRESH_S while unreadable)."""
+        now = self.clock()
+        if now - served.kind_read_at < ALIAS_REFRESH_S:
+            return
+        served.kind_read_at = now
+        try:
+            meta = await asyncio.to_thread(self._resolve, served.ref)
+        except MlserveError as exc:
+            log.warning("cannot read what %s takes: %s", served.ref, exc.message)
+            return
+        served.kind = meta.input_schema.kind
+
+    def unserved_names(self) -> list[str]:
+        """Registry models registered after startup, not served yet: served once reloaded
+        when the server serves the whole registry (server.models unset); else none."""
+        if self.settings.server.models:
+            return []
+        return [name for name in self.registry.names() if name not in self.models]
 
     def _resolve(self, ref: ModelRef) -> ModelMetadata:
         return self.registry.resolve(ref, default_alias=self.settings.server.default_alias)
@@ -212,6 +289,7 @@ class ModelManager:
     async def _load_current(self, served: ServedModel) -> None:
         try:
             meta = await asyncio.to_thread(self._resolve, served.ref)
+            served.kind = meta.input_schema.kind
             served.aliases = await asyncio.to_thread(self.registry.aliases, served.name)
             served.current = await self._load_runtime(meta)
             served.status = "loaded"
@@ -254,19 +332,32 @@ class ModelManager:
     def served(self, name: str) -> ServedModel:
         served = self.models.get(name)
         if served is None:
-            serving = ", ".join(sorted(self.models)) or "none"
-            raise ModelNotFoundError(f"model '{name}' is not served here (serving: {serving})")
+            raise self._not_served(name)
         return served
 
-    async def get(self, reference: str | None, version: int | str | None = None) -> Runtime:
-        """The runtime for a request's `model` (and compatible `model_version`) fields."""
+    def _not_served(self, name: str) -> ModelNotFoundError:
+        serving = ", ".join(sorted(self.models)) or "none"
+        if self.settings.server.models:
+            return ModelNotFoundError(
+                f"model '{name}' is not served here: this server serves only the models of "
+                f"server.models ({serving})"
+            )
+        return ModelNotFoundError(
+            f"model '{name}' is not served here (serving: {serving}; a model registered after "
+            "startup is served after POST /api/models/NAME/reload)"
+        )
+
+    async def get(
+        self,
+        reference: str | None,
+        version: int | str | None = None,
+        *,
+        kind: InputKind | None = None,
+    ) -> Runtime:
+        """The runtime for a request's `model` (and compatible `model_version`) fields; `kind`
+        (what the request sends) picks the model of a request naming none (default_for)."""
         if reference is None:
-            name = self.default_name
-            if name is None:
-                serving = ", ".join(sorted(self.models)) or "none"
-                raise InvalidInputError(
-                    f"'model' is required: this server serves several models ({serving})"
-                )
+            name = await self.default_for(kind)
             # server.default_model may pin a version or an alias (iris:2, iris@staging); a
             # request's own model_version still wins over that pin.
             default = self.settings.server.default_model
@@ -365,9 +456,15 @@ class ModelManager:
         """Re-read the registry and swap in what the reference now points at.
 
         Requests in flight finish on the old version; if loading fails, the old one keeps
-        serving and the error propagates to the caller.
+        serving and the error propagates to the caller. A name not served yet but registered
+        since startup is added, when the server serves the whole registry (unserved_names).
         """
-        served = self.served(name)
+        served = self.models.get(name)
+        if served is None:
+            if self.settings.server.models:  # a fixed list: only the V2 repository API adds
+                raise self._not_served(name)
+            runtime = await self.load(name)  # 404 if not registered
+            return ReloadOutcome(name, True, None, runtime.version)
         async with served.lock:
             meta = await asyncio.to_thread(self._resolve, served.ref)
             aliases = await asyncio.to_thread(self.registry.aliases, name)
@@ -375,12 +472,14 @@ class ModelManager:
             previous = old.version if old is not None else None
             if old is not None and old.version == meta.version:
                 served.aliases = aliases
+                served.kind = meta.input_schema.kind
                 return ReloadOutcome(name, False, previous, meta.version)
             # Loaded in the background while the old version keeps serving; then one
             # assignment swaps them (requests already holding the old runtime finish on it).
             runtime = served.extra.get(meta.version) or await self._load_version(meta)
             served.extra.pop(meta.version, None)
             served.current = runtime
+            served.kind = meta.input_schema.kind
             served.aliases = aliases
             served.status = "loaded"
             served.error = None
@@ -393,6 +492,18 @@ class ModelManager:
             self.metrics.model_swaps.labels(name).inc()
             log.info("now serving %s (was %s)", runtime.model.ref, previous)
             return ReloadOutcome(name, True, previous, meta.version)
+
+    async def _add(self, name: str) -> ServedModel:
+        """Serve a registry model not served so far (404 if the registry does not hold it)."""
+        ref = ModelRef.parse(name)
+        if ref.version is not None or ref.alias is not None:
+            raise InvalidInputError(f"load takes a model name, not a reference ('{name}')")
+        await asyncio.to_thread(self.registry.versions, ref.name)  # 404 if not registered
+        served = self.models.get(ref.name)
+        if served is None:  # (not added meanwhile by a concurrent call)
+            served = self.models[ref.name] = ServedModel(name=ref.name, ref=ref)
+            log.info("serving %s, not served so far", ref.name)
+        return served
 
     def _retire(self, runtime: Runtime) -> None:
         """Stop a runtime once its queued requests are answered (in the background), after a
@@ -437,13 +548,7 @@ class ModelManager:
     async def load(self, name: str) -> Runtime:
         """Serve `name` from the registry: load it if it is not loaded (also a registry model
         not served so far), or reload it (picking up a moved alias) if it is."""
-        served = self.models.get(name)
-        if served is None:
-            ref = ModelRef.parse(name)
-            if ref.version is not None or ref.alias is not None:
-                raise InvalidInputError(f"load takes a model name, not a reference ('{name}')")
-            await asyncio.to_thread(self.registry.versions, ref.name)  # 404 if not registered
-            served = self.models.setdefault(ref.name, ServedModel(name=ref.name, ref=ref))
+        served = self.models.get(name) or await self._add(name)
         if served.current is not None:
             await self.reload(served.name)
         else:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlserve.errors import InvalidInputError
 from mlserve.runtime.model import Prediction
-from mlserve.serving.manager import ModelManager, Runtime
+from mlserve.serving.manager import InputKind, ModelManager, Runtime
 from mlserve.serving.metrics import ServerMetrics
 from mlserve.serving.traffic import TrafficController
 
@@ -23,16 +23,25 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClientKey",
+    "InputKind",
     "PredictionService",
     "Scored",
     "ScoredBatch",
     "count_predictions",
+    "input_kind",
     "prediction_fields",
 ]
 
 ClientKey = Callable[[], str]
 """Who a request is for (X-Client-ID, principal or address), computed only when a split
 needs it."""
+
+
+def input_kind(text: str | None, features: Any) -> InputKind:
+    """What one input sends (it picks the default model): text, or a row of features."""
+    if (text is None) == (features is None):
+        raise InvalidInputError("send exactly one of 'text' or 'features'")
+    return "text" if text is not None else "tabular"
 
 
 def prediction_fields(p: Prediction) -> dict[str, Any]:
@@ -76,13 +85,19 @@ class PredictionService:
         self.feedback = feedback  # set in the lifespan once the store is open
 
     async def choose(
-        self, reference: str | None, version: int | str | None, client: ClientKey
+        self,
+        reference: str | None,
+        version: int | str | None,
+        client: ClientKey,
+        *,
+        kind: InputKind | None = None,
     ) -> Runtime:
         """The runtime for a request: an explicit version or alias wins; a bare name with an
-        A/B split goes to the client's bucket; else the serving version."""
+        A/B split goes to the client's bucket; else the serving version. Without a model
+        name, `kind` (text or tabular: what the request sends) picks the default model."""
         if self.traffic.splits:  # one attribute test while no split is set
-            return await self.traffic.select(reference, version, client)
-        return await self.manager.get(reference, version)
+            return await self.traffic.select(reference, version, client, kind=kind)
+        return await self.manager.get(reference, version, kind=kind)
 
     async def predict(
         self,
@@ -93,8 +108,7 @@ class PredictionService:
         request_id: str | None,
     ) -> Scored:
         """Score one text or one row of features (exactly one of them)."""
-        if (text is None) == (features is None):
-            raise InvalidInputError("send exactly one of 'text' or 'features'")
+        input_kind(text, features)
         row = runtime.model.prepare(text=text, features=features)
         traffic = self.traffic
         if traffic.cache is None:

@@ -24,7 +24,7 @@ from mlserve.cache import PredictionCache, make_prediction_cache
 from mlserve.config import Settings
 from mlserve.errors import ConfigError, InvalidInputError, MlserveError
 from mlserve.runtime.model import LoadedModel, Prediction
-from mlserve.serving.manager import ModelManager, Runtime
+from mlserve.serving.manager import InputKind, ModelManager, Runtime
 from mlserve.serving.metrics import ServerMetrics
 from mlserve.serving.watcher import RegistryWatcher
 
@@ -259,25 +259,31 @@ class TrafficController:
 
     # ------------------------------------------------------------------ request path
     async def select(
-        self, reference: str | None, version: int | str | None, client: Callable[[], str]
+        self,
+        reference: str | None,
+        version: int | str | None,
+        client: Callable[[], str],
+        *,
+        kind: InputKind | None = None,
     ) -> Runtime:
         """The runtime for a request: an explicit version or alias wins; a bare model name
-        with a split goes to the version of the client's bucket; else the serving version."""
+        (or the default model for what the request sends, `kind`) with a split goes to the
+        version of the client's bucket; else the serving version."""
         if version is None and self.splits:
-            name = self._split_name(reference)
+            name = await self._split_name(reference, kind)
             split = self.splits.get(name) if name is not None else None
             if split is not None and name is not None:
                 runtime = await self._split_runtime(name, split.pick(bucket(name, client())))
                 if runtime is not None:
                     return runtime
-        return await self.manager.get(reference, version)
+        return await self.manager.get(reference, version, kind=kind)
 
-    def _split_name(self, reference: str | None) -> str | None:
+    async def _split_name(self, reference: str | None, kind: InputKind | None) -> str | None:
         if reference is None:
             pinned = self.settings.server.default_model
             if pinned and (":" in pinned or "@" in pinned):
                 return None  # server.default_model names a version: no split
-            return self.manager.default_name
+            return await self.manager.default_for(kind)
         if ":" in reference or "@" in reference:
             return None
         return reference

@@ -1,4 +1,4 @@
-"""Hot reload: poll the registry's state token and swap in versions whose aliases moved."""
+"""Hot reload: poll the registry's state token; swap in moved aliases, serve new models."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ log = logging.getLogger(__name__)
 class RegistryWatcher:
     """Every `interval_s` (0: never), compare the registry's state token with the last one
     seen; when it changed, re-read every served model's aliases and reload the models whose
-    reference now resolves to another version (loaded in the background, swapped atomically).
+    reference now resolves to another version (loaded in the background, swapped atomically),
+    and load the models registered since, when the server serves the whole registry
+    (server.models unset).
 
     Replicas sharing one registry directory each run their own watcher, so an alias moved
     anywhere reaches all of them within one interval."""
@@ -33,7 +35,8 @@ class RegistryWatcher:
             await self.check()
 
     async def check(self) -> list[ReloadOutcome]:
-        """One look at the registry; returns the reloads that swapped a version."""
+        """One look at the registry; returns the reloads that swapped a version or loaded a
+        new model (previous_version None)."""
         try:
             token = await asyncio.to_thread(self.manager.registry.state_token)
         except (OSError, MlserveError) as exc:
@@ -47,9 +50,15 @@ class RegistryWatcher:
         if token == self.token:
             return []
         self.token = token
+        try:
+            new = await asyncio.to_thread(self.manager.unserved_names)
+        except (OSError, MlserveError) as exc:
+            log.warning("watch: cannot list the registry's models: %s", exc)
+            new = []
         swapped = []
-        for name, served in list(self.manager.models.items()):
-            if served.status in ("unloaded", "loading"):
+        for name in [*self.manager.models, *new]:
+            served = self.manager.models.get(name)
+            if served is not None and served.status in ("unloaded", "loading"):
                 continue  # unloaded on purpose (V2 repository API), or busy loading
             try:
                 outcome = await self.manager.reload(name)
@@ -66,7 +75,7 @@ class RegistryWatcher:
                     "watch: %s now serves version %s (was %s)",
                     name,
                     outcome.version,
-                    outcome.previous_version,
+                    outcome.previous_version or "not served",
                 )
                 swapped.append(outcome)
         return swapped

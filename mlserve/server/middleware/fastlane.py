@@ -23,6 +23,7 @@ from mlserve.server.errors import send_error, send_exception, server_roots
 from mlserve.server.jsonbody import loads
 from mlserve.server.routes.predict import predict_payload
 from mlserve.server.scope import client_key, mark_model
+from mlserve.serving.service import input_kind
 from mlserve.serving.state import AppState
 
 PREDICT_PATH = "/api/predict"
@@ -86,8 +87,9 @@ class FastPredictMiddleware:
         service = self.service
         request_id = scope["state"].get("request_id")
         try:
+            kind = input_kind(body.text, body.features)
             runtime = await service.choose(
-                body.model, body.model_version, lambda: client_key(scope)
+                body.model, body.model_version, lambda: client_key(scope), kind=kind
             )
             mark_model(scope, runtime)
             scored = await service.predict(

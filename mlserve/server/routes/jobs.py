@@ -36,7 +36,7 @@ from mlserve.server.jsonbody import DuplicateKeyError, loads
 from mlserve.server.routes.predict import JSONBytes
 from mlserve.server.scope import client_key, mark_model
 from mlserve.serving.jobrunner import prepare_rows
-from mlserve.serving.manager import Runtime
+from mlserve.serving.manager import InputKind, Runtime
 from mlserve.serving.state import AppState
 
 router = APIRouter(prefix="/api", tags=["jobs"])
@@ -266,6 +266,24 @@ def _parse_csv(data: bytes, model: LoadedModel, limit: int) -> tuple[list[Any], 
     return inputs, fields
 
 
+def _upload_input_kind(data: bytes, file_kind: Literal["jsonl", "csv"]) -> InputKind | None:
+    """What an upload sends (it picks the default model): a .csv with a `text` column or a
+    .jsonl whose first object has "text" sends texts; None when its first line cannot say."""
+    start, end = 0, data.find(b"\n")
+    while end >= 0 and not data[start:end].strip():  # skip blank lines
+        start, end = end + 1, data.find(b"\n", end + 1)
+    text = data[start : end if end >= 0 else len(data)].decode("utf-8-sig", errors="replace")
+    if file_kind == "csv":
+        return "text" if "text" in next(csv.reader([text]), []) else "tabular"
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None  # the parser names the line once a model is chosen
+    if isinstance(obj, dict) and len(obj) == 1:
+        return "text" if "text" in obj else "tabular" if "features" in obj else None
+    return None
+
+
 def _file_kind(upload: UploadFile) -> Literal["jsonl", "csv"]:
     name = (upload.filename or "").lower()
     media = (upload.content_type or "").split(";")[0].strip().lower()
@@ -356,8 +374,14 @@ async def submit_job(request: Request, state: StateDep, settings: SettingsDep) -
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "multipart/form-data":
         upload, data, reference, version = await _read_upload(request)
-        runtime = await state.service.choose(reference, version, lambda: client_key(scope))
-        parse = _parse_jsonl if _file_kind(upload) == "jsonl" else _parse_csv
+        file_kind = _file_kind(upload)
+        runtime = await state.service.choose(
+            reference,
+            version,
+            lambda: client_key(scope),
+            kind=None if reference is not None else _upload_input_kind(data, file_kind),
+        )
+        parse = _parse_jsonl if file_kind == "jsonl" else _parse_csv
         inputs, fields = await asyncio.to_thread(parse, data, runtime.model, limit)
         if not inputs:
             raise InvalidInputError("the file holds no inputs")
@@ -366,7 +390,10 @@ async def submit_job(request: Request, state: StateDep, settings: SettingsDep) -
     elif media in ("", "application/json") or media.endswith("+json"):
         body, field = await asyncio.to_thread(_from_json, await request.body(), limit)
         runtime = await state.service.choose(
-            body.model, body.model_version, lambda: client_key(scope)
+            body.model,
+            body.model_version,
+            lambda: client_key(scope),
+            kind="text" if field in ("text", "texts") else "tabular",
         )
         if field in ("text", "features"):
             kind = "texts" if field == "text" else "records"

@@ -124,13 +124,20 @@ async def version_info(
     "/{name}/reload",
     response_model=ReloadResponse,
     responses={
-        **NOT_FOUND,
+        404: {
+            "model": ErrorResponse,
+            "description": "Not in the registry, or not in server.models when that is set.",
+        },
         500: {"model": ErrorResponse, "description": "Loading failed; the old version serves."},
+        503: {"model": ErrorResponse, "description": "A new model failed to load."},
     },
     summary="Reload a model from the registry",
 )
 async def reload_model(manager: ManagerDep, name: str = NameParam) -> ReloadResponse:
-    """Re-read the registry and atomically swap in what the model's alias now points at."""
+    """Re-read the registry and atomically swap in what the model's alias now points at.
+
+    A model registered after the server started is loaded and served from then on, unless
+    the server serves a fixed list of models (server.models)."""
     outcome = await manager.reload(name)
     return ReloadResponse(
         name=outcome.name,

@@ -20,7 +20,7 @@ from mlserve.schemas import (
 from mlserve.server.deps import SettingsDep, StateDep
 from mlserve.server.jsonbody import JSONRoute
 from mlserve.server.scope import client_key, mark_model
-from mlserve.serving.service import Scored, prediction_fields
+from mlserve.serving.service import InputKind, Scored, input_kind, prediction_fields
 
 router = APIRouter(prefix="/api", tags=["predict"], route_class=JSONRoute)
 
@@ -57,13 +57,18 @@ def predict_payload(scored: Scored, request_id: str | None, started: float) -> d
 async def predict(body: PredictRequest, request: Request, state: StateDep) -> Response:
     """Predict the class (or value) of one text or one row of features.
 
+    Without `model`, the server's default answers: server.default_model, else the only served
+    model taking text (or features); 422 names the candidates when several do.
     Without an explicit version, a model with an A/B split answers from the version of the
     client's bucket (X-Client-ID, else API key, else address); `version` says which did.
     With the prediction cache on, X-Cache says hit or miss."""
     started = time.perf_counter()
     scope = request.scope
     service = state.service
-    runtime = await service.choose(body.model, body.model_version, lambda: client_key(scope))
+    kind = input_kind(body.text, body.features)
+    runtime = await service.choose(
+        body.model, body.model_version, lambda: client_key(scope), kind=kind
+    )
     mark_model(scope, runtime)
     request_id = scope["state"]["request_id"]
     scored = await service.predict(
@@ -102,7 +107,10 @@ async def predict_batch(
         )
     scope = request.scope
     service = state.service
-    runtime = await service.choose(body.model, body.model_version, lambda: client_key(scope))
+    kind: InputKind = "text" if body.texts is not None else "tabular"
+    runtime = await service.choose(
+        body.model, body.model_version, lambda: client_key(scope), kind=kind
+    )
     mark_model(scope, runtime)
     model = runtime.model
     if body.texts is not None:
