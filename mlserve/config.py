@@ -60,7 +60,7 @@ class ServerSettings(Section):
     models: list[str] = Field(default_factory=list)
     """Model references to serve (name, name:3, name@alias). Empty: every model in the registry."""
     default_model: str | None = None
-    """Model used when a request names none. Default: the only served model, else an error."""
+    """Model used when a request names none. Unset: the only served model taking its input."""
     default_alias: str = Field(default="production", pattern=r"^[a-z0-9_-]+$")
     """Alias served for a bare model name; a model without it serves its latest version."""
     max_body_bytes: int = Field(default=2_097_152, ge=1024)
@@ -189,7 +189,7 @@ class TrafficSettings(Section):
     shadow: dict[str, int] = Field(default_factory=dict)
     """Shadow version per model, sent a copy of live traffic, e.g. shadow={sentiment=5}."""
     watch_interval_s: float = Field(default=5.0, ge=0)
-    """Seconds between registry checks for alias changes (0: only on reload requests)."""
+    """Seconds between registry checks for alias moves and new models (0: on reload only)."""
     failure_threshold: int = Field(default=5, ge=1)
     """Consecutive failed model calls that mark a version degraded (503 for the cooldown)."""
     failure_cooldown_s: float = Field(default=30.0, gt=0)

@@ -229,24 +229,52 @@ def predict_remote(
     return results
 
 
+def local_default(registry: Any, settings: Any, *, texts: bool) -> str:
+    """The model --local uses without --model, picked as the server picks: the only model
+    (of server.models, else of the registry), else the only one taking texts (or features)."""
+    from mlserve.errors import MlserveError, UsageError
+    from mlserve.registry import ModelRef
+    from mlserve.serving.manager import KIND_FIELDS, InputKind, default_choice
+
+    configured = settings.server.models
+    refs = {ModelRef.parse(r).name: r for r in configured} or {n: n for n in registry.names()}
+    if not refs:
+        raise UsageError(f"no models to predict with: the registry {registry.root} holds none")
+    kind: InputKind = "text" if texts else "tabular"
+    kinds: dict[str, InputKind | None] = dict.fromkeys(refs)
+    if len(refs) > 1:  # the only model needs no look
+        for name, ref in refs.items():
+            try:
+                meta = registry.resolve(ref, default_alias=settings.server.default_alias)
+            except MlserveError:
+                continue  # unreadable: nobody's default (the server cannot serve it either)
+            kinds[name] = meta.input_schema.kind
+    choice = default_choice(kinds, kind)
+    if isinstance(choice, str):
+        return str(refs[choice])
+    fits = [n for n in choice if kinds[n] == kind]
+    what = KIND_FIELDS[kind]
+    why = (
+        f"{len(fits)} models take {what} ({', '.join(fits)})"
+        if fits
+        else f"no model takes {what} ({', '.join(choice)})"
+    )
+    raise UsageError(
+        f"--model is required: {why}; name one with --model or set server.default_model"
+    )
+
+
 def predict_local(
     settings: Any, inputs: Inputs, model: str | None, batch_size: int
 ) -> list[Result]:
     """In-process prediction from the registry, through the same runtime the server uses."""
     from mlserve.cli._common import open_registry
-    from mlserve.errors import UsageError
     from mlserve.runtime.model import LoadedModel
 
     registry = open_registry(settings)
     reference = model or settings.server.default_model
     if reference is None:
-        names = registry.names()
-        if len(names) != 1:
-            raise UsageError(
-                f"--model is required: the registry holds {len(names)} models "
-                f"({', '.join(names) or 'none'})"
-            )
-        reference = names[0]
+        reference = local_default(registry, settings, texts=inputs.texts is not None)
     artifact = registry.load(reference, default_alias=settings.server.default_alias)
     for note in artifact.warnings:
         err_console.print(f"[yellow]warning:[/] {note}")

@@ -301,13 +301,6 @@ def test_local_texts(cli: Callable[..., Result], server: MlserveProcess) -> None
     assert labels(result) == ["pos", "neg"]
 
 
-def test_local_needs_a_model_when_the_registry_holds_several(
-    cli: Callable[..., Result], server: MlserveProcess, assert_user_error: Callable[..., None]
-) -> None:
-    result = cli("predict", "good", "--local", "--registry", server.registry)
-    assert_user_error(result, "--model is required", "iris", "sentiment")
-
-
 # ---------------------------------------------------------------------------- errors
 def test_unreachable_server_exits_1_without_traceback(
     cli: Callable[..., Result], assert_user_error: Callable[..., None]
@@ -332,13 +325,6 @@ def test_unknown_model_exits_1_with_the_servers_message(
 ) -> None:
     result = predict("hello", "there", "--model", "nope")
     assert_user_error(result, "404 model_not_found", "'nope'", code=1)
-
-
-def test_no_model_on_a_server_with_several_exits_1(
-    predict: Callable[..., Result], assert_user_error: Callable[..., None]
-) -> None:
-    result = predict("hello")
-    assert_user_error(result, "'model' is required", "iris, sentiment", code=1)
 
 
 @pytest.mark.parametrize(
