@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import functools
 import importlib
+import io
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +25,20 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# How a shell reports a process killed by SIGPIPE (`mlserve predict ... | head`): 141.
+BROKEN_PIPE_EXIT = 128 + getattr(signal, "SIGPIPE", 13)
+
+
+class PipeConsole(Console):
+    """A rich console that lets a closed pipe reach `cli_errors` (rich's own handling exits 1)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # nothing more to write where nobody reads
+        raise BrokenPipeError("the reader of the output went away")
+
+
+console = PipeConsole(highlight=False, soft_wrap=True)
+err_console = PipeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -70,32 +85,106 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn expected errors into a one-line message and an exit code; --verbose adds tracebacks."""
+    """Turn expected errors into a one-line message and an exit code; --verbose adds tracebacks.
+    A closed output (`mlserve predict ... | head`) exits 141, silently, as Unix tools do."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        _buffer_raw_stdout()
         try:
-            return fn(*args, **kwargs)
-        except MlserveError as exc:
-            if is_verbose():
-                err_console.print_exception()
-            raise fail(_escape(exc.message), exc.exit_code) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
-        except (typer.Exit, typer.Abort, _click("ClickException")):
-            raise
-        except Exception as exc:
-            # An unexpected failure is a bug: one line by default, the traceback with --verbose.
-            logging.getLogger("mlserve").debug("unexpected error", exc_info=True)
-            if is_verbose():
-                err_console.print_exception()
-                raise fail(f"internal error: {type(exc).__name__}: {_escape(str(exc))}") from None
-            raise fail(
-                f"internal error: {type(exc).__name__}: {_escape(str(exc))} "
-                "(run with --verbose for the traceback)"
-            ) from None
+            return _translated(fn, *args, **kwargs)
+        except BrokenPipeError as exc:  # writing the output, or the error message
+            if output_closed():
+                # The reader went away: exit quietly, as tools killed by SIGPIPE do.
+                raise broken_pipe_exit() from None
+            raise _internal_error(exc) from None  # another pipe broke: a failure to report
 
     return wrapper
+
+
+def _buffer_raw_stdout() -> None:
+    """With PYTHONUNBUFFERED (deploy/Dockerfile sets it) stdout writes straight to its file
+    descriptor, and when a closing pipe cuts a large write short CPython drops the rest
+    silently (exit 0, output lost). A buffered writer over the same descriptor, flushed at
+    each line as unbuffered output would be, writes everything or raises BrokenPipeError."""
+    out = sys.stdout
+    if not isinstance(out, io.TextIOWrapper) or not isinstance(out.buffer, io.RawIOBase):
+        return  # buffered already, or not a file (a test runner's capture)
+    raw = io.FileIO(out.fileno(), "w", closefd=False)
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(raw),
+        encoding=out.encoding,
+        errors=out.errors,
+        line_buffering=True,
+        write_through=True,
+    )
+
+
+def _translated(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    try:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            # Output still buffered fails here, where it is handled, not at interpreter exit.
+            if sys.stdout is not None:
+                sys.stdout.flush()
+    except MlserveError as exc:
+        if is_verbose():
+            err_console.print_exception()
+        raise fail(_escape(exc.message), exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+    except (typer.Exit, typer.Abort, BrokenPipeError, _click("ClickException")):
+        raise
+    except Exception as exc:
+        raise _internal_error(exc) from None
+
+
+def _internal_error(exc: Exception) -> typer.Exit:
+    """An unexpected failure is a bug: one line by default, the traceback with --verbose."""
+    logging.getLogger("mlserve").debug("unexpected error", exc_info=exc)
+    what = f"internal error: {type(exc).__name__}: {_escape(str(exc))}"
+    if is_verbose():
+        err_console.print_exception()  # called while `exc` is being handled
+        return fail(what)
+    return fail(f"{what} (run with --verbose for the traceback)")
+
+
+def _output_fds() -> list[int]:
+    fds = []
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fds.append(stream.fileno())
+        except (AttributeError, OSError, ValueError):
+            continue  # not a file descriptor (a test runner's capture)
+    return fds
+
+
+def output_closed() -> bool:
+    """Whether stdout or stderr is a pipe or socket whose reader went away (POLLERR/POLLHUP);
+    True when that cannot be told (no poll(), no descriptors): it is the usual cause."""
+    import select
+
+    fds = _output_fds()
+    if not fds or not hasattr(select, "poll"):
+        return True
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def broken_pipe_exit() -> typer.Exit:
+    """Exit 141 with no message; stdout and stderr now point at /dev/null, so the interpreter's
+    last flush has nowhere to fail ("Exception ignored ... BrokenPipeError"): the recipe of the
+    Python docs' note on SIGPIPE (Python ignores the signal, so writes raise instead)."""
+    for fd in _output_fds():
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+    return typer.Exit(BROKEN_PIPE_EXIT)
 
 
 def _escape(text: str) -> str:

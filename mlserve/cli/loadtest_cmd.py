@@ -249,7 +249,8 @@ def loadtest(
 
     Exit codes: 0 every threshold holds, 99 one failed (named on stderr),
     1 the target could not be tested at all (unreachable, or not one request succeeded: the
-    most common error is named), 2 usage error.
+    most common error is named), 2 usage error, 141 (silently) the reader of the report went
+    away, as in `mlserve loadtest | head`.
     """
     from mlserve import loadtest as lt
     from mlserve.cli._client_opts import client_settings
