@@ -35,20 +35,25 @@ need what this machine cannot have are in one table, NOT_RUN, with the reason.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
-import shlex
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from support.net import free_port
+from support.readme import (
+    Block,
+    Command,
+    Ran,
+    Step,
+    Terminal,
+    bash_blocks,
+    json_documents,
+    json_keys,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -125,89 +130,11 @@ LOADTEST_WARMUP = "1s"
 # one on a few cores, and what is checked here is that the example runs and its gates hold on
 # a loaded machine; the gates themselves are tested in tests/cli/test_loadtest_cmd.py.
 LATENCY_SLACK = 10
-SEGMENT_TIMEOUT_S = 240.0
-READY_TIMEOUT_S = 90
 
 
-# ------------------------------------------------------------------------------ README's blocks
-@dataclass
-class Command:
-    text: str
-    line: int
-    expected: str | None = None  # the `# → …` comment under it
-
-
-@dataclass
-class Block:
-    id: str  # section heading, plus #N when the section has several blocks
-    line: int
-    text: str
-    commands: list[Command] = field(default_factory=list)
-
-
-def split_commands(lines: list[str], first_line: int) -> list[Command]:
-    """A block's commands: comment-only lines dropped (a `# →` one kept as the output of the
-    command above), a trailing backslash joining lines, a here-document kept with its command."""
-    commands: list[Command] = []
-    current: list[str] = []
-    heredoc: str | None = None
-    start = first_line
-    for number, line in enumerate(lines, first_line):
-        if heredoc is not None:
-            current.append(line)
-            if line.strip() == heredoc:
-                heredoc = None
-                commands.append(Command("\n".join(current), start))
-                current = []
-            continue
-        stripped = line.strip()
-        if not current:
-            if not stripped:
-                continue
-            if stripped.startswith("#"):
-                if stripped.startswith("# →") and commands:
-                    commands[-1].expected = stripped.removeprefix("#").strip()
-                continue
-            start = number
-        current.append(line)
-        marker = re.search(r"<<-?\s*['\"]?(\w+)['\"]?", line)
-        if marker:
-            heredoc = marker.group(1)
-        elif not line.rstrip().endswith(("\\", "|", "&&", "||")):
-            commands.append(Command("\n".join(current), start))
-            current = []
-    assert not current, f"README.md line {start}: unfinished command {current}"
-    return commands
-
-
-def readme_blocks(text: str | None = None) -> list[Block]:
-    """The fenced ```bash blocks of README.md, in order."""
-    lines = (README.read_text(encoding="utf-8") if text is None else text).splitlines()
-    found: list[tuple[str, int, list[str]]] = []
-    section = "top"
-    inside: list[str] | None = None  # the lines of the open fence
-    language = ""
-    fence_line = 0
-    for number, line in enumerate(lines, 1):
-        if inside is not None:
-            if line.startswith("```"):
-                if language == "bash":
-                    found.append((section, fence_line, inside))
-                inside = None
-            else:
-                inside.append(line)
-        elif line.startswith("```"):
-            inside, language, fence_line = [], line[3:].strip(), number
-        elif re.match(r"#{1,6} ", line):
-            section = line.lstrip("#").strip()
-    blocks = []
-    for section, fence_line, body in found:
-        same = [f for f in found if f[0] == section]
-        ordinal = f" #{same.index((section, fence_line, body)) + 1}" if len(same) > 1 else ""
-        block = Block(f"{section}{ordinal}", fence_line, "\n".join(body))
-        block.commands = split_commands(body, fence_line + 1)
-        blocks.append(block)
-    return blocks
+# ------------------------------------------------------------------------------ policy
+def readme_blocks() -> list[Block]:
+    return bash_blocks(README.read_text(encoding="utf-8"))
 
 
 def marks(block: Block) -> tuple[str | None, dict[int, str]]:
@@ -221,33 +148,6 @@ def marks(block: Block) -> tuple[str | None, dict[int, str]]:
             if scope == "command" and key in command.text:
                 command_reasons[index] = reason
     return block_reason, command_reasons
-
-
-# ------------------------------------------------------------------------------ checks
-def json_keys(expected: str) -> set[str]:
-    """The top-level keys of the JSON object README shows (`→ 202 {"job_id": …, …}`); the
-    values may be elided with `…`, so it is scanned, not parsed."""
-    body = re.sub(r"^→\s*(\d{3}\s+)?", "", expected)
-    keys: set[str] = set()
-    depth = 0
-    tokens = re.findall(r'"(?:[^"\\]|\\.)*"|[{}\[\]:]', body)
-    for index, token in enumerate(tokens):
-        if token in "{[":
-            depth += 1
-        elif token in "}]":
-            depth -= 1
-        elif token.startswith('"') and depth == 1 and tokens[index + 1 : index + 2] == [":"]:
-            keys.add(json.loads(token))
-    return keys
-
-
-def json_documents(output: str) -> list[object]:
-    """The output as one JSON document, or JSON lines; [] when it is not JSON."""
-    with contextlib.suppress(ValueError):
-        return [json.loads(output)]
-    with contextlib.suppress(ValueError):
-        return [json.loads(line) for line in output.splitlines() if line.strip()]
-    return []
 
 
 def for_this_machine(command: str, port: int) -> str:
@@ -270,40 +170,19 @@ def for_this_machine(command: str, port: int) -> str:
     return command
 
 
-@dataclass
-class Ran:
-    """One command as run, and what went wrong with it (nothing: it passed)."""
-
-    command: Command
-    as_run: str
-    rc: int | None  # None: not reached (the shell exited before it)
-    out: str = ""
-    err: str = ""
-    problems: list[str] = field(default_factory=list)
-
-    def describe(self) -> str:
-        """The command as run, its problems, and the end of its output then of its errors."""
-        tail = [*self.out.strip().splitlines()[-6:], *self.err.strip().splitlines()[-8:]]
-        return (
-            f"  README.md line {self.command.line}: {self.as_run}\n"
-            f"    {'; '.join(self.problems)}\n" + "".join(f"    | {t}\n" for t in tail)
-        )
-
-
 def check(ran: Ran) -> None:
+    """What README promises of a command that ran: exit 0, the output it shows, no error."""
     command = ran.command
     if ran.rc is None:
-        ran.problems.append("not run: the shell exited before it")
-        return
+        return  # not reached: already said
     if ran.rc != 0:
         ran.problems.append(f"exit status {ran.rc}")
     documents = json_documents(ran.out)
     if command.expected is not None:
         keys = json_keys(command.expected)
-        if keys:
-            found = documents[0] if documents else None
-            if not isinstance(found, dict) or not keys <= found.keys():
-                ran.problems.append(f"README shows {sorted(keys)}; the output has not those keys")
+        found = documents[0] if documents else None
+        if keys and (not isinstance(found, dict) or not keys <= found.keys()):
+            ran.problems.append(f"README shows {sorted(keys)}; the output has not those keys")
     if command.text.lstrip().startswith("curl") and not any(
         key in command.text for key in EXPECTED_ERRORS
     ):
@@ -311,137 +190,6 @@ def check(ran: Ran) -> None:
         # status has "error": null until it fails.
         if any(isinstance(d, dict) and d.get("error") is not None for d in documents):
             ran.problems.append("the answer is an error")
-
-
-# ------------------------------------------------------------------------------ the terminal
-@dataclass
-class Terminal:
-    """A user's shell: a working folder, an environment, a port for the server it starts."""
-
-    name: str
-    cwd: Path
-    env: dict[str, str]
-    port: int
-    logs: Path
-    server: subprocess.Popen[bytes] | None = None
-    server_log: Path | None = None
-    runs: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def serve(self, command: Command, as_run: str) -> Ran:
-        """Start `mlserve serve …` in the background (stopping the running one first) and wait
-        for it with `mlserve health-check --wait`."""
-        ran = Ran(command, as_run, 0)
-        stopped = self.stop()
-        if stopped:
-            ran.problems.append(stopped)
-        self.runs += 1
-        self.server_log = self.logs / f"{self.name}-serve-{self.runs}.log"
-        with self.server_log.open("wb") as sink:
-            self.server = subprocess.Popen(
-                ["bash", "-c", f"exec {as_run}"],
-                cwd=self.cwd,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        wait = subprocess.run(
-            ["mlserve", "health-check", "--wait", str(READY_TIMEOUT_S)],
-            cwd=self.cwd,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=READY_TIMEOUT_S + 30,
-            check=False,
-        )
-        ran.out = self.server_log.read_text(errors="replace")
-        if wait.returncode != 0:
-            exited = self.server.poll()
-            ran.rc = exited if exited is not None else wait.returncode
-            ran.problems.append(
-                f"not ready: health-check --wait exited {wait.returncode}"
-                + (f", the server exited {exited}" if exited is not None else "")
-            )
-            ran.err = wait.stdout + wait.stderr
-        return ran
-
-    def stop(self) -> str | None:
-        """Stop the server (SIGTERM, as Ctrl-C would; killed if it hangs): a problem, or None."""
-        server, self.server = self.server, None
-        if server is None:
-            return None
-        if server.poll() is not None:
-            return f"the server had exited with status {server.returncode}"
-        server.send_signal(signal.SIGTERM)
-        try:
-            code = server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(10)
-            return "the server did not stop within 30 s of SIGTERM"
-        return None if code == 0 else f"the server exited {code} on SIGTERM"
-
-    def run(self, commands: list[Command]) -> list[Ran]:
-        """Run commands in one bash, each one's output and exit status captured, as pasted."""
-        self.runs += 1
-        folder = self.logs / f"{self.name}-{self.runs}"
-        folder.mkdir()
-        script = ["set -uo pipefail"]
-        planned: list[Ran] = []
-        for index, command in enumerate(commands):
-            as_run = for_this_machine(command.text, self.port)
-            planned.append(Ran(command, as_run, None))
-            files = {k: shlex.quote(str(folder / f"{index}.{k}")) for k in ("out", "err", "rc")}
-            script += [
-                f"{{ {as_run}",
-                f"}} >{files['out']} 2>{files['err']}",
-                f"echo $? >{files['rc']}",
-            ]
-            hook = AFTER.get(command.text)
-            if hook:
-                hook_files = {k: f"{files[k]}.after" for k in files}
-                script += [
-                    f"{{ {hook.replace('URL/', self.url + '/')}",
-                    f"}} >{hook_files['out']} 2>{hook_files['err']}",
-                    f"echo $? >{hook_files['rc']}",
-                ]
-        process = subprocess.Popen(
-            ["bash", "-c", "\n".join(script) + "\n"],
-            cwd=self.cwd,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            output = process.communicate(timeout=SEGMENT_TIMEOUT_S)[0]
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            output = process.communicate()[0] + b"\n(killed: still running after the timeout)"
-        shell_output = output.decode(errors="replace")
-        for index, ran in enumerate(planned):
-            base = folder / str(index)
-            if base.with_suffix(".out").exists():
-                ran.out = base.with_suffix(".out").read_text(errors="replace")
-                ran.err = base.with_suffix(".err").read_text(errors="replace")
-            rc_file = base.with_suffix(".rc")
-            ran.rc = int(rc_file.read_text()) if rc_file.exists() else None
-            check(ran)
-            after = Path(f"{base}.rc.after")
-            if ran.command.text in AFTER and ran.rc is not None:
-                code = int(after.read_text()) if after.exists() else None
-                if code != 0:
-                    ran.problems.append(f"waiting after it (the harness) exited {code}")
-                    ran.err += Path(f"{base}.err.after").read_text(errors="replace")
-            if ran.rc is None and not any(p.rc is None for p in planned[:index]):
-                ran.err = shell_output  # the first one not reached: why the shell exited
-        return planned
 
 
 def base_env(home: Path, port: int) -> dict[str, str]:
@@ -474,36 +222,43 @@ def terminals(tmp_path: Path) -> Iterator[dict[str, Terminal]]:
 
 
 def own_terminal(main: Terminal, name: str, tmp_path: Path) -> Terminal:
+    """A terminal with a fresh MLSERVE_HOME over the main one's registry, and its own port."""
     port = free_port()
     env = base_env(tmp_path / f"home-{name}", port)
     env["MLSERVE_REGISTRY__PATH"] = str(Path(main.env["MLSERVE_HOME"]) / "registry")
     return Terminal(name, main.cwd, env, port, main.logs)
 
 
-# ------------------------------------------------------------------------------ the tests
 def run_block(terminal: Terminal, block: Block) -> list[Ran]:
-    """Run a block's commands; a server command splits it (the server runs in the background)."""
+    """Run a block's commands, checked; a server command runs in the background between the
+    commands before and after it."""
     _, not_run = marks(block)
     results: list[Ran] = []
-    pending: list[Command] = []
+    pending: list[Step] = []
+
+    def flush() -> None:
+        results.extend(terminal.run(pending) if pending else [])
+        pending.clear()
+
     for index, command in enumerate(block.commands):
         if index in not_run:
-            results += terminal.run(pending) if pending else []
-            pending = []
+            flush()
             continue
-        text = command.text
-        if text == SERVE_COMMAND:
-            text = "mlserve serve"  # its install part is checked by the CI test below
+        text = "mlserve serve" if command.text == SERVE_COMMAND else command.text
+        as_run = for_this_machine(text, terminal.port)
         if text.startswith("mlserve serve"):
-            results += terminal.run(pending) if pending else []
-            pending = []
-            results.append(terminal.serve(command, for_this_machine(text, terminal.port)))
-        else:
-            pending.append(command)
-    results += terminal.run(pending) if pending else []
+            flush()
+            results.append(terminal.serve(Step(command, as_run)))
+            continue
+        after = AFTER.get(command.text)
+        pending.append(Step(command, as_run, after and after.replace("URL/", terminal.url + "/")))
+    flush()
+    for ran in results:
+        check(ran)
     return results
 
 
+# ------------------------------------------------------------------------------ the tests
 @pytest.mark.timeout(900)
 def test_readme_shell_examples_run_as_written(tmp_path: Path) -> None:
     """Run every README bash block in order; fail listing each command that failed."""
@@ -520,16 +275,16 @@ def test_readme_shell_examples_run_as_written(tmp_path: Path) -> None:
             own = next((k for k in OWN_TERMINAL if k in block.text), None)
             if own is None:
                 results = run_block(main, block)
-            else:
+            else:  # its own server: README's `mlserve serve`, stopped after the block
                 terminal = opened[block.id] = own_terminal(main, f"t{len(opened)}", tmp_path)
-                start = Command("mlserve serve", block.line)  # README's quick-start server
-                results = [terminal.serve(start, "mlserve serve"), *run_block(terminal, block)]
+                start = terminal.serve(Step(Command("mlserve serve", block.line), "mlserve serve"))
+                results = [start, *run_block(terminal, block)]
                 stopped = terminal.stop()
                 if stopped:
-                    results[0].problems.append(stopped)
+                    start.problems.append(stopped)
             failed = [r for r in results if r.problems]
             skipped = "".join(f"; 1 command not run: {r}" for r in command_reasons.values())
-            where = " (own terminal)" if own else ""
+            where = " (own terminal and server)" if own else ""
             if failed:
                 report.append(f"{block.id}{where}: FAILED {len(failed)} of {len(results)}{skipped}")
                 failures.append(
@@ -597,7 +352,7 @@ def test_commands_are_split_as_a_shell_reads_them() -> None:
             "```",
         ]
     )
-    (block,) = readme_blocks(text)
+    (block,) = bash_blocks(text)
     assert [c.text for c in block.commands] == [
         "mlserve models list       # trailing comment",
         "curl -s -d '{}' \\\n  http://127.0.0.1:8000/x",
