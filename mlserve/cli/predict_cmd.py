@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,14 +21,27 @@ DEFAULT_CHUNK = 100
 
 @dataclass(slots=True)
 class Inputs:
-    """Either texts or feature records, in input order."""
+    """Either texts or feature records, in input order, with where each came from."""
 
     texts: list[str] | None = None
     records: list[Any] | None = None
+    origins: list[str] | None = None  # "reviews.csv line 150" per input (files and stdin)
 
     @property
     def items(self) -> list[Any]:
         return self.texts if self.texts is not None else self.records or []
+
+    def origin(self, index: int) -> str | None:
+        """Where input `index` came from (its file and line, else its position), as errors
+        name it; None for the only input, given as an argument."""
+        if self.origins:
+            return self.origins[index]
+        return f"input {index + 1}" if len(self.items) > 1 else None
+
+    def name_error(self, index: int, message: str) -> str:
+        """`message` about input `index`, prefixed with where that input came from."""
+        origin = self.origin(index)
+        return message if origin is None else f"{origin}: {message}"
 
 
 @dataclass(slots=True)
@@ -59,31 +73,73 @@ def _usage(message: str) -> Exception:
     return UsageError(message)
 
 
-def _read_lines(lines: Iterator[str]) -> list[str]:
-    return [line.rstrip("\r\n") for line in lines if line.strip()]
+def _read_lines(lines: Iterator[str], source: str) -> Inputs:
+    """A text per line; blank lines separate nothing and are skipped (line numbers count them)."""
+    texts: list[str] = []
+    origins: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            texts.append(line.rstrip("\r\n"))
+            origins.append(f"{source} line {number}")
+    return Inputs(texts=texts, origins=origins)
 
 
-def _number_record(row: dict[str | None, Any], line: int, path: Path) -> dict[str, float | None]:
-    extra = row.get(None)  # DictReader files values beyond the header under the key None
-    if extra:
-        columns = len(row) - 1
-        raise _usage(f"{path} row {line} has {columns + len(extra)} values for {columns} columns")
+def _csv_rows(fh: Any) -> Iterator[tuple[int, list[str]]]:
+    """(the line a row starts on, its values) for each row, blank lines skipped: a quoted
+    field may span lines, so the reader's count after a row is where it ended."""
+    reader = csv.reader(fh)
+    while True:
+        start = reader.line_num + 1
+        values = next(reader, None)
+        if values is None:
+            return
+        if values:
+            yield start, values
+
+
+def _number_record(
+    header: list[str], values: list[str], line: int, path: Path
+) -> dict[str, float | None]:
+    if len(values) > len(header):
+        raise _usage(f"{path} line {line} has {len(values)} values for {len(header)} columns")
     out: dict[str, float | None] = {}
-    for key, raw in row.items():
-        if key is None:
-            continue
-        value = (raw or "").strip()
+    for key, raw in zip(header, values + [""] * (len(header) - len(values)), strict=True):
+        value = raw.strip()
         if value == "":
-            out[key] = None
+            out[key] = None  # a missing value, like null in JSON
             continue
         try:
             out[key] = float(value)
         except ValueError:
             raise _usage(
-                f"{path} row {line}: column '{key}' holds '{value[:40]}', not a number "
+                f"{path} line {line}: column '{key}' holds '{value[:40]}', not a number "
                 "(for text use --text-column)"
             ) from None
     return out
+
+
+def _read_csv(fh: Any, path: Path, text_column: str | None) -> Inputs:
+    rows = _csv_rows(fh)
+    header = next(rows, (0, []))[1]
+    if text_column and text_column not in header:
+        raise _usage(
+            f"--text-column '{text_column}' is not in {path} (columns: {', '.join(header)})"
+        )
+    column = text_column or ("text" if "text" in header else None)
+    texts: list[str] = []
+    records: list[Any] = []
+    origins: list[str] = []
+    for line, values in rows:
+        if column is not None:
+            at = header.index(column)
+            # An empty cell is sent as it is: the model refuses it, naming this line.
+            texts.append(values[at] if at < len(values) else "")
+        else:
+            records.append(_number_record(header, values, line, path))
+        origins.append(f"{path} line {line}")
+    if column is not None:
+        return Inputs(texts=texts, origins=origins)
+    return Inputs(records=records, origins=origins)
 
 
 def read_file(path: Path, text_column: str | None) -> Inputs:
@@ -95,22 +151,10 @@ def read_file(path: Path, text_column: str | None) -> Inputs:
     try:
         with path.open(encoding="utf-8-sig", newline="") as fh:
             if suffix == ".csv":
-                reader = csv.DictReader(fh)
-                header = reader.fieldnames or []
-                column = text_column or ("text" if "text" in header else None)
-                if text_column and text_column not in header:
-                    raise _usage(
-                        f"--text-column '{text_column}' is not in {path} "
-                        f"(columns: {', '.join(header)})"
-                    )
-                if column:
-                    return Inputs(texts=[r[column] for r in reader if (r[column] or "").strip()])
-                return Inputs(
-                    records=[_number_record(r, i, path) for i, r in enumerate(reader, start=2)]
-                )
+                return _read_csv(fh, path, text_column)
             if suffix == ".jsonl":
                 return _read_jsonl(fh, path)
-            return Inputs(texts=_read_lines(iter(fh)))
+            return _read_lines(iter(fh), str(path))
     except UnicodeDecodeError:
         raise _usage(f"--file {path} is not UTF-8 text") from None
     except csv.Error as exc:
@@ -120,6 +164,7 @@ def read_file(path: Path, text_column: str | None) -> Inputs:
 def _read_jsonl(lines: Any, path: Path) -> Inputs:
     texts: list[str] = []
     records: list[Any] = []
+    origins: list[str] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -137,9 +182,12 @@ def _read_jsonl(lines: Any, path: Path) -> Inputs:
             records.append(item)
         else:
             raise _usage(f"{path} line {number}: expected a text or a record, got {item!r:.40}")
+        origins.append(f"{path} line {number}")
     if texts and records:
         raise _usage(f"{path} mixes texts and feature records; use one kind per file")
-    return Inputs(texts=texts) if texts or not records else Inputs(records=records)
+    if texts or not records:
+        return Inputs(texts=texts, origins=origins)
+    return Inputs(records=records, origins=origins)
 
 
 def gather_inputs(
@@ -161,7 +209,7 @@ def gather_inputs(
     if file is not None:
         inputs = read_file(file, text_column)
     elif texts == ["-"]:
-        inputs = Inputs(texts=_read_lines(iter(sys.stdin)))
+        inputs = _read_lines(iter(sys.stdin), "stdin")
     elif "-" in texts:
         raise _usage("'-' reads texts from stdin: give it alone, without other texts")
     else:
@@ -172,9 +220,45 @@ def gather_inputs(
 
 
 # ---------------------------------------------------------------------------- predicting
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+def _chunks(items: list[Any], size: int) -> Iterator[tuple[int, list[Any]]]:
     for start in range(0, len(items), size):
-        yield items[start : start + size]
+        yield start, items[start : start + size]
+
+
+# How the server names a row of a batch in its errors: 'texts.49', records.3.petal_width.
+_ROW_REF = re.compile(r"(?<![\w.])(texts|records)\.(\d+)(?!\d)")
+_ROW_FIELD = {"texts": "text", "records": "features"}
+
+
+def _name_server_row(exc: Exception, inputs: Inputs, start: int, count: int) -> Exception:
+    """The server's 422 about row 'texts.49' of the chunk at `start`, told about the input
+    itself: `reviews.csv line 150: 'text' cannot be empty or whitespace only`."""
+    from mlserve.errors import ServerResponseError
+
+    if not isinstance(exc, ServerResponseError) or exc.status_code != 422:
+        return exc
+    message = exc.message.removeprefix(f"{exc.status_code} {exc.code}: ")
+    rows = [int(m[2]) for m in _ROW_REF.finditer(message) if int(m[2]) < count]
+    if not rows:
+        return exc
+    first = rows[0]
+
+    def field(match: re.Match[str]) -> str:
+        index = int(match[2])
+        name = _ROW_FIELD[match[1]]
+        if index == first:
+            return name
+        if index < count:  # another row named in the same answer (pydantic lists several)
+            return f"({inputs.origin(start + index)}) {name}"
+        return match[0]
+
+    return ServerResponseError(
+        inputs.name_error(start + first, _ROW_REF.sub(field, message)),
+        status=exc.status_code,
+        code=exc.code,
+        request_id=exc.request_id,
+        details=exc.details,
+    )
 
 
 def predict_remote(
@@ -182,10 +266,14 @@ def predict_remote(
 ) -> list[Result]:
     from rich.progress import Progress
 
+    from mlserve.errors import ServerResponseError
+
     results: list[Result] = []
     with make_client(settings) as client:
         items = inputs.items
-        if len(items) == 1:
+        # One argument goes to /api/predict; inputs from a file or stdin go in batches, even
+        # one, so that an error about 'texts.0' names the line it came from.
+        if len(items) == 1 and inputs.origins is None:
             one = client.predict(
                 inputs.texts[0] if inputs.texts else None,
                 features=inputs.records[0] if inputs.records else None,
@@ -207,12 +295,15 @@ def predict_remote(
         show = len(items) > size and err_console.is_terminal
         with Progress(console=err_console, transient=True, disable=not show) as progress:
             task = progress.add_task("predicting", total=len(items))
-            for chunk in _chunks(items, size):
-                batch = client.predict_batch(
-                    chunk if inputs.texts is not None else None,
-                    records=chunk if inputs.records is not None else None,
-                    model=model,
-                )
+            for start, chunk in _chunks(items, size):
+                try:
+                    batch = client.predict_batch(
+                        chunk if inputs.texts is not None else None,
+                        records=chunk if inputs.records is not None else None,
+                        model=model,
+                    )
+                except ServerResponseError as exc:
+                    raise _name_server_row(exc, inputs, start, len(chunk)) from None
                 for item, p in zip(chunk, batch.predictions, strict=True):
                     results.append(
                         Result(
@@ -264,6 +355,18 @@ def local_default(registry: Any, settings: Any, *, texts: bool) -> str:
     )
 
 
+def _prepare_local(loaded: Any, inputs: Inputs, index: int, item: Any) -> Any:
+    """One input prepared as the server prepares it; an error names the input (its line)."""
+    from mlserve.errors import InvalidInputError
+
+    try:
+        if inputs.texts is not None:
+            return loaded.prepare(text=item)
+        return loaded.prepare(features=item)
+    except InvalidInputError as exc:
+        raise InvalidInputError(inputs.name_error(index, exc.message)) from None
+
+
 def predict_local(
     settings: Any, inputs: Inputs, model: str | None, batch_size: int
 ) -> list[Result]:
@@ -282,11 +385,8 @@ def predict_local(
         artifact.estimator, artifact.metadata, max_text_length=settings.server.max_text_length
     )
     results: list[Result] = []
-    for chunk in _chunks(inputs.items, batch_size):
-        if inputs.texts is not None:
-            rows = [loaded.prepare(text=t, field=f"input {i + 1}") for i, t in enumerate(chunk)]
-        else:
-            rows = [loaded.prepare(features=r, field=f"input {i + 1}") for i, r in enumerate(chunk)]
+    for start, chunk in _chunks(inputs.items, batch_size):
+        rows = [_prepare_local(loaded, inputs, start + i, item) for i, item in enumerate(chunk)]
         for item, p in zip(chunk, loaded.predict(rows), strict=True):
             results.append(
                 Result(item, p.label, p.confidence, p.probabilities, loaded.name, loaded.version)

@@ -372,7 +372,7 @@ def test_non_numeric_csv_without_text_column_is_a_usage_error(
 ) -> None:
     path = tmp_path / "rows.csv"
     path.write_text("a,b\n1,x\n", encoding="utf-8")
-    assert_user_error(cli("predict", "--file", path), "row 2", "'b'", "not a number", code=2)
+    assert_user_error(cli("predict", "--file", path), "line 2", "'b'", "not a number", code=2)
 
 
 def test_ragged_csv_row_is_a_usage_error(
@@ -380,4 +380,4 @@ def test_ragged_csv_row_is_a_usage_error(
 ) -> None:
     path = tmp_path / "rows.csv"
     path.write_text("a,b\n1,2\n3,4,5\n", encoding="utf-8")
-    assert_user_error(cli("predict", "--file", path), "row 3", "3 values", "2 columns", code=2)
+    assert_user_error(cli("predict", "--file", path), "line 3", "3 values", "2 columns", code=2)
