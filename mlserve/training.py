@@ -36,6 +36,11 @@ class Dataset:
     feature_names: list[str] = field(default_factory=list)
     source: str = ""
     dropped_rows: int = 0
+    target_column: str = ""  # the CSV column of `target`, for messages
+
+    @property
+    def target_name(self) -> str:
+        return f"target column '{self.target_column}'" if self.target_column else "the target"
 
     def __len__(self) -> int:
         return len(self.target)
@@ -111,6 +116,12 @@ def read_csv(
     feature_columns: Sequence[str] | None = None,
 ) -> Dataset:
     """Read a CSV for training: text (`text_column`) or numeric feature columns."""
+    if text_column is not None and text_column == target:
+        raise UsageError(
+            f"--target and --text-column both name column '{target}': the target is the "
+            "column of labels to predict, the text column the text to learn them from; "
+            "give two different columns"
+        )
     path = Path(path).expanduser()
     header, rows = _open_rows(path)
     available = ", ".join(header)
@@ -130,7 +141,12 @@ def read_csv(
             texts.append(text)
             labels.append(label)
         return Dataset(
-            kind="text", target=labels, texts=texts, source=str(path), dropped_rows=dropped
+            kind="text",
+            target=labels,
+            texts=texts,
+            source=str(path),
+            dropped_rows=dropped,
+            target_column=target,
         )
 
     features = list(feature_columns) if feature_columns else [c for c in header if c != target]
@@ -170,6 +186,7 @@ def read_csv(
         feature_names=features,
         source=str(path),
         dropped_rows=dropped,
+        target_column=target,
     )
 
 
@@ -180,18 +197,47 @@ def _as_number(value: Any) -> float | None:
         return None
 
 
+def _numeric_values(target: Sequence[Any]) -> set[float] | None:
+    """The distinct numbers of a target that holds only numbers; None otherwise."""
+    numbers = [_as_number(v) for v in target]
+    if any(n is None or math.isnan(n) for n in numbers):
+        return None
+    return {n for n in numbers if n is not None}
+
+
 def choose_task(dataset: Dataset) -> TaskKind:
     """Text → classification; tabular → regression only for a numeric target with many values."""
     if dataset.kind == "text":
         return "text-classification"
-    numbers = [_as_number(v) for v in dataset.target]
-    if any(n is None or math.isnan(n) for n in numbers):
+    distinct = _numeric_values(dataset.target)
+    if distinct is None:
         return "tabular-classification"
-    distinct = {n for n in numbers if n is not None}
     integral = all(n.is_integer() for n in distinct)
     if integral and len(distinct) <= MAX_REGRESSION_CLASS_GUESS:
         return "tabular-classification"
     return "tabular-regression"
+
+
+def _short(value: Any, limit: int = 30) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _examples(values: Sequence[Any], n: int = 3) -> str:
+    return ", ".join(_short(v) for v in list(dict.fromkeys(values))[:n])
+
+
+def _check_text_target(dataset: Dataset) -> None:
+    """A text model classifies: a target of fractional numbers (a rating, a score) has no
+    classes to learn, and mlserve trains no text regression."""
+    distinct = _numeric_values(dataset.target)
+    if distinct is None or all(n.is_integer() for n in distinct):
+        return
+    raise DataError(
+        f"{dataset.target_name} holds continuous numbers ({len(distinct)} distinct values, "
+        f"e.g. {_examples(dataset.target)}): a text model predicts classes and mlserve has "
+        "no text regression; give --target a column of labels (or bin the numbers into classes)"
+    )
 
 
 def build_estimator(task: TaskKind, seed: int) -> Any:
@@ -229,15 +275,24 @@ def _coerce_target(dataset: Dataset, task: TaskKind) -> list[Any]:
     return [str(v) for v in dataset.target]
 
 
-def _check_classes(y: Sequence[Any], test_size: float) -> None:
+def _check_classes(y: Sequence[Any], test_size: float, *, target: str = "the target") -> None:
     counts = Counter(y)
     if len(counts) < 2:
         only = next(iter(counts), None)
-        raise DataError(f"the target has a single class ('{only}'); need at least two to classify")
+        raise DataError(
+            f"{target} has a single class ('{_short(only)}'); need at least two to classify"
+        )
     rare = sorted((str(c) for c, n in counts.items() if n < 2))
+    if len(counts) > MAX_REGRESSION_CLASS_GUESS and len(rare) > len(counts) / 2:
+        # Most values seen once: free text, ids or measurements, not labels.
+        raise DataError(
+            f"{target} has {len(counts)} distinct values in {len(y)} rows, most of them once "
+            f"(e.g. {_examples(rare)}): that is not a column of classes; give --target the "
+            "column of labels to predict"
+        )
     if rare:
         raise DataError(
-            f"class(es) {', '.join(rare[:5])} have a single example; "
+            f"class(es) {', '.join(_short(c) for c in rare[:5])} have a single example; "
             "each class needs at least two for a stratified hold-out split"
         )
     n_test = math.ceil(len(y) * test_size)
@@ -319,6 +374,8 @@ def train(
         raise DataError(f"--test-size must be between 0 and 1 (got {test_size})")
     if len(dataset) < 4:
         raise DataError(f"{dataset.source or 'the data'} has {len(dataset)} usable rows; need more")
+    if task is None and dataset.kind == "text":
+        _check_text_target(dataset)  # an explicit --task text-classification takes them as is
     task = task or choose_task(dataset)
     if dataset.kind == "text" and task != "text-classification":
         raise DataError("text data can only train a text-classification model")
@@ -327,7 +384,7 @@ def train(
     y = _coerce_target(dataset, task)
     classify = task != "tabular-regression"
     if classify:
-        _check_classes(y, test_size)
+        _check_classes(y, test_size, target=dataset.target_name)
     x: Any = dataset.texts if dataset.kind == "text" else np.asarray(dataset.rows, dtype=float)
 
     step("splitting")
