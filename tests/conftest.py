@@ -18,6 +18,9 @@ from typer.testing import CliRunner, Result
 from mlserve.registry import Registry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Read at import: isolated_env removes every MLSERVE_* variable while a test runs, and a skip is
+# reported while it is removed (so reading it in the report hook never saw it).
+NO_SKIPS = os.environ.get("MLSERVE_TEST_NO_SKIPS") == "1"
 
 with warnings.catch_warnings():
     # Starlette warns (a UserWarning) that driving its TestClient with httpx is deprecated; it
@@ -190,16 +193,44 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., MlserveProcess]]:
         server.stop()
 
 
+# ---------------------------------------------------------------------------- parallel workers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (--dist loadscope hands out whole modules, in collection order) the
+    modules that start real processes (marked slow) come first, so that none of them is the
+    last one running while the other workers idle. A module's own order is kept; a run in one
+    process keeps the collection order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+
+
 # ---------------------------------------------------------------------------- CI: no silent skips
+FORBIDDEN = "skipped, and MLSERVE_TEST_NO_SKIPS=1 forbids skips"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """With MLSERVE_TEST_NO_SKIPS=1 (set by .ci/run), a skipped test fails: a missing Redis,
     tritonclient or PyJWT must not let CI pass with part of the suite unrun."""
     outcome = yield
-    if os.environ.get("MLSERVE_TEST_NO_SKIPS") != "1":
+    if not NO_SKIPS:
         return
     report = outcome.get_result()  # type: ignore[attr-defined]
     if report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
-        report.longrepr = f"skipped, and MLSERVE_TEST_NO_SKIPS=1 forbids skips: {reason}"
+        report.longrepr = f"{FORBIDDEN}: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """The same for a module skipped whole while collected (pytest.importorskip at its top)."""
+    outcome = yield
+    if not NO_SKIPS:
+        return
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"{FORBIDDEN}: {reason}"

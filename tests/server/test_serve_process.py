@@ -1,4 +1,5 @@
-"""The real `mlserve serve` process: starts, answers over HTTP, and stops cleanly on SIGTERM."""
+"""The real `mlserve serve` process: starts, answers over HTTP, and stops cleanly on SIGTERM.
+(With --workers 2: test_serve_workers.py.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 from support.data import IRIS_FEATURES
-from support.metrics import value
 from support.net import free_port
 from support.servers import MlserveProcess
 
@@ -120,28 +120,6 @@ def test_serve_with_invalid_settings_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "server.port" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_serve_with_two_workers_answers_and_exits_0_on_sigterm(
-    start_server: Callable[..., MlserveProcess], iris_registry: Path, iris_estimator: Any
-) -> None:
-    server = start_server(iris_registry, args=["--workers", "2"], log_level=None)
-    server.wait_ready()
-    sent = 12
-
-    answers = []
-    for _ in range(sent):
-        # a new connection each time, so the kernel spreads them over both workers
-        response = httpx.post(f"{server.url}/api/predict", json={"features": FLOWERS[1]})
-        assert response.status_code == 200, response.text
-        answers.append(response.json()["prediction"])
-    metrics = server.metrics()
-
-    assert set(answers) == {iris_estimator.predict(FLOWERS[1:2])[0]}
-    # every worker's predictions are in one scrape, whichever worker answers it
-    assert value(metrics, "mlserve_predictions_total", model="iris") == sent
-    assert server.terminate() == 0
-    assert "Traceback" not in server.output()
 
 
 GRACE_S = 10.0  # the server's graceful timeout in the draining test
