@@ -21,26 +21,10 @@ from mlserve.config import load_settings
 from mlserve.ratelimit import Limit
 from mlserve.ratelimit.memory import InMemoryRateLimiter
 from mlserve.ratelimit.redis import RedisRateLimiter
-from mlserve.registry import Registry
 from mlserve.server.app import create_app
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 FLOWER = {"features": [5.1, 3.5, 1.4, 0.2]}
-
-
-@pytest.fixture
-def iris_registry(tmp_path: Path) -> Path:
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    data = load_iris()
-    registry = Registry(tmp_path / "registry")
-    registry.register_estimator(
-        LogisticRegression(max_iter=1000).fit(data.data, data.target_names[data.target]),
-        name="iris",
-        aliases=["production"],
-    )
-    return registry.root
 
 
 def app_settings(registry: Path, tmp_path: Path, url: str, prefix: str, **redis: Any) -> Any:

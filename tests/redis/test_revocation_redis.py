@@ -22,27 +22,11 @@ with warnings.catch_warnings():
 from mlserve.config import load_settings
 from mlserve.keys import KeyRecord, hash_key
 from mlserve.keys.redis import RedisRevocationSource
-from mlserve.registry import Registry
 from mlserve.server.app import create_app
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 FLOWER = {"features": [5.1, 3.5, 1.4, 0.2]}
 WAIT_S = 10.0
-
-
-@pytest.fixture
-def iris_registry(tmp_path: Path) -> Path:
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    data = load_iris()
-    registry = Registry(tmp_path / "registry")
-    registry.register_estimator(
-        LogisticRegression(max_iter=1000).fit(data.data, data.target_names[data.target]),
-        name="iris",
-        aliases=["production"],
-    )
-    return registry.root
 
 
 def create_key(cli: Callable[..., Result], name: str) -> str:
