@@ -7,20 +7,14 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from support.data import IRIS_FEATURES, SENTENCES
+from support.data import IRIS_FEATURES, SENTENCES, UNSEEN_TEXTS
 
 from mlserve.runtime.model import LoadedModel
 from mlserve.schemas import ModelMetadata
 
 from .conftest import error_of
 
-TEXTS = [
-    "Rude staff and a cold, disgusting meal",
-    "The parcel arrived on Tuesday",
-    "Wonderful, friendly and helpful service",
-    "It is a green box",
-    "Awful, broken and late",
-]
+TEXTS = UNSEEN_TEXTS[:5]
 
 
 @pytest.fixture

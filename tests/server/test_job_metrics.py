@@ -14,7 +14,7 @@ from mlserve.registry import Registry
 from mlserve.schemas import ModelMetadata
 
 from . import broken_models
-from .test_jobs import FLOWERS, TEXTS, WAIT_S, submit, wait_for
+from .jobs_helpers import FLOWERS, TEXTS, WAIT_S, submit, wait_for
 
 
 def wait_for_value(

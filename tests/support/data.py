@@ -58,6 +58,16 @@ SENTENCES = {
         "The report lists the quarterly figures",
     ],
 }
+# Sentences the `sentiment` model was not fitted on (requests in the server tests).
+UNSEEN_TEXTS = [
+    "Rude staff and a cold, disgusting meal",
+    "The parcel arrived on Tuesday",
+    "Wonderful, friendly and helpful service",
+    "It is a green box",
+    "Awful, broken and late",
+    "Lovely people, great food",
+    "The shop shuts at six",
+]
 TEXT_METRICS = {"accuracy": 0.8667, "macro_f1": 0.8512, "n_test": 15}
 IRIS_METRICS = {"accuracy": 0.9737, "macro_f1": 0.9733, "n_test": 38}
 
