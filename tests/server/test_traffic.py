@@ -45,13 +45,28 @@ def _version(client: TestClient, client_id: str | None = None, **body: Any) -> i
 
 
 # ---------------------------------------------------------------------------- assignment
-def test_split_proportions_hold_over_2000_distinct_clients(split_client: TestClient) -> None:
-    counts = collections.Counter(_version(split_client, f"user-{i}") for i in range(2000))
+def test_split_proportions_hold_over_20000_distinct_clients() -> None:
+    split = Split.parse({"1": 90, "2": 10})
 
-    assert set(counts) == {1, 2}
-    assert abs(counts[2] / 2000 - 0.10) <= 0.03, counts
+    counts = collections.Counter(split.pick(bucket("iris", f"id:user-{i}")) for i in range(20_000))
+
+    assert abs(counts[2] / 20_000 - 0.10) <= 0.01, counts
+
+
+def test_the_server_serves_each_client_the_version_its_bucket_picks(
+    split_client: TestClient,
+) -> None:
+    # The proportions are the bucket's (above); over HTTP, each answer must be its pick.
+    split = Split.parse({"1": 90, "2": 10})
+    clients = [f"user-{i}" for i in range(200)]
+
+    served = {c: _version(split_client, c) for c in clients}
+
+    assert served == {c: split.pick(bucket("iris", f"id:{c}")) for c in clients}
+    assert set(served.values()) == {1, 2}
     samples = scrape(split_client)
-    assert value(samples, "mlserve_predictions_total", model="iris", version="2") == counts[2]
+    counted = value(samples, "mlserve_predictions_total", model="iris", version="2")
+    assert counted == list(served.values()).count(2)
 
 
 def test_a_client_always_gets_the_same_version(split_client: TestClient) -> None:
@@ -80,11 +95,16 @@ def test_batch_requests_follow_the_split_too(split_client: TestClient) -> None:
 
 
 def test_an_explicit_version_or_alias_overrides_the_split(split_client: TestClient) -> None:
-    ids = [f"user-{i}" for i in range(200)]
-    assert {_version(split_client, c, model="iris:1") for c in ids} == {1}
-    assert {_version(split_client, c, model="iris:2") for c in ids} == {2}
-    assert {_version(split_client, c, model="iris", model_version=2) for c in ids} == {2}
-    assert {_version(split_client, c, model="iris@production") for c in ids} == {1}
+    # Clients the split sends to the other version than the one each request names.
+    split = Split.parse({"1": 90, "2": 10})
+    ids = [f"user-{i}" for i in range(2000)]
+    to_1 = [c for c in ids if split.pick(bucket("iris", f"id:{c}")) == 1][:20]
+    to_2 = [c for c in ids if split.pick(bucket("iris", f"id:{c}")) == 2][:20]
+
+    assert {_version(split_client, c, model="iris:1") for c in to_2} == {1}
+    assert {_version(split_client, c, model="iris:2") for c in to_1} == {2}
+    assert {_version(split_client, c, model="iris", model_version=2) for c in to_1} == {2}
+    assert {_version(split_client, c, model="iris@production") for c in to_2} == {1}
 
 
 def test_without_a_client_id_the_client_address_decides(split_client: TestClient) -> None:
