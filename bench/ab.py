@@ -6,7 +6,7 @@ request at 64 connections and 100-text batches at 8 connections, first for one s
 for the other (the order alternates), so machine noise falls on both alike. Used to show a
 restructure or an optimisation kept (or changed) the request path's speed.
 
-    python bench/ab.py --base 165fc26 --rounds 4 --duration 8
+    python bench/ab.py --base 165fc26 [--head REV] --rounds 4 --duration 8
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def serve(name: str, tree: Path, home: Path) -> Server:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", required=True, help="commit to compare the working tree with")
+    parser.add_argument("--base", required=True, help="commit to compare with")
+    parser.add_argument("--head", help="commit to measure (default: the working tree)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
     args = parser.parse_args()
@@ -58,11 +59,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mlserve-ab-") as scratch:
         work = Path(scratch)
         base_tree = export_tree(args.base, _mkdir(work / "base"))
+        head_tree = export_tree(args.head, _mkdir(work / "head")) if args.head else ROOT
         home = _mkdir(work / "home")
-        # The working tree's first start trains the sample into the shared registry.
-        with serve("ab-head", ROOT, home):
+        # The head's first start trains the sample into the shared registry.
+        with serve("ab-head", head_tree, home):
             pass
-        sides = {"base": base_tree, "head": ROOT}
+        sides = {"base": base_tree, "head": head_tree}
         results: dict[str, dict[str, list[float]]] = {
             side: {"single_rps": [], "single_p99_ms": [], "batch_rps": []} for side in sides
         }
@@ -89,7 +91,8 @@ def main() -> None:
         side: {key: statistics.median(values) for key, values in row.items()}
         for side, row in results.items()
     }
-    print(f"\nmedians over {args.rounds} rounds ({args.duration} s each), base = {args.base}:")
+    head = args.head or "working tree"
+    print(f"\nmedians over {args.rounds} rounds ({args.duration} s each), {args.base} → {head}:")
     print("| | single text c=64 req/s | p99 ms | batch (100 texts) c=8 req/s |")
     print("|---|---|---|---|")
     for side in ("base", "head"):
@@ -101,7 +104,8 @@ def main() -> None:
     ratio_single = summary["head"]["single_rps"] / summary["base"]["single_rps"]
     ratio_batch = summary["head"]["batch_rps"] / summary["base"]["batch_rps"]
     print(f"| head / base | {ratio_single:.3f} | | {ratio_batch:.3f} |")
-    (OUT / "ab.json").write_text(json.dumps({"base": args.base, "rounds": results}, indent=2))
+    report = {"base": args.base, "head": head, "rounds": results}
+    (OUT / "ab.json").write_text(json.dumps(report, indent=2))
 
 
 def _mkdir(path: Path) -> Path:
