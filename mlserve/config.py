@@ -79,6 +79,8 @@ class ServerSettings(Section):
     """Seconds in-flight requests get to finish on shutdown."""
     allow_unauthenticated: bool = False
     """Serve on a non-loopback address with auth off (no API keys, no JWT); refused otherwise."""
+    model_control: Literal["none", "explicit"] = "none"
+    """V2 repository load/unload: "none" refuses them (403); "explicit" allows them (admin role)."""
 
 
 class BatchingSettings(Section):

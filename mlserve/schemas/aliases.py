@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlserve.schemas import examples
+from mlserve.schemas.common import INTEGRAL
 
 __all__ = ["AliasChange", "AliasUpdate"]
 
 
 class AliasUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": examples.ALIAS_UPDATE})
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": examples.ALIAS_UPDATE}
+    )
 
-    version: int = Field(ge=1, description="The registered version the alias should name.")
+    version: Annotated[int, Field(ge=1), INTEGRAL] = Field(
+        description="The registered version the alias should name."
+    )
 
 
 class AliasChange(BaseModel):

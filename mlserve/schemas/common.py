@@ -2,16 +2,72 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictFloat
+from pydantic import BaseModel, BeforeValidator, Field, StrictFloat
 
-__all__ = ["ErrorBody", "ErrorResponse", "Features", "Label", "TaskKind"]
+__all__ = [
+    "INTEGRAL",
+    "NOT_BLANK",
+    "NOT_EMPTY",
+    "ErrorBody",
+    "ErrorResponse",
+    "Features",
+    "JsonInt",
+    "Label",
+    "TaskKind",
+    "any_of",
+    "exactly_one_of",
+]
 
 TaskKind = Literal["text-classification", "tabular-classification", "tabular-regression"]
 Label = str | int | float | bool
 # Strict: "5.1" or true are not numbers (ints are accepted as floats).
 Features = dict[str, StrictFloat | None] | list[StrictFloat | None]
+
+
+def _integral(value: Any) -> Any:
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+# An integer of a strictly read request is 4 or 4.0 (the same JSON Schema integer), never "4",
+# 4.5 or true: Annotated[int, <constraints>, INTEGRAL] (after the constraints, which then reach
+# the JSON Schema), or JsonInt.
+INTEGRAL = BeforeValidator(_integral)
+JsonInt = Annotated[int, INTEGRAL]
+# JSON Schema of a text the runtime accepts: not empty, not whitespace only (the regex's \s is
+# str.isspace's whitespace).
+NOT_BLANK: dict[str, Any] = {"type": "string", "pattern": r"\S"}
+NOT_NULL: dict[str, Any] = {"not": {"type": "null"}}
+NOT_EMPTY: dict[str, Any] = {"type": "array", "minItems": 1}
+
+
+def exactly_one_of(**fields: dict[str, Any] | None) -> dict[str, Any]:
+    """JSON Schema of what a route checks itself: exactly one of `fields` is given (present,
+    not null, and matching its schema when one is named); the others are absent or null."""
+    return {
+        "oneOf": [
+            {
+                "required": [name],
+                "properties": {
+                    name: schema or NOT_NULL,
+                    **{other: {"type": "null"} for other in fields if other != name},
+                },
+            }
+            for name, schema in fields.items()
+        ]
+    }
+
+
+def any_of(**fields: dict[str, Any] | None) -> dict[str, Any]:
+    """JSON Schema of what a route checks itself: at least one of `fields` is given (present,
+    not null, and matching its schema when one is named)."""
+    return {
+        "anyOf": [
+            {"required": [name], "properties": {name: schema or NOT_NULL}}
+            for name, schema in fields.items()
+        ]
+    }
 
 
 class ErrorBody(BaseModel):

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlserve.schemas import examples
-from mlserve.schemas.common import Label
+from mlserve.schemas.common import NOT_EMPTY, Label
 
 __all__ = [
     "ClassDrift",
@@ -36,7 +36,7 @@ DriftState = Literal["stable", "moderate", "significant", "insufficient_data", "
 class FeedbackItem(BaseModel):
     """The true label of one remembered prediction."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     request_id: str = Field(
         min_length=1,
@@ -55,7 +55,29 @@ class FeedbackRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": examples.FEEDBACK_REQUEST},
+        strict=True,
+        json_schema_extra={
+            "examples": examples.FEEDBACK_REQUEST,
+            # What the route checks itself: request_id and label, or items, never both.
+            "oneOf": [
+                {
+                    "required": ["request_id", "label"],
+                    "properties": {
+                        "request_id": {"type": "string"},
+                        "label": {"not": {"type": "null"}},
+                        "items": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["items"],
+                    "properties": {
+                        "items": NOT_EMPTY,
+                        "request_id": {"type": "null"},
+                        "label": {"type": "null"},
+                    },
+                },
+            ],
+        },
     )
 
     request_id: str | None = Field(default=None, min_length=1, max_length=200)

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlserve.schemas import examples
-from mlserve.schemas.common import Features
-from mlserve.schemas.predict import PredictionItem
+from mlserve.schemas.common import NOT_EMPTY, Features, JsonInt, exactly_one_of
+from mlserve.schemas.predict import PredictionItem, Text
 
 __all__ = [
     "AsyncPredictRequest",
@@ -30,16 +30,20 @@ class AsyncPredictRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         protected_namespaces=(),
         # Read from JSON text by pydantic, which takes NaN / Infinity tokens; refused here as
         # on every other route (null is the missing value).
         allow_inf_nan=False,
-        json_schema_extra={"examples": examples.ASYNC_PREDICT_REQUEST},
+        json_schema_extra={
+            "examples": examples.ASYNC_PREDICT_REQUEST,
+            **exactly_one_of(text=None, features=None, texts=NOT_EMPTY, records=NOT_EMPTY),
+        },
     )
 
-    text: str | None = Field(default=None, description="One text (text models).")
+    text: Text | None = Field(default=None, description="One text (text models).")
     features: Features | None = Field(default=None, description="One feature row (tabular).")
-    texts: list[str] | None = Field(default=None, description="Texts (text models).")
+    texts: list[Text] | None = Field(default=None, description="Texts (text models).")
     records: list[Features] | None = Field(
         default=None, description="Feature rows (tabular models)."
     )
@@ -47,7 +51,7 @@ class AsyncPredictRequest(BaseModel):
         default=None,
         description="Model reference: name, name:VERSION or name@ALIAS. Default: the server's.",
     )
-    model_version: int | str | None = Field(
+    model_version: JsonInt | str | None = Field(
         default=None, description="Version number or alias (compatibility; prefer 'model')."
     )
 

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from mlserve.schemas import examples
-from mlserve.schemas.common import Features, Label
+from mlserve.schemas.common import (
+    NOT_BLANK,
+    NOT_EMPTY,
+    Features,
+    JsonInt,
+    Label,
+    any_of,
+    exactly_one_of,
+)
 
 __all__ = [
     "BatchPredictRequest",
@@ -14,7 +24,11 @@ __all__ = [
     "PredictRequest",
     "PredictResponse",
     "PredictionItem",
+    "Text",
 ]
+
+# A text as the runtime takes it (not empty, not whitespace only), said in the schema.
+Text = Annotated[str, WithJsonSchema(NOT_BLANK)]
 
 
 class PredictRequest(BaseModel):
@@ -22,11 +36,15 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         protected_namespaces=(),
-        json_schema_extra={"examples": examples.PREDICT_REQUEST},
+        json_schema_extra={
+            "examples": examples.PREDICT_REQUEST,
+            **any_of(text=None, features=None),
+        },
     )
 
-    text: str | None = Field(default=None, description="Input text (text models).")
+    text: Text | None = Field(default=None, description="Input text (text models).")
     features: Features | None = Field(
         default=None,
         description="Feature values by name, or a list in the model's feature order (tabular).",
@@ -35,7 +53,7 @@ class PredictRequest(BaseModel):
         default=None,
         description="Model reference: name, name:VERSION or name@ALIAS. Default: the server's.",
     )
-    model_version: int | str | None = Field(
+    model_version: JsonInt | str | None = Field(
         default=None,
         description="Version number or alias of the model (compatibility; prefer 'model').",
     )
@@ -65,16 +83,20 @@ class BatchPredictRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         protected_namespaces=(),
-        json_schema_extra={"examples": examples.BATCH_PREDICT_REQUEST},
+        json_schema_extra={
+            "examples": examples.BATCH_PREDICT_REQUEST,
+            **exactly_one_of(texts=NOT_EMPTY, records=NOT_EMPTY),
+        },
     )
 
-    texts: list[str] | None = Field(default=None, description="Texts (text models).")
+    texts: list[Text] | None = Field(default=None, description="Texts (text models).")
     records: list[Features] | None = Field(
         default=None, description="Feature rows (tabular models)."
     )
     model: str | None = None
-    model_version: int | str | None = None
+    model_version: JsonInt | str | None = None
 
 
 class PredictionItem(BaseModel):

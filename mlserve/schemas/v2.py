@@ -7,11 +7,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlserve.schemas import examples
+from mlserve.schemas.common import INTEGRAL
 
 __all__ = [
     "DATATYPES",
     "LABEL_OUTPUT",
+    "MAX_DIMENSION",
+    "MLSERVER_OUTPUTS",
     "NUMERIC_DATATYPES",
+    "OUTPUT_NAMES",
     "PREDICTION_OUTPUT",
     "PROBABILITIES_OUTPUT",
     "TABULAR_INPUT",
@@ -61,11 +65,23 @@ TABULAR_INPUT = "input"  # tabular models: FP64 [-1, n_features], features in th
 LABEL_OUTPUT = "label"  # classifiers: the predicted class per row
 PREDICTION_OUTPUT = "prediction"  # regressors: FP64 [-1], the predicted value per row
 PROBABILITIES_OUTPUT = "probabilities"  # FP64 [-1, n_classes], only with predict_proba
+# MLServer's scikit-learn runtime names the same outputs after the estimator's methods; a
+# request may ask for them by those names too, and is answered under the name it asked.
+MLSERVER_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "predict": (LABEL_OUTPUT, PREDICTION_OUTPUT),
+    "predict_proba": (PROBABILITIES_OUTPUT,),
+}
+# Every output name a request may ask for.
+OUTPUT_NAMES = (LABEL_OUTPUT, PREDICTION_OUTPUT, PROBABILITIES_OUTPUT, *MLSERVER_OUTPUTS)
 
 Parameters = dict[str, Any]
-Shape = list[Annotated[int, Field(ge=0)]]
+# A tensor dimension is an INT64 in the protocol; this bound also keeps it a number every JSON
+# reader holds exactly (the OpenAPI document writes bounds as doubles).
+MAX_DIMENSION = 2**53 - 1
+Shape = list[Annotated[int, Field(ge=0, le=MAX_DIMENSION), INTEGRAL]]
 
-_PROTOCOL = ConfigDict(protected_namespaces=())
+# Requests are read strictly: a number is not a string, 0 is not false (as the schema says).
+_PROTOCOL = ConfigDict(protected_namespaces=(), strict=True)
 
 
 class ServerLiveResponse(BaseModel):
@@ -116,7 +132,10 @@ class RequestInput(BaseModel):
 
     name: str
     shape: Shape
-    datatype: str = Field(description="V2 datatype: BYTES for text, FP64 for tabular features.")
+    datatype: str = Field(
+        description="V2 datatype: BYTES for text, FP64 for tabular features.",
+        json_schema_extra={"enum": list(DATATYPES)},
+    )
     parameters: Parameters | None = None
     data: list[Any]
 
@@ -124,7 +143,13 @@ class RequestInput(BaseModel):
 class RequestOutput(BaseModel):
     """An output the client wants back (all of them when `outputs` is absent)."""
 
-    name: str
+    model_config = _PROTOCOL
+
+    name: str = Field(
+        description="An output of the model's metadata, or its MLServer name (predict, "
+        "predict_proba).",
+        json_schema_extra={"enum": list(OUTPUT_NAMES)},
+    )
     parameters: Parameters | None = Field(
         default=None, description="Accepted; binary_data is ignored (answers are JSON)."
     )
@@ -133,6 +158,7 @@ class RequestOutput(BaseModel):
 class InferenceRequest(BaseModel):
     model_config = ConfigDict(
         protected_namespaces=(),
+        strict=True,
         json_schema_extra={"examples": examples.V2_INFERENCE_REQUEST},
     )
 
@@ -141,7 +167,8 @@ class InferenceRequest(BaseModel):
         default=None,
         description="Accepted; binary_data_output is ignored (answers are JSON).",
     )
-    inputs: list[RequestInput]
+    # mlserve models take exactly one input tensor (the route says which one is missing).
+    inputs: list[RequestInput] = Field(json_schema_extra={"minItems": 1, "maxItems": 1})
     outputs: list[RequestOutput] | None = None
 
 
@@ -167,6 +194,8 @@ class InferenceResponse(BaseModel):
 
 
 class RepositoryIndexRequest(BaseModel):
+    model_config = _PROTOCOL
+
     ready: bool | None = Field(default=None, description="true: list only ready models.")
 
 
@@ -178,6 +207,8 @@ class RepositoryModel(BaseModel):
 
 
 class RepositoryLoadRequest(BaseModel):
+    model_config = _PROTOCOL
+
     parameters: Parameters | None = Field(
         default=None,
         description="Accepted (e.g. unload_dependents); config overrides are not supported.",

@@ -258,7 +258,7 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.server.cors_origins,
-            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],  # every method routes use
             allow_headers=[
                 "Authorization",
                 "Content-Type",

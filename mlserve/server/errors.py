@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import Scope, Send
 
 from mlserve.errors import MlserveError, redact_paths
@@ -130,6 +131,21 @@ def error_response(
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
+# Methods a 405's Allow header may list.
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route answers on the request's path. Starlette's 405 names only the
+    methods of the first route matching the path, and FastAPI makes one route per method."""
+    routes = app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
+
+
 _UNION_TAG = re.compile(r"[\[\]]")
 
 
@@ -199,9 +215,17 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
         code = HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        headers = dict(exc.headers or {})
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.url.path}"
-        return error_response(request, exc.status_code, code, message, dict(exc.headers or {}))
+        elif exc.status_code == 405:
+            allowed = allowed_methods(request.app, request.scope)
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
+                message = (
+                    f"{request.method} is not allowed on {request.url.path}; use {headers['Allow']}"
+                )
+        return error_response(request, exc.status_code, code, message, headers)
 
     app.add_exception_handler(MlserveError, on_mlserve_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -6,6 +6,11 @@ surrogates (\\ud800), NaN / Infinity tokens, numbers beyond a double and nesting
 are malformed JSON (422 invalid_input), never strings or numbers a route has to defend against.
 So are duplicate keys (`{"text": "a", "text": "b"}`): parsers disagree on which one wins, so
 mlserve takes neither.
+
+A request that may change state (POST, PUT, PATCH, DELETE) with a Content-Type other than JSON
+is refused on these routes, a body or not (`refuse_non_json`): a web page can send a form post
+or a text/plain request to any address without asking the server first (a CORS "simple"
+request), never one declared as JSON.
 """
 
 from __future__ import annotations
@@ -19,11 +24,16 @@ import orjson
 from fastapi import Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
+from starlette.types import Scope
+
+from mlserve.errors import InvalidInputError
 
 # Every key of a JSON text ends with `"` then optional whitespace then `:`, so the matches of
 # this pattern bound the number of keys from above (strings may hold more matches, never fewer).
 _KEY_END = re.compile(rb'"\s*:')
 _CONTAINERS = (dict, list)
+# Methods whose requests may change state (and carry a body).
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _key_count(value: Any) -> int:
@@ -82,6 +92,30 @@ def loads(body: bytes | str) -> Any:
     return data
 
 
+def is_json_media_type(value: str) -> bool:
+    """application/json or application/<anything>+json, parameters (charset) ignored."""
+    media = value.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def refuse_non_json(scope: Scope) -> None:
+    """InvalidInputError (422; 400 on V2) for a state-changing request whose Content-Type is
+    not JSON, whatever its body (an empty form post included); none at all is fine."""
+    if scope.get("method") not in STATE_CHANGING:
+        return
+    for key, value in scope.get("headers", ()):
+        if key == b"content-type":
+            text = value.decode("latin-1")
+            if not is_json_media_type(text):
+                raise InvalidInputError(
+                    f"body: Content-Type '{text.strip():.60}' is not JSON: send JSON with "
+                    "Content-Type: application/json"
+                )
+            return
+
+
 class JSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
@@ -92,12 +126,14 @@ class JSONRequest(Request):
 
 
 class JSONRoute(APIRoute):
-    """An APIRoute whose handler reads the body with orjson (see the module docstring)."""
+    """An APIRoute whose handler reads the body with orjson and refuses state-changing requests
+    declared as anything but JSON (see the module docstring)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def orjson_handler(request: Request) -> Response:
+            refuse_non_json(request.scope)
             return await handler(JSONRequest(request.scope, request.receive))
 
         return orjson_handler

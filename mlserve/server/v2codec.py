@@ -22,6 +22,7 @@ from mlserve.schemas import Label, ModelMetadata
 from mlserve.schemas.v2 import (
     DATATYPES,
     LABEL_OUTPUT,
+    MLSERVER_OUTPUTS,
     NUMERIC_DATATYPES,
     PREDICTION_OUTPUT,
     PROBABILITIES_OUTPUT,
@@ -31,10 +32,11 @@ from mlserve.schemas.v2 import (
     RequestInput,
     RequestOutput,
 )
-from mlserve.server.jsonbody import loads
+from mlserve.server.jsonbody import loads, refuse_non_json
 
 __all__ = [
     "BINARY_HEADER",
+    "V2JSONRoute",
     "V2Request",
     "V2Route",
     "decode_body",
@@ -51,6 +53,9 @@ __all__ = [
 # "label" (BYTES for string classes, INT64/FP64/BOOL for numeric ones) and, with predict_proba,
 # "probabilities" FP64 [-1, n_classes] in the order of the metadata's parameters.classes;
 # regressors answer "prediction" FP64 [-1].
+# MLServer's scikit-learn runtime names the same outputs after the estimator's methods:
+# "predict" (label or prediction) and "predict_proba" (probabilities); they are accepted in
+# `outputs` and answered under the name asked (MLSERVER_OUTPUTS).
 # Answers are always JSON. Triton's binary tensor extension is read on requests (tritonclient's
 # default); asks for binary outputs (binary_data, binary_data_output) are ignored, which
 # tritonclient handles: without an Inference-Header-Content-Length header it parses JSON.
@@ -96,6 +101,8 @@ class V2Request(Request):
 
 
 class V2Route(APIRoute):
+    """A V2 route reading its body as V2Request does (inference, the repository index)."""
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
@@ -103,6 +110,21 @@ class V2Route(APIRoute):
             return await handler(V2Request(request.scope, request.receive))
 
         return v2_handler
+
+
+class V2JSONRoute(V2Route):
+    """A V2 route that changes what is served (repository load and unload): a body declared as
+    anything but JSON is refused (400), so that no web page's form post or text/plain "simple"
+    request gets through; a body without a Content-Type (tritonclient sends none) is JSON."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def json_only_handler(request: Request) -> Response:
+            refuse_non_json(request.scope)
+            return await handler(request)
+
+        return json_only_handler
 
 
 def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
@@ -317,20 +339,30 @@ def input_rows(
 
 def wanted_outputs(
     requested: list[RequestOutput] | None, available: list[MetadataTensor]
-) -> list[MetadataTensor]:
-    """The outputs to answer with, in the order asked (all of them when none are asked)."""
+) -> list[tuple[str, MetadataTensor]]:
+    """(name to answer under, output) in the order asked, all of them when none are asked; an
+    output is also found by its MLServer name (MLSERVER_OUTPUTS) and answered under it."""
     if requested is None:
-        return available
+        return [(t.name, t) for t in available]
     by_name = {t.name: t for t in available}
-    out: list[MetadataTensor] = []
+    aliases = {
+        alias: by_name[target]
+        for alias, targets in MLSERVER_OUTPUTS.items()
+        for target in targets
+        if target in by_name
+    }
+    out: dict[str, MetadataTensor] = {}
     for item in requested:
-        spec = by_name.get(item.name)
+        spec = by_name.get(item.name) or aliases.get(item.name)
         if spec is None:
             known = ", ".join(f"'{n}'" for n in by_name)
-            raise InvalidInputError(f"unknown output '{item.name}' (this model has {known})")
-        if spec not in out:
-            out.append(spec)
-    return out
+            also = ", ".join(f"'{n}'" for n in aliases)
+            raise InvalidInputError(
+                f"unknown output '{item.name}' (this model has {known}; MLServer's names "
+                f"{also} are accepted too)"
+            )
+        out.setdefault(item.name, spec)
+    return list(out.items())
 
 
 def _label_value(label: Label | float, datatype: str) -> Any:
@@ -344,15 +376,17 @@ def _label_value(label: Label | float, datatype: str) -> Any:
 
 
 def render_output(
-    spec: MetadataTensor, model: LoadedModel, results: list[Prediction]
+    spec: MetadataTensor, model: LoadedModel, results: list[Prediction], *, name: str | None = None
 ) -> dict[str, Any]:
+    """The output tensor `spec` of `results`, named `name` (default: the output's own name)."""
     n = len(results)
+    name = name or spec.name
     if spec.name == PROBABILITIES_OUTPUT:
         keys = [str(c) for c in model.classes]
         data: list[Any] = []
         for p in results:
             assert p.probabilities is not None  # noqa: S101 - has_proba put it in the signature
             data.extend(p.probabilities[key] for key in keys)
-        return {"name": spec.name, "shape": [n, len(keys)], "datatype": "FP64", "data": data}
+        return {"name": name, "shape": [n, len(keys)], "datatype": "FP64", "data": data}
     values = [_label_value(p.label, spec.datatype) for p in results]
-    return {"name": spec.name, "shape": [n], "datatype": spec.datatype, "data": values}
+    return {"name": name, "shape": [n], "datatype": spec.datatype, "data": values}

@@ -49,6 +49,7 @@ def hostile(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[tuple[
         registry={"path": str(root)},
         traffic={"watch_interval_s": 0, "failure_threshold": 1000},
         jobs={"chunk_size": 2},
+        server={"model_control": "explicit"},  # the V2 repository's load is a failure path too
     )
     caplog.set_level(logging.INFO)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:

@@ -33,6 +33,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         tmp_path_factory.mktemp("roles"),
         traffic={"watch_interval_s": 0},
         jobs={"concurrency": 0},
+        server={"model_control": "explicit"},  # so that V2 load and unload answer an admin
     )
     keys = KeyStore(settings.keys_file)
     predict = keys.create(role="predict", name="ci").key

@@ -97,23 +97,26 @@ def test_live_and_ready_once_models_are_loaded(client: TestClient) -> None:
     assert response.json() == {"ready": True}
 
 
-def test_ready_is_503_with_no_model_loaded(serve: Callable[..., TestClient]) -> None:
+def test_ready_is_400_with_no_model_loaded(serve: Callable[..., TestClient]) -> None:
+    # The protocol says a 4xx for "not ready" (Triton answers 400); /api/ready keeps 503.
     client = serve()
 
     response = client.get("/v2/health/ready")
 
-    assert response.status_code == 503
+    assert response.status_code == 400
     assert response.json() == {"ready": False}
     assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/api/ready").status_code == 503
 
 
-def test_ready_is_503_while_draining(client: TestClient) -> None:
+def test_ready_is_400_while_draining(client: TestClient) -> None:
     client.app.state.mlserve.draining = True  # type: ignore[attr-defined]
 
     response = client.get("/v2/health/ready")
 
-    assert response.status_code == 503
+    assert response.status_code == 400
     assert response.json() == {"ready": False}
+    assert client.get("/api/ready").status_code == 503
 
 
 def test_server_metadata_names_version_and_extensions(client: TestClient) -> None:
@@ -215,15 +218,24 @@ def test_model_ready_for_loaded_model_and_version(client: TestClient) -> None:
     assert client.get("/v2/models/iris/versions/production/ready").json()["ready"] is True
 
 
-def test_model_ready_is_503_for_a_version_that_is_not_loaded(
+def test_model_ready_is_400_for_a_version_that_is_not_loaded(
     client: TestClient, register: Any, iris_estimator: Any
 ) -> None:
     register(iris_estimator, "iris", aliases=[], feature_names=IRIS_FEATURES)
 
     response = client.get("/v2/models/iris/versions/2/ready")
 
-    assert response.status_code == 503
+    assert response.status_code == 400
     assert response.json() == {"name": "iris", "ready": False}
+
+
+@pytest.mark.parametrize("version", ["0", "00", "1.5", "Production", "x" * 65])
+def test_model_ready_of_an_invalid_version_is_400_in_the_error_shape(
+    client: TestClient, version: str
+) -> None:
+    message = v2_error(client.get(f"/v2/models/iris/versions/{version}/ready"), 400)
+
+    assert "version" in message
 
 
 def test_model_ready_of_unknown_model_or_version_is_404(client: TestClient) -> None:
@@ -311,6 +323,55 @@ def test_unknown_output_is_400_naming_the_outputs(client: TestClient) -> None:
     message = v2_error(response, 400)
     assert "probabilities" in message
     assert "'label'" in message
+
+
+def test_mlserver_output_names_are_answered_under_the_name_asked(client: TestClient) -> None:
+    # A client written for MLServer's scikit-learn runtime asks for predict / predict_proba.
+    mlserver = infer(
+        client,
+        "iris",
+        iris_input(FLOWERS),
+        outputs=[{"name": "predict"}, {"name": "predict_proba"}],
+    )
+    ours = outputs_of(infer(client, "iris", iris_input(FLOWERS)))
+
+    outputs = outputs_of(mlserver)
+    assert list(outputs) == ["predict", "predict_proba"]
+    assert {k: v for k, v in outputs["predict"].items() if k != "name"} == {
+        k: v for k, v in ours["label"].items() if k != "name"
+    }
+    assert outputs["predict"]["data"] == ["setosa", "versicolor", "virginica"]
+    assert outputs["predict_proba"]["shape"] == [3, 3]
+    assert outputs["predict_proba"]["data"] == ours["probabilities"]["data"]
+
+
+def test_mlserver_predict_of_a_regressor_is_its_prediction(client: TestClient) -> None:
+    rows = [row[:3] for row in FLOWERS]
+    tensor = {"name": "input", "shape": [3, 3], "datatype": "FP64", "data": rows}
+
+    outputs = outputs_of(infer(client, "petal", tensor, outputs=[{"name": "predict"}]))
+    ours = outputs_of(infer(client, "petal", tensor))
+
+    assert list(outputs) == ["predict"]
+    assert outputs["predict"]["data"] == ours["prediction"]["data"]
+    assert outputs["predict"]["datatype"] == "FP64"
+
+
+def test_both_names_of_an_output_may_be_asked_together(client: TestClient) -> None:
+    outputs = outputs_of(
+        infer(client, "iris", iris_input(FLOWERS), outputs=[{"name": "label"}, {"name": "predict"}])
+    )
+
+    assert list(outputs) == ["label", "predict"]
+    assert outputs["label"]["data"] == outputs["predict"]["data"]
+
+
+def test_predict_proba_of_a_model_without_probabilities_is_400(client: TestClient) -> None:
+    response = infer(client, "svc", iris_input(FLOWERS), outputs=[{"name": "predict_proba"}])
+
+    message = v2_error(response, 400)
+    assert "unknown output 'predict_proba'" in message
+    assert "'label'" in message and "'predict'" in message
 
 
 def test_id_is_echoed(client: TestClient) -> None:
@@ -661,9 +722,77 @@ def test_index_lists_every_model_ready(client: TestClient) -> None:
     ]
 
 
-def test_unload_makes_the_model_unavailable_and_load_brings_it_back(
-    client: TestClient,
+EXPLICIT = {"model_control": "explicit"}
+
+
+@pytest.fixture
+def control(all_models: dict[str, ModelMetadata], serve: Callable[..., TestClient]) -> TestClient:
+    """A server over all four models with V2 model control on (server.model_control)."""
+    return serve(raise_server_exceptions=False, server=EXPLICIT)
+
+
+@pytest.mark.parametrize("action", ["load", "unload"])
+def test_load_and_unload_are_403_by_default_naming_the_setting(
+    client: TestClient, action: str
 ) -> None:
+    response = client.post(f"/v2/repository/models/iris/{action}", json={})
+
+    message = v2_error(response, 403)
+    assert 'server.model_control = "explicit"' in message
+    assert client.get("/v2/models/iris/ready").status_code == 200  # still served
+    index = {m["name"]: m["state"] for m in client.post("/v2/repository/index").json()}
+    assert index["iris"] == "READY"  # the index stays readable
+
+
+def test_the_index_says_how_to_serve_a_model_that_is_not_served(
+    text_meta: ModelMetadata, iris_meta: ModelMetadata, serve: Callable[..., TestClient]
+) -> None:
+    off = serve(server={"models": ["sentiment"]})
+    on = serve(server={"models": ["sentiment"], **EXPLICIT})
+
+    reason_off = {m["name"]: m for m in off.post("/v2/repository/index").json()}["iris"]["reason"]
+    reason_on = {m["name"]: m for m in on.post("/v2/repository/index").json()}["iris"]["reason"]
+
+    assert reason_off == "not served; see server.models"
+    assert reason_on == "not served; see POST /v2/repository/models/iris/load"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "text/json"],
+)
+@pytest.mark.parametrize("action", ["load", "unload"])
+def test_load_and_unload_refuse_bodies_that_are_not_json(
+    control: TestClient, action: str, content_type: str
+) -> None:
+    # What a web page can send anywhere without a CORS preflight: a form post, text/plain.
+    for body in (b"{}", b""):
+        response = control.post(
+            f"/v2/repository/models/iris/{action}",
+            content=body,
+            headers={"content-type": content_type},
+        )
+
+        assert "Content-Type" in v2_error(response, 400)
+    assert control.get("/v2/models/iris/ready").status_code == 200  # nothing changed
+
+
+@pytest.mark.parametrize("headers", [{}, {"content-type": "application/json; charset=utf-8"}])
+def test_load_and_unload_take_json_or_a_body_without_a_content_type(
+    control: TestClient, headers: dict[str, str]
+) -> None:
+    # tritonclient sends its JSON without a Content-Type.
+    unloaded = control.post("/v2/repository/models/iris/unload", content=b"{}", headers=headers)
+    loaded = control.post("/v2/repository/models/iris/load", content=b"", headers=headers)
+
+    assert unloaded.status_code == 200, unloaded.text
+    assert loaded.status_code == 200, loaded.text
+
+
+def test_unload_makes_the_model_unavailable_and_load_brings_it_back(
+    control: TestClient,
+) -> None:
+    client = control
     unloaded = client.post("/v2/repository/models/iris/unload")
 
     assert unloaded.status_code == 200, unloaded.text
@@ -671,7 +800,9 @@ def test_unload_makes_the_model_unavailable_and_load_brings_it_back(
     index = {m["name"]: m for m in client.post("/v2/repository/index").json()}
     assert index["iris"]["state"] == "UNAVAILABLE"
     assert "unloaded" in index["iris"]["reason"]
-    assert client.get("/v2/models/iris/ready").status_code == 503
+    not_ready = client.get("/v2/models/iris/ready")
+    assert not_ready.status_code == 400
+    assert not_ready.json() == {"name": "iris", "ready": False}
     assert "not loaded" in v2_error(infer(client, "iris", iris_input(FLOWERS)), 503)
     assert client.get("/v2/health/ready").status_code == 200  # the others still serve
     ready_only = client.post("/v2/repository/index", json={"ready": True}).json()
@@ -691,18 +822,18 @@ def test_unload_makes_the_model_unavailable_and_load_brings_it_back(
 def test_unloading_every_model_makes_the_server_not_ready(
     text_meta: ModelMetadata, serve: Callable[..., TestClient]
 ) -> None:
-    client = serve()
+    client = serve(server=EXPLICIT)
 
     client.post("/v2/repository/models/sentiment/unload", json={"parameters": {}})
 
-    assert client.get("/v2/health/ready").status_code == 503
+    assert client.get("/v2/health/ready").status_code == 400
     assert client.get("/api/ready").status_code == 503
 
 
 def test_load_serves_a_registry_model_that_was_not_served(
     text_meta: ModelMetadata, iris_meta: ModelMetadata, serve: Callable[..., TestClient]
 ) -> None:
-    client = serve(server={"models": ["sentiment"]})
+    client = serve(server={"models": ["sentiment"], **EXPLICIT})
     index = {m["name"]: m for m in client.post("/v2/repository/index").json()}
     assert index["iris"]["state"] == "UNAVAILABLE"
     assert "not served" in index["iris"]["reason"]
@@ -721,25 +852,32 @@ def test_load_serves_a_registry_model_that_was_not_served(
 
 
 def test_load_picks_up_a_moved_alias(
-    client: TestClient, register: Any, iris_estimator: Any
+    control: TestClient, register: Any, iris_estimator: Any
 ) -> None:
     register(iris_estimator, "iris", feature_names=IRIS_FEATURES)  # takes production
 
-    loaded = client.post("/v2/repository/models/iris/load")
+    loaded = control.post("/v2/repository/models/iris/load")
 
     assert loaded.json()["version"] == "2"
-    assert infer(client, "iris", iris_input(FLOWERS)).json()["model_version"] == "2"
+    assert infer(control, "iris", iris_input(FLOWERS)).json()["model_version"] == "2"
 
 
-def test_load_or_unload_of_an_unknown_model_is_404(client: TestClient) -> None:
-    v2_error(client.post("/v2/repository/models/nope/load"), 404)
-    v2_error(client.post("/v2/repository/models/nope/unload"), 404)
+def test_load_or_unload_of_an_unknown_model_is_404(control: TestClient) -> None:
+    v2_error(control.post("/v2/repository/models/nope/load"), 404)
+    v2_error(control.post("/v2/repository/models/nope/unload"), 404)
 
 
-def test_load_with_a_config_override_is_400(client: TestClient) -> None:
-    response = client.post("/v2/repository/models/iris/load", json={"parameters": {"config": "{}"}})
+def test_load_with_a_config_override_is_400(control: TestClient) -> None:
+    response = control.post(
+        "/v2/repository/models/iris/load", json={"parameters": {"config": "{}"}}
+    )
 
     assert "not supported" in v2_error(response, 400)
+
+
+@pytest.mark.parametrize("body", [{"ready": 0}, {"ready": "true"}, {"ready": 1}])
+def test_index_reads_ready_as_a_boolean_only(client: TestClient, body: dict[str, Any]) -> None:
+    v2_error(client.post("/v2/repository/index", json=body), 400)
 
 
 # ---------------------------------------------------------------------------- OpenAPI

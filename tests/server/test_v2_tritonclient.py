@@ -36,7 +36,7 @@ def server(
     tmp_path_factory: pytest.TempPathFactory, iris_estimator: Any
 ) -> Iterator[MlserveProcess]:
     """`mlserve serve` over a registry with the bundled sentiment sample (text), trained once per
-    module by `mlserve train` as a user would, and iris (tabular)."""
+    module by `mlserve train` as a user would, and iris (tabular); V2 model control on."""
     root = tmp_path_factory.mktemp("v2-serve")
     registry = Registry(root / "registry")
     trained = subprocess.run(
@@ -55,7 +55,12 @@ def server(
     registry.register_estimator(
         iris_estimator, name="iris", aliases=["production"], feature_names=IRIS_FEATURES
     )
-    proc = serve(registry.root, root / "home", log_level=None)
+    proc = serve(
+        registry.root,
+        root / "home",
+        log_level=None,
+        config={"server": {"model_control": "explicit"}},
+    )
     try:
         proc.wait_ready(path="/v2/health/ready")
         yield proc
@@ -196,3 +201,34 @@ def test_repository_unload_and_load(client: Any) -> None:
         client.load_model("iris")
 
     assert client.is_model_ready("iris")
+
+
+def test_not_ready_is_false_without_an_exception(client: Any, server: MlserveProcess) -> None:
+    # Not ready is a 4xx (400, as Triton answers), which the client reads as False.
+    client.unload_model("iris")
+    client.unload_model("sentiment")
+    try:
+        assert client.is_server_live()
+        assert client.is_server_ready() is False
+        assert client.is_model_ready("iris") is False
+        assert client.is_model_ready("sentiment", model_version="1") is False
+        assert httpx.get(server.url + "/v2/health/ready").status_code == 400
+        assert httpx.get(server.url + "/api/ready").status_code == 503  # Kubernetes' convention
+    finally:
+        client.load_model("iris")
+        client.load_model("sentiment")
+
+    assert client.is_server_ready()
+    assert client.is_model_ready("sentiment", model_version="1")
+
+
+def test_mlserver_output_names_through_the_client(client: Any) -> None:
+    tensor = httpclient.InferInput("input", list(FLOWERS.shape), "FP64")
+    tensor.set_data_from_numpy(FLOWERS)
+    outputs = [httpclient.InferRequestedOutput(n) for n in ("predict", "predict_proba")]
+
+    result = client.infer("iris", [tensor], outputs=outputs)
+
+    ours = client.infer("iris", [tensor])
+    assert result.as_numpy("predict").tolist() == ours.as_numpy("label").tolist()
+    assert result.as_numpy("predict_proba").tolist() == ours.as_numpy("probabilities").tolist()

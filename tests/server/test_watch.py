@@ -104,7 +104,7 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(
 def test_models_unloaded_through_the_repository_api_stay_unloaded(
     v2: ModelMetadata, registry: Registry, serve: Callable[..., TestClient]
 ) -> None:
-    client = serve(traffic={"watch_interval_s": 0})
+    client = serve(traffic={"watch_interval_s": 0}, server={"model_control": "explicit"})
     assert client.post("/v2/repository/models/iris/unload").status_code == 200
     registry.set_alias("iris", "production", 2)
 

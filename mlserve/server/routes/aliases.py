@@ -24,7 +24,9 @@ router = APIRouter(prefix="/api/models", tags=["models"], route_class=JSONRoute)
 NameParam = Path(description="Model name.", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 AliasParam = Path(
     description="Alias: lowercase letters, digits, '_' or '-' (not only digits).",
-    pattern=r"^[a-z0-9_-]{1,64}$",
+    # The registry's rule (mlserve.registry.validate_alias), said in the schema.
+    pattern=r"^[a-z0-9_-]*[a-z_-][a-z0-9_-]*$",
+    max_length=64,
     examples=["production"],
 )
 ERRORS: dict[int | str, dict[str, Any]] = {

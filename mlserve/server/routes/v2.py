@@ -7,11 +7,11 @@ import logging
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Path, Request
+from fastapi import APIRouter, Body, Depends, Path, Request
 from starlette.responses import Response
 
 from mlserve import __version__
-from mlserve.errors import InvalidInputError, MlserveError
+from mlserve.errors import Forbidden, InvalidInputError, MlserveError
 from mlserve.registry import ModelRef
 from mlserve.runtime.model import LoadedModel
 from mlserve.schemas.v2 import (
@@ -33,6 +33,7 @@ from mlserve.server.routes.models import NameParam
 from mlserve.server.routes.predict import JSONBytes
 from mlserve.server.scope import client_key, mark_model
 from mlserve.server.v2codec import (
+    V2JSONRoute,
     V2Route,
     input_rows,
     model_signature,
@@ -53,7 +54,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": V2ErrorResponse, "description": "Unknown model or version."},
     503: {"model": V2ErrorResponse, "description": "Model not loaded, or its queue is full."},
 }
-VersionParam = Path(description="Version number, or an alias such as 'production'.")
+# A version number (>= 1, leading zeros allowed) or an alias (lowercase letters, digits, '_'
+# or '-', not only digits), as the registry reads model references.
+VersionParam = Path(
+    description="Version number, or an alias such as 'production'.",
+    pattern=r"^(?:0*[1-9][0-9]*|[a-z0-9_-]*[a-z_-][a-z0-9_-]*)$",
+    max_length=64,
+)
+# Readiness answers 400 when not ready, as the protocol (a 4xx) and Triton do; /api/ready
+# keeps 503 (the Kubernetes convention).
+NOT_READY = 400
 
 
 # ---------------------------------------------------------------------------- health and server
@@ -66,13 +76,13 @@ async def server_live() -> ServerLiveResponse:
 @router.get(
     "/health/ready",
     response_model=ServerReadyResponse,
-    responses={503: {"model": ServerReadyResponse, "description": "Not ready, or draining."}},
+    responses={NOT_READY: {"model": ServerReadyResponse, "description": "Not ready, or draining."}},
     summary="V2 server readiness",
 )
 async def server_ready(state: StateDep) -> Response:
-    """200 once loading is done and a model serves; 503 before that and while shutting down."""
+    """200 once loading is done and a model serves; 400 before that and while shutting down."""
     ready = state.is_ready
-    return JSONBytes(orjson.dumps({"ready": ready}), status_code=200 if ready else 503)
+    return JSONBytes(orjson.dumps({"ready": ready}), status_code=200 if ready else NOT_READY)
 
 
 @router.get("", response_model=ServerMetadataResponse, summary="V2 server metadata")
@@ -176,12 +186,15 @@ async def _model_ready(manager: ModelManager, name: str, version: str | None) ->
             await asyncio.to_thread(manager.registry.metadata, name, wanted)  # 404 if unknown
         ready = wanted in loaded
     body = ModelReadyResponse(name=name, ready=ready)
-    return JSONBytes(body.model_dump_json().encode(), status_code=200 if ready else 503)
+    return JSONBytes(body.model_dump_json().encode(), status_code=200 if ready else NOT_READY)
 
 
 READY_RESPONSES: dict[int | str, dict[str, Any]] = {
-    **ERRORS,
-    503: {"model": ModelReadyResponse, "description": "Known, but not loaded."},
+    404: ERRORS[404],
+    NOT_READY: {
+        "model": ModelReadyResponse | V2ErrorResponse,
+        "description": "Known, but not loaded ({name, ready: false}); or an invalid request.",
+    },
 }
 
 
@@ -192,7 +205,7 @@ READY_RESPONSES: dict[int | str, dict[str, Any]] = {
     summary="V2 model readiness",
 )
 async def model_ready(manager: ManagerDep, name: str = NameParam) -> Response:
-    """200 when the model's serving version is loaded, 503 when not; 404 for unknown models."""
+    """200 when the model's serving version is loaded, 400 when not; 404 for unknown models."""
     return await _model_ready(manager, name, None)
 
 
@@ -205,7 +218,7 @@ async def model_ready(manager: ManagerDep, name: str = NameParam) -> Response:
 async def model_version_ready(
     manager: ManagerDep, name: str = NameParam, version: str = VersionParam
 ) -> Response:
-    """200 when that version is loaded here, 503 when not; 404 for unknown versions."""
+    """200 when that version is loaded here, 400 when not; 404 for unknown versions."""
     return await _model_ready(manager, name, version)
 
 
@@ -268,7 +281,7 @@ async def _infer(
         "model_name": model.name,
         "model_version": str(model.version),
         "id": body.id if body.id is not None else request.scope["state"]["request_id"],
-        "outputs": [render_output(spec, model, results) for spec in wanted],
+        "outputs": [render_output(spec, model, results, name=name) for name, spec in wanted],
     }
     return JSONBytes(orjson.dumps(payload))
 
@@ -309,7 +322,25 @@ async def infer_version(
 
 
 # ---------------------------------------------------------------------------- model repository
-# Load and unload change what the server serves: they become admin-only once auth lands.
+# Load and unload change what the server serves: off unless server.model_control = "explicit"
+# (as Triton's --model-control-mode), admin-only with auth on (server/auth.py), and JSON-only
+# (V2JSONRoute), so that no web page can send them.
+CONTROL_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    403: {
+        "model": V2ErrorResponse,
+        "description": 'Model control is off (server.model_control = "none", the default), or '
+        "the caller lacks the 'admin' role.",
+    },
+}
+
+
+def _model_control(settings: SettingsDep) -> None:
+    if settings.server.model_control != "explicit":
+        raise Forbidden(
+            'model control is off: set server.model_control = "explicit" to load and unload '
+            "models through the V2 repository API"
+        )
 
 
 @router.post(
@@ -322,6 +353,7 @@ async def repository_index(
     manager: ManagerDep, body: Annotated[RepositoryIndexRequest | None, Body()] = None
 ) -> list[RepositoryModel]:
     """Every model of the registry and of this server, READY, LOADING or UNAVAILABLE."""
+    control = manager.settings.server.model_control == "explicit"
     try:
         registered = await asyncio.to_thread(manager.registry.names)
     except MlserveError as exc:  # still report what is served if the registry went away
@@ -331,11 +363,9 @@ async def repository_index(
     for name in sorted(set(registered) | set(manager.models)):
         served = manager.models.get(name)
         if served is None:
+            how = f"POST /v2/repository/models/{name}/load" if control else "server.models"
             item = RepositoryModel(
-                name=name,
-                version=None,
-                state="UNAVAILABLE",
-                reason=f"not served; POST /v2/repository/models/{name}/load",
+                name=name, version=None, state="UNAVAILABLE", reason=f"not served; see {how}"
             )
         elif served.current is not None:
             item = RepositoryModel(
@@ -352,12 +382,6 @@ async def repository_index(
     return out
 
 
-@router.post(
-    "/repository/models/{name}/load",
-    response_model=RepositoryLoadResponse,
-    responses=ERRORS,
-    summary="V2 load a model",
-)
 async def repository_load(
     manager: ManagerDep,
     name: str = NameParam,
@@ -375,12 +399,6 @@ async def repository_load(
     return RepositoryLoadResponse(name=name, version=str(runtime.version), state="READY")
 
 
-@router.post(
-    "/repository/models/{name}/unload",
-    response_model=RepositoryLoadResponse,
-    responses=ERRORS,
-    summary="V2 unload a model",
-)
 async def repository_unload(
     manager: ManagerDep,
     name: str = NameParam,
@@ -389,3 +407,22 @@ async def repository_unload(
     """Stop serving a model: queued requests finish, new ones get 503 until it is loaded."""
     await manager.unload(name)
     return RepositoryLoadResponse(name=name, version=None, state="UNAVAILABLE")
+
+
+# Added here rather than by decorator: FastAPI's decorators take no route class of their own.
+CONTROL_ROUTE: dict[str, Any] = {
+    "methods": ["POST"],
+    "response_model": RepositoryLoadResponse,
+    "responses": CONTROL_ERRORS,
+    "dependencies": [Depends(_model_control)],
+    "route_class_override": V2JSONRoute,
+}
+router.add_api_route(
+    "/repository/models/{name}/load", repository_load, summary="V2 load a model", **CONTROL_ROUTE
+)
+router.add_api_route(
+    "/repository/models/{name}/unload",
+    repository_unload,
+    summary="V2 unload a model",
+    **CONTROL_ROUTE,
+)
