@@ -129,14 +129,17 @@ def test_infinite_feature_is_422(client: TestClient, value: float) -> None:
     error_of(response, 422, "invalid_input")
 
 
-def test_model_is_required_when_several_models_are_served_and_none_is_default(
+def test_model_is_required_when_several_models_take_the_input_and_none_is_default(
     client: TestClient,
 ) -> None:
-    error = error_of(client.post("/api/predict", json={"text": "hi"}), 422, "invalid_input")
+    # Three tabular models (iris, petal, svc) take features; only sentiment takes text.
+    response = client.post("/api/predict", json={"features": [5.1, 3.5, 1.4, 0.2]})
+    error = error_of(response, 422, "invalid_input")
 
-    assert "model" in error["message"]
-    for name in ("sentiment", "iris", "petal", "svc"):
+    assert "model" in error["message"] and "server.default_model" in error["message"]
+    for name in ("iris", "petal", "svc"):
         assert name in error["message"]
+    assert "sentiment" not in error["message"]
 
 
 # ---------------------------------------------------------------------------- 413
