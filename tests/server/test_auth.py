@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
-import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from support.servers import MlserveProcess
 from typer.testing import Result
 
 from mlserve.config import Settings
@@ -653,6 +653,8 @@ def test_serve_passes_the_check_when_a_key_exists(
     KeyStore(tmp_path / "home" / "state" / "keys.json").create(role="predict")
     ran: list[Settings] = []
     monkeypatch.setattr("mlserve.server.run.run", lambda settings, **_: ran.append(settings))
+    # Not on the public address for real: the check under test runs before the bind.
+    monkeypatch.setattr("mlserve.server.run.bind_socket", lambda settings: socket.socket())
     result = cli("serve", "--host", PUBLIC, "--registry", tmp_path / "registry", "--no-sample")
     assert result.exit_code == 0, result.stderr
     assert ran and ran[0].server.host == PUBLIC
@@ -660,14 +662,6 @@ def test_serve_passes_the_check_when_a_key_exists(
     assert serve_cmd.is_loopback("localhost") and serve_cmd.is_loopback("127.1.2.3")
     assert not serve_cmd.is_loopback(PUBLIC) and not serve_cmd.is_loopback("")
     assert not serve_cmd.is_loopback("example.com") and not serve_cmd.is_loopback("::")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -679,42 +673,13 @@ def process_registry(tmp_path: Path, iris_estimator: Any) -> Path:
     return root
 
 
-@pytest.fixture
-def public_server(tmp_path: Path, process_registry: Path) -> Iterator[tuple[str, Path]]:
-    port = _free_port()
-    log = tmp_path / "serve.log"
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mlserve", "serve", "--host", PUBLIC, "--port", str(port),
-             "--registry", str(process_registry), "--no-sample", "--allow-unauthenticated"],
-            stdout=sink, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    try:
-        yield f"http://127.0.0.1:{port}", log
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-
-
 @pytest.mark.slow
 def test_serve_starts_on_a_public_address_with_allow_unauthenticated(
-    public_server: tuple[str, Path],
+    start_server: Callable[..., MlserveProcess], process_registry: Path
 ) -> None:
-    url, log = public_server
-    deadline = time.monotonic() + 60
-    ready = False
-    while time.monotonic() < deadline and not ready:
-        try:
-            ready = httpx.get(url + "/api/ready", timeout=2).status_code == 200
-        except httpx.TransportError:
-            time.sleep(0.1)  # a poll interval
-    text = log.read_text(errors="replace")
-    assert ready, text
-    assert "WITHOUT authentication" in text
-    assert httpx.post(url + "/api/predict", json=PREDICT, timeout=5).status_code == 200
+    args = ["--host", PUBLIC, "--allow-unauthenticated"]
+    server = start_server(process_registry, args=args, log_level=None)
+    server.wait_ready()
+
+    assert "WITHOUT authentication" in server.output()
+    assert server.post("/api/predict", PREDICT).status_code == 200
