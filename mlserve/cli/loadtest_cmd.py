@@ -358,6 +358,7 @@ def loadtest(
         for line in failed:
             err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False)
         raise typer.Exit(THRESHOLD_FAILED_EXIT)
+    lt.ensure_some_success(result, target)  # errors only, and no gate said so: exit 1
 
 
 def _engine(name: str) -> str:

@@ -40,7 +40,14 @@ from mlserve.loadtest.recorder import (
     ServerDisconnectedError,
     describe_failure,
 )
-from mlserve.loadtest.report import ensure_ok, failure_lines, junit_xml, report_dict, write_text
+from mlserve.loadtest.report import (
+    ensure_ok,
+    ensure_some_success,
+    failure_lines,
+    junit_xml,
+    report_dict,
+    write_text,
+)
 from mlserve.loadtest.runner import Engine, Progress, ProgressFn, preflight, run_engine
 from mlserve.loadtest.stats import (
     PERCENTILES,
@@ -94,6 +101,7 @@ __all__ = [
     "check_url",
     "describe_failure",
     "ensure_ok",
+    "ensure_some_success",
     "failure_lines",
     "flag_thresholds",
     "histogram",

@@ -315,6 +315,20 @@ def test_server_errors_count_against_the_error_rate(
     assert "HTTP 500: prediction_failed: the model raised" in result.stdout
 
 
+def test_a_run_without_one_success_and_no_gate_exits_1_naming_the_error(
+    loadtest: Callable[..., Result], tmp_path: Path
+) -> None:
+    out = tmp_path / "fail.json"
+    result = loadtest(
+        "--endpoint", "custom", "--path", "/fail", "--body", '{"q": "{{text}}"}',
+        "-n", "12", "--json", out,
+    )  # fmt: skip
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert "no request to" in result.stderr and "succeeded: 12 of 12 answered 500" in result.stderr
+    assert "prediction_failed" in result.stderr
+    assert report(out)["status_codes"] == {"500": 12}  # the report is still written
+
+
 def test_slow_endpoint_latency_is_measured(loadtest: Callable[..., Result], tmp_path: Path) -> None:
     out = tmp_path / "slow.json"
     result = loadtest(
