@@ -20,14 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
-from cli._servers import IRIS_FEATURES, iris_estimator, populate
+from support.data import IRIS_FEATURES, iris_estimator, populate
+from support.servers import running
 
 import mlserve.fsutil
 import mlserve.registry.store
 from mlserve.errors import RegistryError
 from mlserve.registry import Registry
-
-from ._procs import running
 
 FLOWER = [5.1, 3.5, 1.4, 0.2]
 FAULTS = {errno.ENOSPC: "No space left on device", errno.EROFS: "Read-only file system"}
