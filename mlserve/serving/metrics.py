@@ -47,7 +47,8 @@ class ServerMetrics:
         )
         self.predictions = Counter(
             "mlserve_predictions_total",
-            "Predictions by model, version and predicted class.",
+            "Predictions by model, version and predicted class (empty for models without a "
+            "class list, such as regressors).",
             ["model", "version", "predicted_class"],
             registry=r,
         )

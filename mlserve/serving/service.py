@@ -156,9 +156,17 @@ class PredictionService:
 def count_predictions(
     metrics: ServerMetrics, runtime: Runtime, predictions: Sequence[Prediction]
 ) -> None:
-    """Count answers per model, version and predicted class (every scoring path, jobs too)."""
+    """Count answers per model, version and predicted class (every scoring path, jobs too).
+
+    Only a model with a known class list gets a series per class: a regressor's predicted
+    values are unbounded, and one series each would grow /metrics (and Prometheus) without
+    end, so its answers are counted under an empty predicted_class."""
     runtime.predictions += len(predictions)
-    name, version = runtime.model.name, str(runtime.model.version)
+    model = runtime.model
+    name, version = model.name, str(model.version)
     counter = metrics.predictions
+    if not model.classes:
+        counter.labels(name, version, "").inc(len(predictions))
+        return
     for p in predictions:
         counter.labels(name, version, str(p.label)).inc()
