@@ -42,25 +42,30 @@ def input_digest(row: Any) -> str:
     name all share one entry; -0.0 counts as 0.0, every missing value as the same NaN)."""
     if type(row) is str:
         data = b"t\x00" + row.encode("utf-8", "surrogatepass")
-    else:
-        values = [math.nan if math.isnan(v) else float(v) + 0.0 for v in row]
+    elif all(type(v) is float for v in row):
+        values = [math.nan if math.isnan(v) else v + 0.0 for v in row]
         data = b"f\x00" + struct.pack(f"<{len(values)}d", *values)
+    else:  # a typed row (DataFrame models): its JSON, each value's type being its column's
+        data = b"j\x00" + orjson.dumps(list(row))
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def encode(prediction: Prediction) -> bytes:
-    return orjson.dumps(
-        [prediction.label, prediction.confidence, prediction.probabilities],
-        option=orjson.OPT_SERIALIZE_NUMPY,
-    )
+    fields: list[Any] = [prediction.label, prediction.confidence, prediction.probabilities]
+    if prediction.scores is not None:
+        fields.append(prediction.scores)
+    return orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def decode(raw: bytes | str) -> Prediction | None:
     try:
-        label, confidence, probabilities = orjson.loads(raw)
+        label, confidence, probabilities, *rest = orjson.loads(raw)
     except (orjson.JSONDecodeError, TypeError, ValueError):
         return None  # not ours, or another format: a miss
-    return Prediction(label=label, confidence=confidence, probabilities=probabilities)
+    scores = rest[0] if rest else None
+    return Prediction(
+        label=label, confidence=confidence, probabilities=probabilities, scores=scores
+    )
 
 
 class RedisPredictionCache:

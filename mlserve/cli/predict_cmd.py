@@ -26,6 +26,7 @@ class Inputs:
     texts: list[str] | None = None
     records: list[Any] | None = None
     origins: list[str] | None = None  # "reviews.csv line 150" per input (files and stdin)
+    cells: list[dict[str, str]] | None = None  # a CSV's raw cells, typed by a local model
 
     @property
     def items(self) -> list[Any]:
@@ -53,9 +54,10 @@ class Result:
     model: str
     version: int
     request_id: str | None = None  # the server's id of this prediction (for `mlserve feedback`)
+    scores: dict[str, float] | None = None  # raw scores of models without probabilities
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "input": self.input,
             "prediction": self.prediction,
             "confidence": self.confidence,
@@ -64,6 +66,9 @@ class Result:
             "version": self.version,
             "request_id": self.request_id,
         }
+        if self.scores is not None:
+            out["scores"] = self.scores
+        return out
 
 
 # ---------------------------------------------------------------------------- reading inputs
@@ -97,25 +102,19 @@ def _csv_rows(fh: Any) -> Iterator[tuple[int, list[str]]]:
             yield start, values
 
 
-def _number_record(
-    header: list[str], values: list[str], line: int, path: Path
-) -> dict[str, float | None]:
+def _cells(header: list[str], values: list[str], line: int, path: Path) -> dict[str, str]:
     if len(values) > len(header):
         raise _usage(f"{path} line {line} has {len(values)} values for {len(header)} columns")
-    out: dict[str, float | None] = {}
-    for key, raw in zip(header, values + [""] * (len(header) - len(values)), strict=True):
-        value = raw.strip()
-        if value == "":
-            out[key] = None  # a missing value, like null in JSON
-            continue
-        try:
-            out[key] = float(value)
-        except ValueError:
-            raise _usage(
-                f"{path} line {line}: column '{key}' holds '{value[:40]}', not a number "
-                "(for text use --text-column)"
-            ) from None
-    return out
+    return dict(zip(header, values + [""] * (len(header) - len(values)), strict=True))
+
+
+def _guess_record(cells: dict[str, str]) -> dict[str, Any]:
+    """CSV cells as JSON values: numbers, true/false, empty as null (missing), else strings;
+    the server checks each against its column's type. (With --local the model's signature
+    types each cell exactly, so a string column of digits stays a string.)"""
+    from mlserve.runtime.signature import guess_cell
+
+    return {key: guess_cell(raw) for key, raw in cells.items()}
 
 
 def _read_csv(fh: Any, path: Path, text_column: str | None) -> Inputs:
@@ -128,6 +127,7 @@ def _read_csv(fh: Any, path: Path, text_column: str | None) -> Inputs:
     column = text_column or ("text" if "text" in header else None)
     texts: list[str] = []
     records: list[Any] = []
+    cells: list[dict[str, str]] = []
     origins: list[str] = []
     for line, values in rows:
         if column is not None:
@@ -135,11 +135,12 @@ def _read_csv(fh: Any, path: Path, text_column: str | None) -> Inputs:
             # An empty cell is sent as it is: the model refuses it, naming this line.
             texts.append(values[at] if at < len(values) else "")
         else:
-            records.append(_number_record(header, values, line, path))
+            cells.append(_cells(header, values, line, path))
+            records.append(_guess_record(cells[-1]))
         origins.append(f"{path} line {line}")
     if column is not None:
         return Inputs(texts=texts, origins=origins)
-    return Inputs(records=records, origins=origins)
+    return Inputs(records=records, origins=origins, cells=cells)
 
 
 def read_file(path: Path, text_column: str | None) -> Inputs:
@@ -288,6 +289,7 @@ def predict_remote(
                     one.model,
                     one.version,
                     one.request_id,
+                    one.scores,
                 )
             ]
         limit = client.index().get("limits", {}).get("max_batch_items", batch_size)
@@ -314,6 +316,7 @@ def predict_remote(
                             batch.model,
                             batch.version,
                             p.id,
+                            p.scores,
                         )
                     )
                 progress.advance(task, len(chunk))
@@ -359,6 +362,13 @@ def _prepare_local(loaded: Any, inputs: Inputs, index: int, item: Any) -> Any:
     """One input prepared as the server prepares it; an error names the input (its line)."""
     from mlserve.errors import InvalidInputError
 
+    if inputs.cells is not None and loaded.signature is not None:
+        # CSV cells typed by the model's signature (its errors name the line themselves)
+        cells = inputs.cells[index]
+        if all(n in cells for n in loaded.feature_names):  # else prepare() names what lacks
+            where = inputs.origin(index) or "input"
+            names = loaded.feature_names
+            item = {n: loaded.parse_cell(j, cells[n], where) for j, n in enumerate(names)}
     try:
         if inputs.texts is not None:
             return loaded.prepare(text=item)
@@ -389,7 +399,15 @@ def predict_local(
         rows = [_prepare_local(loaded, inputs, start + i, item) for i, item in enumerate(chunk)]
         for item, p in zip(chunk, loaded.predict(rows), strict=True):
             results.append(
-                Result(item, p.label, p.confidence, p.probabilities, loaded.name, loaded.version)
+                Result(
+                    item,
+                    p.label,
+                    p.confidence,
+                    p.probabilities,
+                    loaded.name,
+                    loaded.version,
+                    scores=p.scores,
+                )
             )
     return results
 

@@ -19,12 +19,20 @@ from mlserve.cli._common import (
     print_json,
 )
 
+TASKS = (
+    "text-classification",
+    "tabular-classification",
+    "tabular-regression",
+    "tabular-multilabel",
+    "anomaly-detection",
+    "clustering",
+)
 TaskOpt = Annotated[
     str | None,
     typer.Option(
         "--task",
-        help="text-classification, tabular-classification or tabular-regression "
-        "(detected from the estimator when left out).",
+        help=f"What the model does: {', '.join(TASKS)} (detected from the estimator when "
+        "left out).",
         show_default=False,
     ),
 ]
@@ -61,9 +69,8 @@ def read_metrics_file(path: Path) -> dict[str, Any]:
 def check_task(task: str | None) -> Any:
     from mlserve.errors import UsageError
 
-    allowed = ("text-classification", "tabular-classification", "tabular-regression")
-    if task is not None and task not in allowed:
-        raise UsageError(f"invalid --task '{task}': choose one of {', '.join(allowed)}")
+    if task is not None and task not in TASKS:
+        raise UsageError(f"invalid --task '{task}': choose one of {', '.join(TASKS)}")
     return task
 
 
@@ -78,7 +85,22 @@ def render_registered(meta: Any, *, verb: str = "registered") -> None:
     ]
     if meta.classes:
         lines.append("classes " + ", ".join(map(str, meta.classes)))
+    columns = meta.input_schema.columns or []
+    if columns:
+        shown = ", ".join(f"{c.name}: {c.dtype}{'?' if c.nullable else ''}" for c in columns[:12])
+        more = f", … ({len(columns)} columns)" if len(columns) > 12 else ""
+        lines.append(f"inputs {shown}{more}")
     console.print(Panel("\n".join(lines), title=verb, expand=False))
+    for note in meta.input_schema.notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def check_note(check: bool) -> None:
+    if not check:
+        console.print(
+            "[yellow]note:[/] --no-check: no smoke prediction was made; the model is "
+            "registered without proof that it can predict on this host"
+        )
 
 
 @cli_errors
@@ -100,17 +122,42 @@ def register(
         ),
     ] = None,
     task: TaskOpt = None,
+    example: Annotated[
+        Path | None,
+        typer.Option(
+            "--example",
+            help="A real input: a .json object for one row (or a list of row objects), or a "
+            ".csv with a header. It types the signature and is predicted before registering.",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check/--no-check",
+            help="Predict the example (or a row built from the signature) before registering, "
+            "and refuse a model that cannot. --no-check: for a model that cannot run here.",
+        ),
+    ] = True,
     registry: RegistryOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a joblib model file and add it to the registry as the next version.
 
+    The model's typed input signature is recorded (from --example, else inferred from the
+    model, saying what could not be), and a smoke prediction proves it can serve: a model that
+    cannot predict is refused (exit 2) and nothing is written.
+
     Loading a joblib file runs code from it: register only files you trust.
     """
+    from mlserve.runtime.signature import read_example
+
     settings = load_cli_settings(config, registry={"path": registry})
     tags = parse_tags(tag or [])
     recorded = read_metrics_file(metrics) if metrics is not None else {}
+    rows = read_example(example) if example is not None else None
     meta = open_registry(settings).register(
         path,
         name=name,
@@ -119,8 +166,11 @@ def register(
         tags=tags,
         metrics=recorded,
         task=check_task(task),
+        example=rows,
+        check=check,
     )
     if as_json:
         print_json(meta.model_dump(mode="json"))
     else:
         render_registered(meta)
+        check_note(check)

@@ -10,6 +10,7 @@ record; a second label for the same id replaces the first (never counted twice).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import struct
 from collections.abc import Mapping, Sequence
@@ -86,9 +87,11 @@ def input_hash(row: Any) -> str:
     doubles in the model's order (1 and 1.0 hash alike; every missing value as one NaN)."""
     if type(row) is str:
         data = b"t\x00" + row.encode("utf-8", "surrogatepass")
-    else:
-        values = [math.nan if math.isnan(v) else float(v) + 0.0 for v in row]
+    elif all(type(v) is float for v in row):
+        values = [math.nan if math.isnan(v) else v + 0.0 for v in row]
         data = b"f\x00" + struct.pack(f"<{len(values)}d", *values)
+    else:  # a typed row (DataFrame models): its JSON, each value's type being its column's
+        data = b"j\x00" + json.dumps(list(row), separators=(",", ":")).encode()
     return hashlib.sha256(data).hexdigest()
 
 

@@ -7,14 +7,14 @@ import io
 import logging
 import platform
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlserve.errors import InvalidModelError
-from mlserve.runtime import introspect
-from mlserve.schemas import ModelMetadata, TaskKind
+from mlserve.errors import InvalidModelError, MlserveError
+from mlserve.runtime import introspect, signature
+from mlserve.schemas import ColumnSpec, Label, ModelMetadata, TaskKind
 
 __all__ = [
     "LoadedArtifact",
@@ -24,6 +24,7 @@ __all__ = [
     "environment_versions",
     "read_candidate",
     "sha256_bytes",
+    "smoke_check",
     "unpickle",
     "version_mismatch_warnings",
 ]
@@ -102,10 +103,15 @@ def describe_estimator(
     task: TaskKind | None,
     saved_with: str | None,
     feature_names: Sequence[str] | None,
+    columns: Sequence[ColumnSpec] | None = None,
+    example: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The metadata fields a fitted estimator determines: class, task, input schema, classes,
-    and the versions it is recorded with (`saved_with`: the scikit-learn that pickled it)."""
+    """The metadata fields a fitted estimator determines: class, task, typed input signature,
+    classes, and the versions it is recorded with (`saved_with`: the scikit-learn that pickled
+    it). `columns` (from the training data) or `example` (rows of real inputs) type the
+    signature; without them it is inferred from the model, and what could not be is noted."""
     check_is_estimator(estimator, where="the model")
+    introspect.check_native_booster(estimator)
     introspect.check_fitted(estimator)
     kind = introspect.detect_task(estimator, task)
     schema = introspect.input_schema(estimator, kind)
@@ -116,7 +122,25 @@ def describe_estimator(
                 f"taking {schema.n_features} features"
             )
         schema.feature_names = list(feature_names)
-    classes = introspect.classes(estimator) if kind != "tabular-regression" else None
+    if schema.kind == "tabular" and schema.feature_names is not None:
+        names = schema.feature_names
+        if columns is not None:
+            if [c.name for c in columns] != names:
+                raise InvalidModelError("the training columns do not match the model's features")
+            schema.columns = list(columns)
+        elif schema.dataframe:
+            schema.columns, schema.notes = signature.infer_columns(estimator, names, example)
+        else:  # a float matrix: every column is a number
+            seen = signature.columns_from_example(names, example or [])
+            schema.columns = [
+                ColumnSpec(name=n, dtype="float", nullable=bool(seen.get(n) and seen[n].nullable))
+                for n in names
+            ]
+    classes: list[Label] | None = None
+    if kind in ("text-classification", "tabular-classification"):
+        classes = introspect.classes(estimator)
+    elif kind == "anomaly-detection":
+        classes = [-1, 1]  # outlier, inlier: scikit-learn's convention
     env = environment_versions()
     if saved_with:
         env["sklearn_version"] = saved_with
@@ -126,9 +150,45 @@ def describe_estimator(
         input_schema=schema,
         classes=classes,
         has_predict_proba=callable(getattr(estimator, "predict_proba", None))
-        and kind != "tabular-regression",
+        and kind in ("text-classification", "tabular-classification", "tabular-multilabel"),
         **env,
     )
+
+
+def smoke_check(
+    estimator: Any, meta: ModelMetadata, example: Sequence[Mapping[str, Any]] | None
+) -> None:
+    """Predict the example (or a row built from the signature) in this process; a model that
+    cannot is refused with its own error, in one line."""
+    from mlserve.runtime.model import LoadedModel
+
+    try:
+        model = LoadedModel(estimator, meta)
+        if example:
+            rows = [_example_input(model, row, f"example[{i}]") for i, row in enumerate(example)]
+        else:
+            rows = [model.sample_input()]
+        model.predict(rows)
+    except MlserveError as exc:
+        raise InvalidModelError(
+            f"the model cannot predict {'its example' if example else 'a sample row'}: "
+            f"{exc.message}; fix the model or the example, or pass --no-check to skip this"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - the model's own code can raise anything: refuse it
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise InvalidModelError(
+            f"the model cannot predict {'its example' if example else 'a sample row'}: "
+            f"{type(exc).__name__}: {first[:300]}; pass --no-check to register it anyway "
+            "(for a model that cannot run on this host)"
+        ) from None
+
+
+def _example_input(model: Any, row: Mapping[str, Any], field: str) -> Any:
+    if model.is_text:
+        return model.prepare(text=row.get("text"), field=f"{field}.text")
+    if model.feature_names:
+        return model.prepare(features=dict(row), field=field)
+    return model.prepare(features=list(row.values()), field=field)
 
 
 def read_candidate(path: Path) -> bytes:

@@ -44,11 +44,13 @@ from mlserve.registry.artifacts import (
     dump_estimator,
     read_candidate,
     sha256_bytes,
+    smoke_check,
     unpickle,
     version_mismatch_warnings,
 )
 from mlserve.registry.refs import NAME_RE, ModelRef, validate_alias, validate_name
-from mlserve.schemas import ModelMetadata, ModelSummary, TaskKind, VersionSummary
+from mlserve.runtime.introspect import native_booster_message, sniff_native_booster
+from mlserve.schemas import ColumnSpec, ModelMetadata, ModelSummary, TaskKind, VersionSummary
 
 __all__ = [
     "ALIASES",
@@ -321,8 +323,13 @@ class Registry:
         training: Mapping[str, Any] | None = None,
         source: str | None = None,
         task: TaskKind | None = None,
+        example: Sequence[Mapping[str, Any]] | None = None,
+        check: bool = True,
     ) -> ModelMetadata:
-        """Validate a joblib file and add it as the next version of `name`."""
+        """Validate a joblib file and add it as the next version of `name`.
+
+        `example` (rows of real inputs) types the signature; `check` predicts it (or a row
+        built from the signature) first, so a model that cannot predict is never registered."""
         validate_name(name)
         for alias in aliases:
             validate_alias(alias)
@@ -331,6 +338,9 @@ class Registry:
         try:
             estimator, saved_with = unpickle(data, origin=str(path))
         except Exception as exc:  # noqa: BLE001 - unpickling can raise anything; report, never crash
+            library = sniff_native_booster(data)
+            if library is not None:
+                raise InvalidModelError(native_booster_message(str(path), library)) from None
             raise InvalidModelError(
                 f"{path} is not a loadable joblib model: {type(exc).__name__}: {exc}"
             ) from None
@@ -347,6 +357,8 @@ class Registry:
             source=source or str(path.resolve()),
             task=task,
             saved_with=saved_with,
+            example=example,
+            check=check,
         )
 
     def register_estimator(
@@ -362,10 +374,14 @@ class Registry:
         source: str = "mlserve train",
         task: TaskKind | None = None,
         feature_names: Sequence[str] | None = None,
+        columns: Sequence[ColumnSpec] | None = None,
+        example: Sequence[Mapping[str, Any]] | None = None,
+        check: bool = True,
     ) -> ModelMetadata:
         """Serialize an in-memory estimator with joblib and add it as the next version.
 
-        `feature_names` names the columns of a tabular model fitted on a plain array.
+        `feature_names` names the columns of a tabular model fitted on a plain array;
+        `columns` is the typed signature of its training data (else it is inferred).
         """
         validate_name(name)
         for alias in aliases:
@@ -383,6 +399,9 @@ class Registry:
             task=task,
             saved_with=None,
             feature_names=feature_names,
+            columns=columns,
+            example=example,
+            check=check,
         )
 
     def _commit(
@@ -400,9 +419,17 @@ class Registry:
         task: TaskKind | None,
         saved_with: str | None,
         feature_names: Sequence[str] | None = None,
+        columns: Sequence[ColumnSpec] | None = None,
+        example: Sequence[Mapping[str, Any]] | None = None,
+        check: bool = True,
     ) -> ModelMetadata:
         described = describe_estimator(
-            estimator, task=task, saved_with=saved_with, feature_names=feature_names
+            estimator,
+            task=task,
+            saved_with=saved_with,
+            feature_names=feature_names,
+            columns=columns,
+            example=example,
         )
         draft = dict(
             name=name,
@@ -417,6 +444,8 @@ class Registry:
             training=dict(training or {}),
             **described,
         )
+        if check:  # before anything is written: a refused model leaves no trace
+            smoke_check(estimator, ModelMetadata(version=0, **draft), example)
         # Stage outside the lock (the slow part), then publish under it with one rename.
         self._ensure_root()
         staging_root = self.root / ".staging"

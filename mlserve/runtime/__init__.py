@@ -7,4 +7,5 @@ __all__ = [
     "breaker",
     "introspect",
     "model",
+    "signature",
 ]

@@ -8,6 +8,14 @@ from mlserve.errors import InvalidModelError
 from mlserve.schemas import InputSchema, Label, TaskKind
 
 TEXT_VECTORIZERS = ("CountVectorizer", "TfidfVectorizer", "HashingVectorizer")
+TASKS: tuple[TaskKind, ...] = (
+    "text-classification",
+    "tabular-classification",
+    "tabular-regression",
+    "tabular-multilabel",
+    "anomaly-detection",
+    "clustering",
+)
 
 
 def to_label(value: Any) -> Label:
@@ -44,25 +52,42 @@ def is_text_model(estimator: Any) -> bool:
     return any(cls.__name__ in TEXT_VECTORIZERS for cls in type(first).__mro__)
 
 
+def is_multilabel(estimator: Any) -> bool:
+    """A classifier fitted on several outputs (its classes_ is one array per output)."""
+    found = getattr(final_step(estimator), "classes_", None)
+    return isinstance(found, list) and len(found) > 0 and hasattr(found[0], "__len__")
+
+
 def detect_task(estimator: Any, override: TaskKind | None = None) -> TaskKind:
-    """Classification or regression, text or tabular; `override` wins when given."""
-    from sklearn.base import is_classifier, is_regressor
+    """What the model does, from its scikit-learn type; `override` wins when given."""
+    from sklearn.base import is_classifier, is_clusterer, is_outlier_detector, is_regressor
 
     if override is not None:
         return override
     text = is_text_model(estimator)
+    kind: TaskKind | None = None
     if is_classifier(estimator):
-        return "text-classification" if text else "tabular-classification"
-    if is_regressor(estimator):
-        if text:
-            raise InvalidModelError(
-                "text regression models are not supported; register a classifier or a tabular model"
-            )
-        return "tabular-regression"
-    raise InvalidModelError(
-        f"cannot tell whether {describe_class(estimator)} is a classifier or a regressor; "
-        "pass --task text-classification|tabular-classification|tabular-regression"
-    )
+        if not is_multilabel(estimator):
+            return "text-classification" if text else "tabular-classification"
+        kind = "tabular-multilabel"
+    elif is_regressor(estimator):
+        kind = "tabular-regression"
+    elif is_outlier_detector(estimator):
+        kind = "anomaly-detection"
+    elif is_clusterer(estimator):
+        kind = "clustering"
+    if kind is None:
+        raise InvalidModelError(
+            f"cannot tell what {describe_class(estimator)} predicts (not a scikit-learn "
+            "classifier, regressor, outlier detector or clusterer); pass --task " + "|".join(TASKS)
+        )
+    if text:
+        raise InvalidModelError(
+            f"text models are served as classifiers; {describe_class(estimator)} is a "
+            f"{kind.removeprefix('tabular-')} model: register a text classifier or a "
+            "tabular model"
+        )
+    return kind
 
 
 def input_schema(estimator: Any, task: TaskKind) -> InputSchema:
@@ -78,14 +103,60 @@ def input_schema(estimator: Any, task: TaskKind) -> InputSchema:
             f"{describe_class(estimator)} does not record how many features it takes "
             "(no n_features_in_): is it fitted?"
         )
-    return InputSchema(kind="tabular", feature_names=feature_names, n_features=int(n_features))
+    return InputSchema(
+        kind="tabular",
+        feature_names=feature_names,
+        n_features=int(n_features),
+        dataframe=feature_names is not None,
+    )
 
 
 def classes(estimator: Any) -> list[Label] | None:
     found = getattr(estimator, "classes_", None)
-    if found is None:
+    if found is None or is_multilabel(estimator):
         return None
     return [to_label(c) for c in found]
+
+
+NATIVE_BOOSTERS = {
+    "xgboost": (
+        "an XGBoost native Booster",
+        "register the scikit-learn wrapper instead: xgboost.XGBClassifier or XGBRegressor "
+        "(fit one, or load the booster into one with .load_model(path)), saved with "
+        "joblib.dump(model, 'model.joblib')",
+    ),
+    "lightgbm": (
+        "a LightGBM native Booster",
+        "register the scikit-learn wrapper instead: lightgbm.LGBMClassifier or LGBMRegressor "
+        "fitted with .fit(X, y), saved with joblib.dump(model, 'model.joblib')",
+    ),
+}
+
+
+def native_booster_message(what: str, library: str) -> str:
+    kind, advice = NATIVE_BOOSTERS[library]
+    return f"{what} is {kind}, which has no scikit-learn API to serve; {advice}"
+
+
+def check_native_booster(estimator: Any) -> None:
+    """Refuse XGBoost's and LightGBM's native Booster objects (their predict takes a DMatrix or
+    raw margins, not rows), naming the scikit-learn wrapper to register instead."""
+    cls = type(final_step(estimator))
+    library = cls.__module__.split(".")[0]
+    if cls.__name__ == "Booster" and library in NATIVE_BOOSTERS:
+        raise InvalidModelError(native_booster_message("the model", library))
+
+
+def sniff_native_booster(data: bytes) -> str | None:
+    """The library whose native model file `data` is (not a pickle), or None."""
+    head = data[:256].lstrip()
+    if head.startswith(b"tree\n") or b"\nversion=v" in head[:64]:
+        return "lightgbm"
+    if head.startswith(b'{"learner"') or head.startswith(b"{L") and b"learner" in head[:32]:
+        return "xgboost"
+    if head.startswith(b"binf") or head.startswith(b"bs64"):
+        return "xgboost"
+    return None
 
 
 def check_fitted(estimator: Any) -> None:

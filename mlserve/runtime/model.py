@@ -11,7 +11,8 @@ import numpy as np
 
 from mlserve.errors import InvalidInputError
 from mlserve.runtime import introspect
-from mlserve.schemas import Label, ModelMetadata
+from mlserve.runtime.signature import Signature, example_row
+from mlserve.schemas import ColumnSpec, Label, ModelMetadata
 
 # Final estimators whose predict() is exactly classes_[argmax(predict_proba)] (up to exact ties),
 # so one predict_proba pass yields both labels and probabilities.
@@ -39,11 +40,14 @@ ARGMAX_EXACT = frozenset(
 
 @dataclass(slots=True, frozen=True)
 class Prediction:
-    """One row's answer: the label and, only when the model computes them, probabilities."""
+    """One row's answer: the label (a list for multi-output and multilabel models) and, only
+    when the model computes them, probabilities or raw scores (decision_function of
+    classifiers without probabilities, score_samples of anomaly detectors)."""
 
-    label: Label | float
+    label: Label | list[Label]
     confidence: float | None
     probabilities: dict[str, float] | None
+    scores: dict[str, float] | None = None
 
 
 class LoadedModel:
@@ -68,12 +72,40 @@ class LoadedModel:
         classes = introspect.classes(estimator) if self.has_proba else None
         self.classes: list[Label] = classes or list(metadata.classes or [])
         self._class_keys = [str(c) for c in self.classes]
-        final = type(introspect.final_step(estimator)).__name__
+        final_step = introspect.final_step(estimator)
+        final = type(final_step).__name__
         self.labels_from_proba = self.has_proba and final in ARGMAX_EXACT
+        self.task = metadata.task
+        # Classifiers without probabilities answer decision_function scores; anomaly
+        # detectors their score_samples.
+        self.score_method: str | None = None
+        if self.task == "anomaly-detection" and callable(getattr(estimator, "score_samples", None)):
+            self.score_method = "score_samples"
+        elif (
+            self.task in ("text-classification", "tabular-classification")
+            and not self.has_proba
+            and callable(getattr(estimator, "decision_function", None))
+        ):
+            self.score_method = "decision_function"
+        # Multilabel classifiers fitted on an indicator matrix answer the outputs that are on.
+        output_classes = getattr(final_step, "classes_", None)
+        self.indicator = self.task == "tabular-multilabel" and isinstance(output_classes, list)
+        if self.indicator:
+            self.indicator = all(
+                set(np.asarray(c).tolist()) <= {0, 1} for c in output_classes or []
+            )
+        # Models fitted on a pandas DataFrame get one per batch, typed by the signature.
+        self.signature: Signature | None = None
+        if schema.dataframe and not self.is_text:
+            columns = schema.columns or [
+                ColumnSpec(name=n, dtype="float") for n in self.feature_names
+            ]
+            self.signature = Signature(columns, dataframe=True)
 
     @property
     def ref(self) -> str:
-        return f"{self.name}:{self.version}"
+        # Version 0: a model being checked before registration, which has no number yet.
+        return f"{self.name}:{self.version}" if self.version else self.name
 
     # ------------------------------------------------------------------ validation
     def prepare_text(self, text: Any, *, field: str = "text") -> str:
@@ -134,6 +166,8 @@ class LoadedModel:
             raise InvalidInputError(
                 f"'{field}' must be an object of feature values or a list of numbers"
             )
+        if self.signature is not None:
+            return self.signature.check(values, field)
         row = []
         for i, value in enumerate(values):
             name = self.feature_names[i] if self.feature_names else str(i)
@@ -156,16 +190,38 @@ class LoadedModel:
         wanted = "text" if self.is_text else "features"
         raise InvalidInputError(f"model {self.ref} needs '{wanted}'")
 
+    def parse_cell(self, index: int, text: str | None, where: str) -> Any:
+        """A CSV cell of feature `index` as the JSON value it stands for (empty: missing);
+        `where` names the line for errors."""
+        if text is None:
+            raise InvalidInputError(f"{where}: fewer values than columns in the header")
+        if self.signature is not None:
+            return self.signature.parse_cell(index, text, where)
+        stripped = text.strip()
+        if not stripped:
+            return None  # a missing value, like null in JSON
+        try:
+            return float(stripped)
+        except ValueError:
+            column = self.feature_names[index] if self.feature_names else str(index)
+            raise InvalidInputError(
+                f"{where}, column '{column}': {text!r:.40} is not a number"
+            ) from None
+
     def sample_input(self) -> Any:
         """A valid input for smoke predictions (health checks)."""
         if self.is_text:
             return "mlserve health check"
+        if self.signature is not None:
+            return self.prepare_features(example_row(self.signature.columns))
         return [0.0] * self.n_features
 
     # ------------------------------------------------------------------ prediction
     def _matrix(self, rows: Sequence[Any]) -> Any:
         if self.is_text:
             return list(rows)
+        if self.signature is not None:
+            return self.signature.frame(rows)
         return np.asarray(rows, dtype=float).reshape(len(rows), self.n_features)
 
     def predict(self, rows: Sequence[Any]) -> list[Prediction]:
@@ -191,6 +247,8 @@ class LoadedModel:
     def _missing_features(self, x: Any) -> list[str]:
         if self.is_text:
             return []
+        if self.signature is not None:
+            return [str(c) for c in x.columns[x.isna().any(axis=0).to_numpy()]]
         columns = np.flatnonzero(np.isnan(x).any(axis=0)).tolist()
         return [self.feature_names[j] if self.feature_names else str(j) for j in columns]
 
@@ -201,14 +259,25 @@ class LoadedModel:
         )
 
     def _predict(self, x: Any) -> list[Prediction]:
+        task = self.task
+        if task == "tabular-multilabel":
+            return self._predict_multilabel(x)
+        if task == "tabular-regression":
+            return self._predict_values(x)
         if not self.has_proba:
             labels = self.estimator.predict(x)
             values = np.asarray(labels)
             if values.dtype.kind == "f" and not np.isfinite(values).all():
                 raise self._overflowed()
+            scores = self._scores(x) if self.score_method else None
             return [
-                Prediction(label=introspect.to_label(v), confidence=None, probabilities=None)
-                for v in labels
+                Prediction(
+                    label=introspect.to_label(v),
+                    confidence=None,
+                    probabilities=None,
+                    scores=None if scores is None else scores[i],
+                )
+                for i, v in enumerate(labels)
             ]
         proba = np.asarray(self.estimator.predict_proba(x), dtype=float)
         if not np.isfinite(proba).all():
@@ -226,6 +295,63 @@ class LoadedModel:
                     label=label,
                     confidence=max(row),
                     probabilities=dict(zip(keys, row, strict=True)),
+                )
+            )
+        return out
+
+    def _scores(self, x: Any) -> list[dict[str, float]]:
+        """Raw scores per row: decision_function by class (binary: the positive class,
+        classes[1]), or an anomaly detector's score_samples."""
+        raw = np.asarray(getattr(self.estimator, self.score_method or "")(x), dtype=float)
+        if not np.isfinite(raw).all():
+            raise self._overflowed()
+        if self.score_method == "score_samples":
+            return [{"score_samples": v} for v in raw.tolist()]
+        keys = self._class_keys
+        if raw.ndim == 1:
+            key = keys[1] if len(keys) == 2 else "score"
+            return [{key: v} for v in raw.tolist()]
+        return [dict(zip(keys, row, strict=True)) for row in raw.tolist()]
+
+    def _predict_values(self, x: Any) -> list[Prediction]:
+        """Regression: a number per row, or a list of numbers for multi-output models."""
+        values = np.asarray(self.estimator.predict(x), dtype=float)
+        if not np.isfinite(values).all():
+            raise self._overflowed()
+        if values.ndim == 2 and values.shape[1] == 1:
+            values = values[:, 0]
+        return [Prediction(label=v, confidence=None, probabilities=None) for v in values.tolist()]
+
+    def _predict_multilabel(self, x: Any) -> list[Prediction]:
+        """Multilabel: the outputs that are on (indicator models; probabilities: each
+        output's chance of being on), or one label per output."""
+        predicted = np.asarray(self.estimator.predict(x))
+        if predicted.ndim == 1:
+            predicted = predicted.reshape(-1, 1)
+        on: list[dict[str, float]] | None = None
+        if self.indicator and self.has_proba:
+            parts = self.estimator.predict_proba(x)
+            if isinstance(parts, list):
+                columns = [np.asarray(p, dtype=float)[:, -1] for p in parts]
+                matrix = np.column_stack(columns)
+            else:  # one (n, outputs) array of P(on), as some estimators give
+                matrix = np.asarray(parts, dtype=float)
+            if not np.isfinite(matrix).all():
+                raise self._overflowed()
+            keys = [str(j) for j in range(matrix.shape[1])]
+            on = [dict(zip(keys, row, strict=True)) for row in matrix.tolist()]
+        out = []
+        for i, row in enumerate(predicted.tolist()):
+            label: list[Label]
+            if self.indicator:
+                label = [j for j, v in enumerate(row) if v]
+            else:
+                label = [introspect.to_label(v) for v in row]
+            out.append(
+                Prediction(
+                    label=label,
+                    confidence=None,
+                    probabilities=None if on is None else on[i],
                 )
             )
         return out

@@ -41,6 +41,8 @@ from mlserve.schemas.jobs import (
     JobStatus,
 )
 from mlserve.schemas.models import (
+    ColumnSpec,
+    ColumnType,
     InputSchema,
     LoadedVersion,
     ModelInfo,
@@ -63,6 +65,8 @@ from mlserve.schemas.predict import (
 from mlserve.schemas.traffic import TrafficInfo, TrafficUpdate
 
 __all__ = [
+    "ColumnSpec",
+    "ColumnType",
     "AliasChange",
     "AliasUpdate",
     "AsyncPredictRequest",

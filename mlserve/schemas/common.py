@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, StrictFloat
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 
 __all__ = [
     "INTEGRAL",
@@ -12,6 +20,7 @@ __all__ = [
     "NOT_EMPTY",
     "ErrorBody",
     "ErrorResponse",
+    "FeatureValue",
     "Features",
     "JsonInt",
     "Label",
@@ -20,10 +29,19 @@ __all__ = [
     "exactly_one_of",
 ]
 
-TaskKind = Literal["text-classification", "tabular-classification", "tabular-regression"]
+TaskKind = Literal[
+    "text-classification",
+    "tabular-classification",
+    "tabular-regression",
+    "tabular-multilabel",
+    "anomaly-detection",
+    "clustering",
+]
 Label = str | int | float | bool
-# Strict: "5.1" or true are not numbers (ints are accepted as floats).
-Features = dict[str, StrictFloat | None] | list[StrictFloat | None]
+# Strict JSON types, checked against the model's signature by the runtime: "5.1" is a string
+# (a 422 for a float column), true a boolean, 4 an integer (a float column takes it as 4.0).
+FeatureValue = StrictInt | StrictFloat | StrictBool | StrictStr | None
+Features = dict[str, FeatureValue] | list[FeatureValue]
 
 
 def _integral(value: Any) -> Any:

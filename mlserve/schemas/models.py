@@ -11,6 +11,8 @@ from mlserve.schemas import examples
 from mlserve.schemas.common import Label, TaskKind
 
 __all__ = [
+    "ColumnSpec",
+    "ColumnType",
     "InputSchema",
     "LoadedVersion",
     "ModelInfo",
@@ -24,12 +26,45 @@ __all__ = [
 ]
 
 
+ColumnType = Literal["float", "int", "bool", "str", "category"]
+
+
+class ColumnSpec(BaseModel):
+    """One column of a tabular model's typed signature."""
+
+    name: str
+    dtype: ColumnType = Field(
+        description="float, int, bool, str, or category (a str or number from a known set)."
+    )
+    nullable: bool = Field(
+        default=False,
+        description="Missing values were seen where the signature was inferred. null is sent "
+        "to the model for any column; a model that cannot take it answers 422.",
+    )
+    categories: list[Label] | None = Field(
+        default=None,
+        description="The values seen (category columns only accept these; str columns list "
+        "what the model's encoder knows, when it records it).",
+    )
+
+
 class InputSchema(BaseModel):
-    """What a model takes: free text, or a row of numeric features."""
+    """What a model takes: free text, or a row of typed features."""
 
     kind: Literal["text", "tabular"]
     feature_names: list[str] | None = None
     n_features: int | None = None
+    columns: list[ColumnSpec] | None = Field(
+        default=None, description="The typed signature, one entry per feature, in order."
+    )
+    dataframe: bool = Field(
+        default=False,
+        description="The model was fitted on a pandas DataFrame and is given one per batch "
+        "(named, typed columns); otherwise a float matrix.",
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="What could not be inferred about the inputs."
+    )
 
 
 class ModelMetadata(BaseModel):

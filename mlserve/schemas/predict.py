@@ -27,6 +27,16 @@ __all__ = [
     "Text",
 ]
 
+PREDICTION_DOC = (
+    "Predicted class; for regression the value (a list of values for multi-output models); "
+    "for multilabel models the list of outputs that are on; for anomaly detectors 1 (inlier) "
+    "or -1 (outlier); for clusterers the cluster id."
+)
+SCORES_DOC = (
+    "Raw scores, sent only by models without probabilities: decision_function per class "
+    "(binary: the positive class only), or an anomaly detector's score_samples."
+)
+
 # A text as the runtime takes it (not empty, not whitespace only), said in the schema.
 Text = Annotated[str, WithJsonSchema(NOT_BLANK)]
 
@@ -65,13 +75,14 @@ class PredictResponse(BaseModel):
         json_schema_extra={"examples": examples.PREDICT_RESPONSE},
     )
 
-    prediction: Label = Field(description="Predicted class (or value, for regression).")
+    prediction: Label | list[Label] = Field(description=PREDICTION_DOC)
     confidence: float | None = Field(
         description="Highest class probability; null when the model has no predict_proba."
     )
     probabilities: dict[str, float] | None = Field(
         description="Probability per class; null when the model has no predict_proba."
     )
+    scores: dict[str, float] | None = Field(default=None, description=SCORES_DOC)
     model: str
     version: int
     processing_time_ms: float
@@ -100,9 +111,10 @@ class BatchPredictRequest(BaseModel):
 
 
 class PredictionItem(BaseModel):
-    prediction: Label
+    prediction: Label | list[Label] = Field(description=PREDICTION_DOC)
     confidence: float | None
     probabilities: dict[str, float] | None
+    scores: dict[str, float] | None = Field(default=None, description=SCORES_DOC)
 
 
 class BatchPredictionItem(PredictionItem):

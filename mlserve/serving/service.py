@@ -45,8 +45,12 @@ def input_kind(text: str | None, features: Any) -> InputKind:
 
 
 def prediction_fields(p: Prediction) -> dict[str, Any]:
-    """The wire fields of one answer: prediction, confidence, probabilities."""
-    return {"prediction": p.label, "confidence": p.confidence, "probabilities": p.probabilities}
+    """The wire fields of one answer: prediction, confidence, probabilities, and scores for
+    the models that give raw scores instead of probabilities."""
+    fields = {"prediction": p.label, "confidence": p.confidence, "probabilities": p.probabilities}
+    if p.scores is not None:
+        fields["scores"] = p.scores
+    return fields
 
 
 @dataclass(frozen=True, slots=True)

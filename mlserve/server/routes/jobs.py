@@ -256,6 +256,9 @@ def _parse_csv(data: bytes, model: LoadedModel, limit: int) -> tuple[list[Any], 
                 if text is None:
                     raise InvalidInputError(f"line {n}: fewer values than columns in the header")
                 inputs.append(text)
+            elif model.signature is not None:  # typed columns (a DataFrame model)
+                where = f"line {n}"
+                inputs.append([model.parse_cell(j, row[c], where) for j, c in enumerate(columns)])
             else:
                 inputs.append([_number(row[c], n, c) for c in columns])
             fields.append(f"line {n}")
@@ -313,19 +316,24 @@ async def _read_upload(request: Request) -> tuple[UploadFile, bytes, str | None,
         )
 
 
-def _missing_probe(rows: list[Any]) -> list[float] | None:
-    """One row with a missing value (NaN) in every column that some row leaves missing."""
-    probe: list[float] | None = None
+def _missing(value: Any) -> bool:
+    """A missing value of a prepared row: NaN (float rows) or None (typed rows)."""
+    return value is None or (type(value) is float and math.isnan(value))
+
+
+def _missing_probe(rows: list[Any]) -> list[Any] | None:
+    """One row with a missing value in every column that some row leaves missing."""
+    probe: list[Any] | None = None
     for row in rows:
-        if any(math.isnan(v) for v in row):
+        if any(_missing(v) for v in row):
             if probe is None:
                 probe = list(row)
             else:
-                probe = [math.nan if math.isnan(v) else p for v, p in zip(row, probe, strict=True)]
+                probe = [v if _missing(v) else p for v, p in zip(row, probe, strict=True)]
     return probe
 
 
-async def _check_missing_accepted(runtime: Runtime, probe: list[float]) -> None:
+async def _check_missing_accepted(runtime: Runtime, probe: list[Any]) -> None:
     """Only the model knows whether it takes missing values (/api/predict finds out when it
     predicts): try them once now, so an accepted job never fails for its input (422)."""
     try:
