@@ -13,12 +13,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mlserve.errors import DataError, UsageError
 from mlserve.runtime.introspect import to_label
-from mlserve.schemas import Label, ModelMetadata, TaskKind
+from mlserve.schemas import ColumnSpec, Label, ModelMetadata, TaskKind
 
 if TYPE_CHECKING:
     from mlserve.registry import Registry
 
 SAMPLES = ("sentiment", "iris")
+TRAINABLE: tuple[TaskKind, ...] = (
+    "text-classification",
+    "tabular-classification",
+    "tabular-regression",
+)
 MAX_REGRESSION_CLASS_GUESS = 20
 CONFIDENCE_BINS = 10
 
@@ -27,7 +32,8 @@ Progress = Callable[[str], None]
 
 @dataclass(slots=True)
 class Dataset:
-    """Inputs and targets ready for fitting: texts, or numeric rows with feature names."""
+    """Inputs and targets ready for fitting: texts, numeric rows with feature names, or a
+    pandas DataFrame of typed columns (a mixed table; `text_column` is one of its columns)."""
 
     kind: Literal["text", "tabular"]
     target: list[Any]
@@ -37,6 +43,8 @@ class Dataset:
     source: str = ""
     dropped_rows: int = 0
     target_column: str = ""  # the CSV column of `target`, for messages
+    frame: Any = None
+    text_column: str | None = None
 
     @property
     def target_name(self) -> str:
@@ -55,6 +63,7 @@ class TrainResult:
     feature_names: list[str] | None
     n_train: int
     n_test: int
+    columns: list[ColumnSpec] | None = None  # the typed signature of a DataFrame model
 
 
 def sample_path(name: str) -> Path:
@@ -116,20 +125,81 @@ def read_csv(
     feature_columns: Sequence[str] | None = None,
 ) -> Dataset:
     """Read a CSV for training: text (`text_column`) or numeric feature columns."""
+    _check_distinct(target, text_column)
+    path = Path(path).expanduser()
+    header, rows = _open_rows(path)
+    _check_header(path, header, target=target, text_column=text_column)
+    return _rows_dataset(
+        path, header, rows, target=target, text_column=text_column, feature_columns=feature_columns
+    )
+
+
+def load_csv(
+    path: Path | str,
+    *,
+    target: str,
+    text_column: str | None = None,
+    drop: Sequence[str] = (),
+    task: TaskKind | None = None,
+) -> Dataset:
+    """Read a CSV as what it holds: a text column alone, numeric columns (a float matrix,
+    without pandas), or a mixed table (a pandas DataFrame): string or boolean feature columns,
+    or a text column next to other features (`task` text-classification: the text alone).
+    `drop` removes columns (leaks, identifiers)."""
+    from mlserve.training_tables import plan_columns, read_table
+
+    _check_distinct(target, text_column)
+    path = Path(path).expanduser()
+    header, rows = _open_rows(path)
+    _check_header(path, header, target=target, text_column=text_column)
+    columns, mixed = plan_columns(
+        path, header, rows, target=target, text_column=text_column, drop=drop, task=task
+    )
+    if not mixed:
+        numeric = None if text_column is not None else columns
+        return _rows_dataset(
+            path, header, rows, target=target, text_column=text_column, feature_columns=numeric
+        )
+    table = read_table(path, target=target, features=columns)
+    return Dataset(
+        kind="tabular",
+        target=table.target,
+        feature_names=columns,
+        source=str(path),
+        dropped_rows=table.dropped_rows,
+        target_column=target,
+        frame=table.frame,
+        text_column=text_column,
+    )
+
+
+def _check_distinct(target: str, text_column: str | None) -> None:
     if text_column is not None and text_column == target:
         raise UsageError(
             f"--target and --text-column both name column '{target}': the target is the "
             "column of labels to predict, the text column the text to learn them from; "
             "give two different columns"
         )
-    path = Path(path).expanduser()
-    header, rows = _open_rows(path)
+
+
+def _check_header(path: Path, header: list[str], *, target: str, text_column: str | None) -> None:
     available = ", ".join(header)
     if target not in header:
         raise DataError(f"target column '{target}' is not in {path} (columns: {available})")
     if text_column is not None and text_column not in header:
         raise DataError(f"text column '{text_column}' is not in {path} (columns: {available})")
 
+
+def _rows_dataset(
+    path: Path,
+    header: list[str],
+    rows: list[dict[str, str]],
+    *,
+    target: str,
+    text_column: str | None,
+    feature_columns: Sequence[str] | None,
+) -> Dataset:
+    available = ", ".join(header)
     dropped = 0
     if text_column is not None:
         texts, labels = [], []
@@ -149,7 +219,9 @@ def read_csv(
             target_column=target,
         )
 
-    features = list(feature_columns) if feature_columns else [c for c in header if c != target]
+    features = (
+        list(feature_columns) if feature_columns is not None else [c for c in header if c != target]
+    )
     missing = [c for c in features if c not in header]
     if missing:
         raise DataError(
@@ -233,10 +305,12 @@ def _check_text_target(dataset: Dataset) -> None:
     distinct = _numeric_values(dataset.target)
     if distinct is None or all(n.is_integer() for n in distinct):
         return
+    hint = "; or --task tabular-regression to regress on all the columns"
     raise DataError(
         f"{dataset.target_name} holds continuous numbers ({len(distinct)} distinct values, "
         f"e.g. {_examples(dataset.target)}): a text model predicts classes and mlserve has "
-        "no text regression; give --target a column of labels (or bin the numbers into classes)"
+        "no text regression; give --target a column of labels (or bin the numbers into "
+        f"classes){hint if dataset.frame is not None else ''}"
     )
 
 
@@ -374,9 +448,12 @@ def train(
         raise DataError(f"--test-size must be between 0 and 1 (got {test_size})")
     if len(dataset) < 4:
         raise DataError(f"{dataset.source or 'the data'} has {len(dataset)} usable rows; need more")
-    if task is None and dataset.kind == "text":
-        _check_text_target(dataset)  # an explicit --task text-classification takes them as is
+    if task is None and (dataset.kind == "text" or dataset.text_column):
+        # A text column makes classes by default; an explicit --task takes the target as is.
+        _check_text_target(dataset)
     task = task or choose_task(dataset)
+    if task not in TRAINABLE:
+        raise UsageError(f"mlserve train fits {', '.join(TRAINABLE)} models, not {task}")
     if dataset.kind == "text" and task != "text-classification":
         raise DataError("text data can only train a text-classification model")
     if dataset.kind == "tabular" and task == "text-classification":
@@ -385,13 +462,24 @@ def train(
     classify = task != "tabular-regression"
     if classify:
         _check_classes(y, test_size, target=dataset.target_name)
-    x: Any = dataset.texts if dataset.kind == "text" else np.asarray(dataset.rows, dtype=float)
+    x: Any = dataset.texts if dataset.kind == "text" else dataset.frame
+    if x is None:
+        x = np.asarray(dataset.rows, dtype=float)
 
     step("splitting")
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=test_size, random_state=seed, stratify=y if classify else None
     )
-    estimator = build_estimator(task, seed)
+    if dataset.frame is not None:
+        from mlserve.runtime.signature import columns_from_frame
+        from mlserve.training_tables import build_table_estimator
+
+        columns = columns_from_frame(dataset.frame)  # all rows: blanks anywhere are nullable
+        estimator = build_table_estimator(
+            dataset.frame, task=task, text_column=dataset.text_column, seed=seed
+        )
+    else:
+        columns, estimator = None, build_estimator(task, seed)
     step(f"fitting {type(estimator).__name__} on {len(y_train)} rows")
     estimator.fit(x_train, y_train)
     step(f"evaluating on {len(y_test)} held-out rows")
@@ -425,9 +513,10 @@ def train(
         task=task,
         metrics=metrics,
         training=training,
-        feature_names=dataset.feature_names or None,
+        feature_names=None if columns is not None else dataset.feature_names or None,
         n_train=len(y_train),
         n_test=len(y_test),
+        columns=columns,
     )
 
 
@@ -447,6 +536,7 @@ def train_and_register(
     data: Path | None = None,
     target: str | None = None,
     text_column: str | None = None,
+    drop: Sequence[str] = (),
     name: str | None = None,
     aliases: list[str] | None = None,
     test_size: float = 0.2,
@@ -465,6 +555,8 @@ def train_and_register(
         raise UsageError("give either --sample NAME or --data FILE.csv (with --target COLUMN)")
     if data is not None and not target:
         raise UsageError("--data needs --target COLUMN (the column to predict)")
+    if sample is not None and drop:
+        raise UsageError("--drop applies to --data FILE.csv, not to a bundled sample")
     model_name = name or (sample if sample else Path(str(data)).stem)
     if registry is not None:
         validate_name(model_name)
@@ -479,7 +571,7 @@ def train_and_register(
         dataset = load_sample(sample)
     else:
         assert data is not None and target is not None  # noqa: S101 - checked above
-        dataset = read_csv(data, target=target, text_column=text_column)
+        dataset = load_csv(data, target=target, text_column=text_column, drop=drop, task=task)
     result = train(dataset, test_size=test_size, seed=seed, task=task, progress=progress)
     if output is not None:
         step(f"writing {output}")
@@ -501,5 +593,6 @@ def train_and_register(
             source=f"mlserve train ({dataset.source})",
             task=result.task,
             feature_names=result.feature_names,
+            columns=result.columns,
         )
     return Trained(result=result, metadata=meta, dropped_rows=dataset.dropped_rows)

@@ -28,6 +28,7 @@ def train_and_register(
     data: Path | None = None,
     target: str | None = None,
     text_column: str | None = None,
+    drop: list[str] | None = None,
     name: str | None = None,
     aliases: list[str] | None = None,
     test_size: float = 0.2,
@@ -53,6 +54,7 @@ def train_and_register(
             data=data,
             target=target,
             text_column=text_column,
+            drop=drop or [],
             name=name,
             aliases=aliases,
             test_size=test_size,
@@ -123,8 +125,16 @@ def train(
         str | None,
         typer.Option(
             "--text-column",
-            help="Column of free text: trains TF-IDF + logistic regression. Without it, every "
-            "other column is a numeric feature.",
+            help="Column of free text, through TF-IDF: alone, a text classifier; with other "
+            "columns, one feature of a table model. Without it, every other column is a feature.",
+            show_default=False,
+        ),
+    ] = None,
+    drop: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--drop",
+            help="Leave this column out of the features (leaks, identifiers; repeatable).",
             show_default=False,
         ),
     ] = None,
@@ -160,8 +170,10 @@ def train(
 ) -> None:
     """Train a model, evaluate it on a stratified hold-out split and register it with its metrics.
 
-    Text data trains TF-IDF + logistic regression; tabular data trains gradient-boosted trees
-    (classification, or regression for a numeric target with many distinct values).
+    Text data trains TF-IDF + logistic regression; numeric columns train gradient-boosted trees
+    (classification, or regression for a numeric target with many distinct values). A table with
+    string or boolean columns (or a text column among others) trains a ColumnTransformer pipeline
+    on a pandas DataFrame (the pandas extra): imputed, one-hot encoded, TF-IDF for the text.
     """
     settings = load_cli_settings(config, registry={"path": registry})
     result, meta = train_and_register(
@@ -170,6 +182,7 @@ def train(
         data=data,
         target=target,
         text_column=text_column,
+        drop=drop,
         name=name,
         aliases=alias,
         test_size=test_size,
