@@ -33,16 +33,28 @@ def test_text_regression_is_refused() -> None:
     model = Pipeline([("tfidf", TfidfVectorizer()), ("reg", Ridge())]).fit(
         ["good food", "bad food", "good service"], [1.0, 2.0, 3.0]
     )
-    with pytest.raises(InvalidModelError, match="text regression"):
+    with pytest.raises(InvalidModelError, match="text models are served as classifiers"):
         introspect.detect_task(model)
 
 
-def test_neither_classifier_nor_regressor_asks_for_task() -> None:
+def test_clusterers_and_outlier_detectors_are_detected() -> None:
     from sklearn.cluster import KMeans
+    from sklearn.ensemble import IsolationForest
 
-    model = KMeans(n_clusters=2, n_init=1, random_state=0).fit([[0.0], [1.0], [10.0], [11.0]])
+    x = [[0.0], [1.0], [10.0], [11.0]]
+    assert introspect.detect_task(KMeans(n_clusters=2, n_init=1, random_state=0).fit(x)) == (
+        "clustering"
+    )
+    assert introspect.detect_task(IsolationForest(n_estimators=5).fit(x)) == "anomaly-detection"
+
+
+def test_an_estimator_of_no_known_kind_asks_for_task() -> None:
+    class Scorer:  # has predict, but is no scikit-learn classifier, regressor, ...
+        def predict(self, x: Any) -> Any:
+            return [0 for _ in x]
+
     with pytest.raises(InvalidModelError, match="--task"):
-        introspect.detect_task(model)
+        introspect.detect_task(Scorer())
 
 
 def test_input_schema_of_text_and_array_models(classifier: Any, text_classifier: Any) -> None:

@@ -42,8 +42,8 @@ def input_digest(row: Any) -> str:
     name all share one entry; -0.0 counts as 0.0, every missing value as the same NaN)."""
     if type(row) is str:
         data = b"t\x00" + row.encode("utf-8", "surrogatepass")
-    elif all(type(v) is float for v in row):
-        values = [math.nan if math.isnan(v) else v + 0.0 for v in row]
+    elif all(type(v) is float or type(v) is int for v in row):
+        values = [math.nan if math.isnan(v) else float(v) + 0.0 for v in row]
         data = b"f\x00" + struct.pack(f"<{len(values)}d", *values)
     else:  # a typed row (DataFrame models): its JSON, each value's type being its column's
         data = b"j\x00" + orjson.dumps(list(row))

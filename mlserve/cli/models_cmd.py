@@ -78,6 +78,7 @@ def show(
     ref: RefArg, registry: RegistryOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Show a version's metadata: metrics, classes, input schema, sha256, versions used."""
+    from rich.markup import escape
     from rich.panel import Panel
     from rich.table import Table
 
@@ -120,6 +121,21 @@ def show(
     console.print(Panel("\n".join(lines), expand=False))
     for note in notes:
         err_console.print(f"[yellow]warning:[/] {note}")
+    if schema.columns:
+        table = Table(
+            title="signature" + (" (DataFrame)" if schema.dataframe else ""),
+            title_justify="left",
+        )
+        for col in ("column", "type", "nullable", "values"):
+            table.add_column(col)
+        for c in schema.columns:
+            values = ", ".join(map(str, (c.categories or [])[:8]))
+            if len(c.categories or []) > 8:
+                values += f", … ({len(c.categories or [])})"
+            table.add_row(escape(c.name), c.dtype, "yes" if c.nullable else "no", escape(values))
+        console.print(table)
+    for note in schema.notes:
+        err_console.print(f"[yellow]note:[/] {note}")
     scalar = {k: v for k, v in meta.metrics.items() if isinstance(v, int | float | str)}
     if scalar:
         table = Table(title="metrics (hold-out)", title_justify="left")

@@ -65,9 +65,8 @@ class Result:
             "model": self.model,
             "version": self.version,
             "request_id": self.request_id,
+            "scores": self.scores,
         }
-        if self.scores is not None:
-            out["scores"] = self.scores
         return out
 
 

@@ -87,8 +87,8 @@ def input_hash(row: Any) -> str:
     doubles in the model's order (1 and 1.0 hash alike; every missing value as one NaN)."""
     if type(row) is str:
         data = b"t\x00" + row.encode("utf-8", "surrogatepass")
-    elif all(type(v) is float for v in row):
-        values = [math.nan if math.isnan(v) else v + 0.0 for v in row]
+    elif all(type(v) is float or type(v) is int for v in row):
+        values = [math.nan if math.isnan(v) else float(v) + 0.0 for v in row]
         data = b"f\x00" + struct.pack(f"<{len(values)}d", *values)
     else:  # a typed row (DataFrame models): its JSON, each value's type being its column's
         data = b"j\x00" + json.dumps(list(row), separators=(",", ":")).encode()

@@ -144,22 +144,29 @@ def describe_estimator(
     env = environment_versions()
     if saved_with:
         env["sklearn_version"] = saved_with
+    has_proba = callable(getattr(estimator, "predict_proba", None)) and kind in (
+        "text-classification",
+        "tabular-classification",
+        "tabular-multilabel",
+    )
     return dict(
         estimator=introspect.describe_class(estimator),
         task=kind,
         input_schema=schema,
         classes=classes,
-        has_predict_proba=callable(getattr(estimator, "predict_proba", None))
-        and kind in ("text-classification", "tabular-classification", "tabular-multilabel"),
+        has_predict_proba=has_proba,
+        n_outputs=introspect.n_outputs(estimator),
+        score_method=introspect.score_method(estimator, kind, has_proba),
         **env,
     )
 
 
 def smoke_check(
     estimator: Any, meta: ModelMetadata, example: Sequence[Mapping[str, Any]] | None
-) -> None:
+) -> int:
     """Predict the example (or a row built from the signature) in this process; a model that
-    cannot is refused with its own error, in one line."""
+    cannot is refused with its own error, in one line. Returns how many values it predicted
+    per row (what the registry records as n_outputs)."""
     from mlserve.runtime.model import LoadedModel
 
     try:
@@ -168,7 +175,7 @@ def smoke_check(
             rows = [_example_input(model, row, f"example[{i}]") for i, row in enumerate(example)]
         else:
             rows = [model.sample_input()]
-        model.predict(rows)
+        answers = model.predict(rows)
     except MlserveError as exc:
         raise InvalidModelError(
             f"the model cannot predict {'its example' if example else 'a sample row'}: "
@@ -181,6 +188,10 @@ def smoke_check(
             f"{type(exc).__name__}: {first[:300]}; pass --no-check to register it anyway "
             "(for a model that cannot run on this host)"
         ) from None
+    label = answers[0].label
+    if meta.task == "tabular-multilabel":
+        return meta.n_outputs  # the outputs that are on: not a width
+    return len(label) if isinstance(label, list) else 1
 
 
 def _example_input(model: Any, row: Mapping[str, Any], field: str) -> Any:

@@ -445,7 +445,7 @@ class Registry:
             **described,
         )
         if check:  # before anything is written: a refused model leaves no trace
-            smoke_check(estimator, ModelMetadata(version=0, **draft), example)
+            draft["n_outputs"] = smoke_check(estimator, ModelMetadata(version=0, **draft), example)
         # Stage outside the lock (the slow part), then publish under it with one rename.
         self._ensure_root()
         staging_root = self.root / ".staging"

@@ -60,22 +60,16 @@ def is_multilabel(estimator: Any) -> bool:
 
 def detect_task(estimator: Any, override: TaskKind | None = None) -> TaskKind:
     """What the model does, from its scikit-learn type; `override` wins when given."""
-    from sklearn.base import is_classifier, is_clusterer, is_outlier_detector, is_regressor
-
     if override is not None:
         return override
     text = is_text_model(estimator)
     kind: TaskKind | None = None
-    if is_classifier(estimator):
-        if not is_multilabel(estimator):
-            return "text-classification" if text else "tabular-classification"
-        kind = "tabular-multilabel"
-    elif is_regressor(estimator):
-        kind = "tabular-regression"
-    elif is_outlier_detector(estimator):
-        kind = "anomaly-detection"
-    elif is_clusterer(estimator):
-        kind = "clustering"
+    try:
+        kind = _sklearn_kind(estimator, text)
+    except (AttributeError, TypeError):  # no scikit-learn estimator tags: no kind to read
+        kind = None
+    if kind in ("text-classification", "tabular-classification"):
+        return kind
     if kind is None:
         raise InvalidModelError(
             f"cannot tell what {describe_class(estimator)} predicts (not a scikit-learn "
@@ -87,6 +81,23 @@ def detect_task(estimator: Any, override: TaskKind | None = None) -> TaskKind:
             f"{kind.removeprefix('tabular-')} model: register a text classifier or a "
             "tabular model"
         )
+    return kind
+
+
+def _sklearn_kind(estimator: Any, text: bool) -> TaskKind | None:
+    from sklearn.base import is_classifier, is_clusterer, is_outlier_detector, is_regressor
+
+    kind: TaskKind | None = None
+    if is_classifier(estimator):
+        if not is_multilabel(estimator):
+            return "text-classification" if text else "tabular-classification"
+        kind = "tabular-multilabel"
+    elif is_regressor(estimator):
+        kind = "tabular-regression"
+    elif is_outlier_detector(estimator):
+        kind = "anomaly-detection"
+    elif is_clusterer(estimator):
+        kind = "clustering"
     return kind
 
 
@@ -109,6 +120,44 @@ def input_schema(estimator: Any, task: TaskKind) -> InputSchema:
         n_features=int(n_features),
         dataframe=feature_names is not None,
     )
+
+
+def score_method(estimator: Any, task: TaskKind, has_proba: bool) -> str | None:
+    """The raw scores a model answers with: an anomaly detector's score_samples, or the
+    decision_function of a classifier without probabilities."""
+    if task == "anomaly-detection" and callable(getattr(estimator, "score_samples", None)):
+        return "score_samples"
+    if (
+        task in ("text-classification", "tabular-classification")
+        and not has_proba
+        and callable(getattr(estimator, "decision_function", None))
+    ):
+        return "decision_function"
+    return None
+
+
+def n_outputs(estimator: Any) -> int:
+    """How many values a model predicts per row (multi-output regression, multilabel)."""
+    final = final_step(estimator)
+    found = getattr(final, "classes_", None)
+    if isinstance(found, list):
+        return len(found)
+    inner = getattr(final, "estimators_", None)
+    if type(final).__name__.startswith("MultiOutput") and isinstance(inner, list):
+        return len(inner)
+    outputs = getattr(final, "n_outputs_", None)
+    if isinstance(outputs, int):
+        return outputs
+    shape: tuple[int, ...] = tuple(getattr(getattr(final, "coef_", None), "shape", ()))
+    if is_regressor_like(final) and len(shape) == 2:
+        return int(shape[0])
+    return 1
+
+
+def is_regressor_like(estimator: Any) -> bool:
+    from sklearn.base import is_regressor
+
+    return bool(is_regressor(estimator))
 
 
 def classes(estimator: Any) -> list[Label] | None:
@@ -152,8 +201,10 @@ def sniff_native_booster(data: bytes) -> str | None:
     head = data[:256].lstrip()
     if head.startswith(b"tree\n") or b"\nversion=v" in head[:64]:
         return "lightgbm"
-    if head.startswith(b'{"learner"') or head.startswith(b"{L") and b"learner" in head[:32]:
-        return "xgboost"
+    if head.startswith(b"{") and head[1:].lstrip().startswith(b'"learner"'):
+        return "xgboost"  # JSON, indented or not
+    if head.startswith(b"{L") and b"learner" in head[:32]:
+        return "xgboost"  # UBJSON
     if head.startswith(b"binf") or head.startswith(b"bs64"):
         return "xgboost"
     return None

@@ -78,15 +78,7 @@ class LoadedModel:
         self.task = metadata.task
         # Classifiers without probabilities answer decision_function scores; anomaly
         # detectors their score_samples.
-        self.score_method: str | None = None
-        if self.task == "anomaly-detection" and callable(getattr(estimator, "score_samples", None)):
-            self.score_method = "score_samples"
-        elif (
-            self.task in ("text-classification", "tabular-classification")
-            and not self.has_proba
-            and callable(getattr(estimator, "decision_function", None))
-        ):
-            self.score_method = "decision_function"
+        self.score_method = introspect.score_method(estimator, self.task, self.has_proba)
         # Multilabel classifiers fitted on an indicator matrix answer the outputs that are on.
         output_classes = getattr(final_step, "classes_", None)
         self.indicator = self.task == "tabular-multilabel" and isinstance(output_classes, list)
@@ -176,7 +168,10 @@ class LoadedModel:
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise InvalidInputError(f"'{field}.{name}' must be a number, not {value!r:.40}")
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float
+                raise InvalidInputError(f"'{field}.{name}' must be finite") from None
             if math.isinf(number):
                 raise InvalidInputError(f"'{field}.{name}' must be finite")
             row.append(number)

@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 PANDAS_HINT = "install the pandas extra: pip install 'mlserve[pandas]'"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_CATEGORIES = 1000  # more distinct values than this: recorded as a plain str column
 _TRUE = frozenset({"true", "1", "yes", "t", "y"})
 _FALSE = frozenset({"false", "0", "no", "f", "n"})
@@ -363,15 +364,22 @@ class Signature:
         if dtype == "float":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise self._wrong(spec, value, field)
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float
+                raise InvalidInputError(f"'{field}.{spec.name}' must be finite") from None
             if math.isinf(number):
                 raise InvalidInputError(f"'{field}.{spec.name}' must be finite")
             return number
         if dtype == "int":
-            if isinstance(value, float) and value.is_integer():
+            if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
                 return int(value)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise self._wrong(spec, value, field)
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise InvalidInputError(
+                    f"'{field}.{spec.name}' is out of range for an int column (64 bits)"
+                )
             return value
         if dtype == "bool":
             if not isinstance(value, bool):

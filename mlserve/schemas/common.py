@@ -40,7 +40,14 @@ TaskKind = Literal[
 Label = str | int | float | bool
 # Strict JSON types, checked against the model's signature by the runtime: "5.1" is a string
 # (a 422 for a float column), true a boolean, 4 an integer (a float column takes it as 4.0).
-FeatureValue = StrictInt | StrictFloat | StrictBool | StrictStr | None
+# An integer beyond 64 bits is read as the float it is near (as JSON numbers always were).
+FeatureValue = (
+    Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+    | StrictFloat
+    | StrictBool
+    | StrictStr
+    | None
+)
 Features = dict[str, FeatureValue] | list[FeatureValue]
 
 

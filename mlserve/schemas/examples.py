@@ -68,6 +68,11 @@ PREDICT_REQUEST: list[JsonValue] = [
         },
         "model": "iris",
     },
+    {
+        # a DataFrame pipeline: values typed by its signature; null is a missing value
+        "features": {"city": "paris", "member": True, "visits": 12, "spend": None},
+        "model": "churn",
+    },
 ]
 
 PREDICT_RESPONSE: list[JsonValue] = [
@@ -75,6 +80,7 @@ PREDICT_RESPONSE: list[JsonValue] = [
         "prediction": "positive",
         "confidence": 0.91,
         "probabilities": {"negative": 0.04, "neutral": 0.05, "positive": 0.91},
+        "scores": None,
         "model": "sentiment",
         "version": 3,
         "processing_time_ms": 1.7,
@@ -85,6 +91,13 @@ PREDICT_RESPONSE: list[JsonValue] = [
 BATCH_PREDICT_REQUEST: list[JsonValue] = [
     {"texts": ["Loved it", "Never again", "It arrived on Monday"]},
     {"records": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], "model": "iris"},
+    {
+        "records": [
+            {"city": "paris", "member": True, "visits": 12, "spend": 48.5},
+            {"city": "oslo", "member": None, "visits": 3, "spend": None},
+        ],
+        "model": "churn",
+    },
 ]
 
 BATCH_PREDICT_RESPONSE: list[JsonValue] = [
@@ -95,18 +108,21 @@ BATCH_PREDICT_RESPONSE: list[JsonValue] = [
                 "prediction": "positive",
                 "confidence": 0.88,
                 "probabilities": {"negative": 0.05, "neutral": 0.07, "positive": 0.88},
+                "scores": None,
             },
             {
                 "id": f"{_BATCH_ID}-1",
                 "prediction": "negative",
                 "confidence": 0.79,
                 "probabilities": {"negative": 0.79, "neutral": 0.12, "positive": 0.09},
+                "scores": None,
             },
             {
                 "id": f"{_BATCH_ID}-2",
                 "prediction": "neutral",
                 "confidence": 0.64,
                 "probabilities": {"negative": 0.14, "neutral": 0.64, "positive": 0.22},
+                "scores": None,
             },
         ],
         "model": "sentiment",
@@ -166,9 +182,17 @@ VERSION_INFO: list[JsonValue] = [
             "kind": "tabular",
             "feature_names": _IRIS_FEATURES,
             "n_features": 4,
+            "columns": [
+                {"name": n, "dtype": "float", "nullable": False, "categories": None}
+                for n in _IRIS_FEATURES
+            ],
+            "dataframe": False,
+            "notes": [],
         },
         "classes": _IRIS_CLASSES,
         "has_predict_proba": True,
+        "n_outputs": 1,
+        "score_method": None,
         "metrics": {"accuracy": 0.9737, "macro_f1": 0.9733, "n_train": 112, "n_test": 38},
         "training": {
             "class_distribution": {"setosa": 0.3304, "versicolor": 0.3393, "virginica": 0.3304},
@@ -202,9 +226,18 @@ MODEL_INFO: list[JsonValue] = [
         "joblib_version": "1.4.2",
         "estimator": "Pipeline[TfidfVectorizer, LogisticRegression]",
         "task": "text-classification",
-        "input_schema": {"kind": "text", "feature_names": None, "n_features": None},
+        "input_schema": {
+            "kind": "text",
+            "feature_names": None,
+            "n_features": None,
+            "columns": None,
+            "dataframe": False,
+            "notes": [],
+        },
         "classes": _SENTIMENT_CLASSES,
         "has_predict_proba": True,
+        "n_outputs": 1,
+        "score_method": None,
         "metrics": {
             "accuracy": 0.8667,
             "macro_f1": 0.8512,
@@ -357,11 +390,13 @@ JOB_RESULT_PAGE: list[JsonValue] = [
                 "prediction": "setosa",
                 "confidence": 0.98,
                 "probabilities": {"setosa": 0.98, "versicolor": 0.02, "virginica": 0.0},
+                "scores": None,
             },
             {
                 "prediction": "virginica",
                 "confidence": 0.93,
                 "probabilities": {"setosa": 0.0, "versicolor": 0.07, "virginica": 0.93},
+                "scores": None,
             },
         ],
     }

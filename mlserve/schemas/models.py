@@ -38,8 +38,9 @@ class ColumnSpec(BaseModel):
     )
     nullable: bool = Field(
         default=False,
-        description="Missing values were seen where the signature was inferred. null is sent "
-        "to the model for any column; a model that cannot take it answers 422.",
+        description="Missing values are expected: seen in the training data or example, or "
+        "imputed by the model. null is sent to the model for any column; a model that cannot "
+        "take it answers 422.",
     )
     categories: list[Label] | None = Field(
         default=None,
@@ -89,6 +90,13 @@ class ModelMetadata(BaseModel):
     input_schema: InputSchema
     classes: list[Label] | None = None
     has_predict_proba: bool = False
+    n_outputs: int = Field(
+        default=1, description="Values predicted per row (multi-output regression, multilabel)."
+    )
+    score_method: Literal["decision_function", "score_samples"] | None = Field(
+        default=None,
+        description="The method behind `scores` (models without probabilities), if any.",
+    )
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(
         default_factory=dict,

@@ -33,7 +33,7 @@ PREDICTION_DOC = (
     "or -1 (outlier); for clusterers the cluster id."
 )
 SCORES_DOC = (
-    "Raw scores, sent only by models without probabilities: decision_function per class "
+    "Raw scores of models without probabilities (else null): decision_function per class "
     "(binary: the positive class only), or an anomaly detector's score_samples."
 )
 

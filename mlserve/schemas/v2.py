@@ -18,6 +18,7 @@ __all__ = [
     "OUTPUT_NAMES",
     "PREDICTION_OUTPUT",
     "PROBABILITIES_OUTPUT",
+    "SCORES_OUTPUT",
     "TABULAR_INPUT",
     "TEXT_INPUT",
     "InferenceRequest",
@@ -64,15 +65,26 @@ TEXT_INPUT = "text"  # text models: BYTES [-1], one string per row
 TABULAR_INPUT = "input"  # tabular models: FP64 [-1, n_features], features in the model's order
 LABEL_OUTPUT = "label"  # classifiers: the predicted class per row
 PREDICTION_OUTPUT = "prediction"  # regressors: FP64 [-1], the predicted value per row
+# models without probabilities: FP64 [-1, n]: decision_function (per class; binary: one) or
+# an anomaly detector's score_samples (one)
+SCORES_OUTPUT = "scores"
 PROBABILITIES_OUTPUT = "probabilities"  # FP64 [-1, n_classes], only with predict_proba
 # MLServer's scikit-learn runtime names the same outputs after the estimator's methods; a
 # request may ask for them by those names too, and is answered under the name it asked.
 MLSERVER_OUTPUTS: dict[str, tuple[str, ...]] = {
     "predict": (LABEL_OUTPUT, PREDICTION_OUTPUT),
     "predict_proba": (PROBABILITIES_OUTPUT,),
+    "decision_function": (SCORES_OUTPUT,),
+    "score_samples": (SCORES_OUTPUT,),
 }
 # Every output name a request may ask for.
-OUTPUT_NAMES = (LABEL_OUTPUT, PREDICTION_OUTPUT, PROBABILITIES_OUTPUT, *MLSERVER_OUTPUTS)
+OUTPUT_NAMES = (
+    LABEL_OUTPUT,
+    PREDICTION_OUTPUT,
+    PROBABILITIES_OUTPUT,
+    SCORES_OUTPUT,
+    *MLSERVER_OUTPUTS,
+)
 
 Parameters = dict[str, Any]
 # A tensor dimension is an INT64 in the protocol; this bound also keeps it a number every JSON
@@ -133,7 +145,8 @@ class RequestInput(BaseModel):
     name: str
     shape: Shape
     datatype: str = Field(
-        description="V2 datatype: BYTES for text, FP64 for tabular features.",
+        description="V2 datatype: BYTES for text (and string columns), FP64 for tabular "
+        "features (INT64, BOOL for such columns of DataFrame models).",
         json_schema_extra={"enum": list(DATATYPES)},
     )
     parameters: Parameters | None = None
@@ -167,8 +180,8 @@ class InferenceRequest(BaseModel):
         default=None,
         description="Accepted; binary_data_output is ignored (answers are JSON).",
     )
-    # mlserve models take exactly one input tensor (the route says which one is missing).
-    inputs: list[RequestInput] = Field(json_schema_extra={"minItems": 1, "maxItems": 1})
+    # One input tensor, or one per column for DataFrame models (the route says which).
+    inputs: list[RequestInput] = Field(json_schema_extra={"minItems": 1})
     outputs: list[RequestOutput] | None = None
 
 

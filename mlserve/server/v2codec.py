@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from mlserve.errors import InvalidInputError
 from mlserve.runtime.model import LoadedModel, Prediction
-from mlserve.schemas import Label, ModelMetadata
+from mlserve.schemas import ColumnSpec, Label, ModelMetadata
 from mlserve.schemas.v2 import (
     DATATYPES,
     LABEL_OUTPUT,
@@ -26,6 +26,7 @@ from mlserve.schemas.v2 import (
     NUMERIC_DATATYPES,
     PREDICTION_OUTPUT,
     PROBABILITIES_OUTPUT,
+    SCORES_OUTPUT,
     TABULAR_INPUT,
     TEXT_INPUT,
     MetadataTensor,
@@ -235,27 +236,72 @@ def label_datatype(classes: Sequence[Label]) -> str:
     return "BYTES"
 
 
+def column_datatype(spec: ColumnSpec) -> str:
+    """The V2 datatype of a DataFrame model's column tensor."""
+    if spec.dtype == "category":
+        cats = spec.categories or []
+        if cats and all(isinstance(c, int) and not isinstance(c, bool) for c in cats):
+            return "INT64"
+        if cats and all(isinstance(c, int | float) and not isinstance(c, bool) for c in cats):
+            return "FP64"
+        return "BYTES"
+    return {"float": "FP64", "int": "INT64", "bool": "BOOL"}.get(spec.dtype, "BYTES")
+
+
 def tensor_signature(
-    meta: ModelMetadata, *, has_proba: bool, classes: Sequence[Label]
-) -> tuple[MetadataTensor, list[MetadataTensor]]:
-    """The model's one input tensor and its output tensors."""
-    if meta.input_schema.kind == "text":
-        tensor_in = MetadataTensor(name=TEXT_INPUT, datatype="BYTES", shape=[-1])
+    meta: ModelMetadata,
+    *,
+    has_proba: bool,
+    classes: Sequence[Label],
+    score_method: str | None = None,
+    indicator: bool = True,
+) -> tuple[list[MetadataTensor], list[MetadataTensor]]:
+    """The model's input tensors (one; one per column for DataFrame models) and outputs."""
+    schema = meta.input_schema
+    if schema.kind == "text":
+        inputs = [MetadataTensor(name=TEXT_INPUT, datatype="BYTES", shape=[-1])]
+    elif schema.dataframe and schema.columns:
+        inputs = [
+            MetadataTensor(name=c.name, datatype=column_datatype(c), shape=[-1])
+            for c in schema.columns
+        ]
     else:
-        n_features = meta.input_schema.n_features or len(meta.input_schema.feature_names or [])
-        tensor_in = MetadataTensor(name=TABULAR_INPUT, datatype="FP64", shape=[-1, n_features])
+        n_features = schema.n_features or len(schema.feature_names or [])
+        inputs = [MetadataTensor(name=TABULAR_INPUT, datatype="FP64", shape=[-1, n_features])]
+    width = meta.n_outputs
     if meta.task == "tabular-regression":
-        return tensor_in, [MetadataTensor(name=PREDICTION_OUTPUT, datatype="FP64", shape=[-1])]
-    outputs = [MetadataTensor(name=LABEL_OUTPUT, datatype=label_datatype(classes), shape=[-1])]
+        shape = [-1] if width == 1 else [-1, width]
+        return inputs, [MetadataTensor(name=PREDICTION_OUTPUT, datatype="FP64", shape=shape)]
+    if meta.task == "tabular-multilabel":
+        # Indicator models: 1 per output that is on (REST lists those outputs' indices);
+        # other multi-output classifiers: each output's label.
+        label_type = "INT64" if indicator else "BYTES"
+        outputs = [MetadataTensor(name=LABEL_OUTPUT, datatype=label_type, shape=[-1, width])]
+        if has_proba:
+            outputs.append(
+                MetadataTensor(name=PROBABILITIES_OUTPUT, datatype="FP64", shape=[-1, width])
+            )
+        return inputs, outputs
+    label_type = label_datatype(classes) if classes else "INT64"
+    outputs = [MetadataTensor(name=LABEL_OUTPUT, datatype=label_type, shape=[-1])]
     if has_proba:
         outputs.append(
             MetadataTensor(name=PROBABILITIES_OUTPUT, datatype="FP64", shape=[-1, len(classes)])
         )
-    return tensor_in, outputs
+    if score_method is not None:
+        n_scores = len(classes) if score_method == "decision_function" and len(classes) > 2 else 1
+        outputs.append(MetadataTensor(name=SCORES_OUTPUT, datatype="FP64", shape=[-1, n_scores]))
+    return inputs, outputs
 
 
-def model_signature(model: LoadedModel) -> tuple[MetadataTensor, list[MetadataTensor]]:
-    return tensor_signature(model.metadata, has_proba=model.has_proba, classes=model.classes)
+def model_signature(model: LoadedModel) -> tuple[list[MetadataTensor], list[MetadataTensor]]:
+    return tensor_signature(
+        model.metadata,
+        has_proba=model.has_proba,
+        classes=model.classes,
+        score_method=model.score_method,
+        indicator=model.indicator,
+    )
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -280,9 +326,84 @@ def _flatten(data: list[Any]) -> list[Any]:
 
 
 def input_rows(
-    inputs: list[RequestInput], model: LoadedModel, expected: MetadataTensor, limit: int
+    inputs: list[RequestInput], model: LoadedModel, expected: list[MetadataTensor], limit: int
 ) -> list[Any]:
     """Validate the request's inputs against the model and prepare one row per sample."""
+    if model.signature is not None:
+        return _column_rows(inputs, model, expected, limit)
+    return _tensor_rows(inputs, model, expected[0], limit)
+
+
+def _column_rows(
+    inputs: list[RequestInput], model: LoadedModel, expected: list[MetadataTensor], limit: int
+) -> list[Any]:
+    """DataFrame models: one tensor per column ([n] or [n, 1]), as MLServer's pandas codec
+    sends them; BYTES for strings, BOOL for booleans, numbers for numeric columns."""
+    wanted = {t.name: t for t in expected}
+    got = {t.name: t for t in inputs}
+    takes = f"model {model.ref} takes one input per column: " + ", ".join(
+        f"{t.name} ({t.datatype})" for t in expected
+    )
+    missing = [n for n in wanted if n not in got]
+    extra = [n for n in got if n not in wanted]
+    if missing or extra or len(got) != len(inputs):
+        parts = []
+        if missing:
+            parts.append(f"missing input(s) {', '.join(repr(n) for n in missing)}")
+        if extra:
+            parts.append(f"unexpected input(s) {', '.join(repr(n) for n in extra)}")
+        if len(got) != len(inputs):
+            parts.append("an input is given twice")
+        raise InvalidInputError(f"{'; '.join(parts)}; {takes}")
+    columns: list[list[Any]] = []
+    n_rows: int | None = None
+    for name, spec in wanted.items():
+        tensor = got[name]
+        if tensor.datatype not in DATATYPES:
+            raise InvalidInputError(
+                f"input '{name}' has unknown datatype '{tensor.datatype}' "
+                f"(V2 datatypes: {', '.join(DATATYPES)})"
+            )
+        numeric = spec.datatype in ("FP64", "INT64")
+        if tensor.datatype != spec.datatype and not (
+            numeric and tensor.datatype in NUMERIC_DATATYPES
+        ):
+            raise InvalidInputError(f"input '{name}' has datatype {tensor.datatype}; {takes}")
+        shape = tensor.shape
+        values = _flatten(tensor.data)
+        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+            raise InvalidInputError(
+                f"input '{name}' has shape {_shape_text(shape)}; a column is [n] or [n, 1]"
+            )
+        if shape[0] != len(values):
+            raise InvalidInputError(
+                f"input '{name}' has shape {_shape_text(shape)} but {len(values)} values in 'data'"
+            )
+        if n_rows is None:
+            n_rows = shape[0]
+        elif shape[0] != n_rows:
+            raise InvalidInputError(
+                f"input '{name}' has {shape[0]} rows, the first input {n_rows}: "
+                "every column needs one value per row"
+            )
+        columns.append(values)
+    n_rows = n_rows or 0
+    if n_rows > limit:
+        raise InvalidInputError(
+            f"the inputs have {n_rows} rows; the limit is {limit} (server.max_batch_items)"
+        )
+    names = list(wanted)
+    return [
+        model.prepare(
+            features=dict(zip(names, [c[i] for c in columns], strict=True)), field=f"row {i}"
+        )
+        for i in range(n_rows)
+    ]
+
+
+def _tensor_rows(
+    inputs: list[RequestInput], model: LoadedModel, expected: MetadataTensor, limit: int
+) -> list[Any]:
     names = [t.name for t in inputs]
     takes = f"model {model.ref} takes one {expected.datatype} input '{expected.name}' of shape "
     takes += _shape_text(expected.shape)
@@ -365,7 +486,9 @@ def wanted_outputs(
     return list(out.items())
 
 
-def _label_value(label: Label | float, datatype: str) -> Any:
+def _label_value(label: Label | list[Label], datatype: str) -> Any:
+    if isinstance(label, list):
+        raise TypeError("a list label is rendered by render_output")
     if datatype == "BYTES":
         return str(label)
     if datatype == "INT64":
@@ -381,12 +504,29 @@ def render_output(
     """The output tensor `spec` of `results`, named `name` (default: the output's own name)."""
     n = len(results)
     name = name or spec.name
+    data: list[Any] = []
     if spec.name == PROBABILITIES_OUTPUT:
-        keys = [str(c) for c in model.classes]
-        data: list[Any] = []
+        width = spec.shape[-1]
+        keys = [str(c) for c in model.classes] or [str(j) for j in range(width)]
         for p in results:
             assert p.probabilities is not None  # noqa: S101 - has_proba put it in the signature
             data.extend(p.probabilities[key] for key in keys)
         return {"name": name, "shape": [n, len(keys)], "datatype": "FP64", "data": data}
+    if spec.name == SCORES_OUTPUT:
+        width = spec.shape[-1]
+        for p in results:
+            assert p.scores is not None  # noqa: S101 - score_method put it in the signature
+            data.extend(p.scores.values())
+        return {"name": name, "shape": [n, width], "datatype": "FP64", "data": data}
+    if len(spec.shape) == 2:  # multi-output: one row of `width` values per input
+        width = spec.shape[1]
+        for p in results:
+            label = p.label if isinstance(p.label, list) else [p.label]
+            if model.task == "tabular-multilabel" and model.indicator:
+                on = set(label)
+                data.extend(1 if j in on else 0 for j in range(width))
+            else:
+                data.extend(_label_value(v, spec.datatype) for v in label)
+        return {"name": name, "shape": [n, width], "datatype": spec.datatype, "data": data}
     values = [_label_value(p.label, spec.datatype) for p in results]
     return {"name": name, "shape": [n], "datatype": spec.datatype, "data": values}

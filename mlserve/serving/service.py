@@ -45,12 +45,14 @@ def input_kind(text: str | None, features: Any) -> InputKind:
 
 
 def prediction_fields(p: Prediction) -> dict[str, Any]:
-    """The wire fields of one answer: prediction, confidence, probabilities, and scores for
-    the models that give raw scores instead of probabilities."""
-    fields = {"prediction": p.label, "confidence": p.confidence, "probabilities": p.probabilities}
-    if p.scores is not None:
-        fields["scores"] = p.scores
-    return fields
+    """The wire fields of one answer: prediction, confidence, probabilities, and scores (null
+    but for models that give raw scores instead of probabilities)."""
+    return {
+        "prediction": p.label,
+        "confidence": p.confidence,
+        "probabilities": p.probabilities,
+        "scores": p.scores,
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -367,12 +367,18 @@ def test_empty_file_is_a_usage_error(
     assert_user_error(cli("predict", "--file", path), "no inputs to predict", code=2)
 
 
-def test_non_numeric_csv_without_text_column_is_a_usage_error(
-    cli: Callable[..., Result], assert_user_error: Callable[..., None], tmp_path: Path
+def test_a_non_numeric_cell_for_a_numeric_model_is_refused_naming_its_line(
+    cli: Callable[..., Result],
+    server: MlserveProcess,
+    assert_user_error: Callable[..., None],
+    tmp_path: Path,
 ) -> None:
+    # Cells are sent typed (numbers, true/false, else strings): the model's signature decides.
     path = tmp_path / "rows.csv"
-    path.write_text("a,b\n1,x\n", encoding="utf-8")
-    assert_user_error(cli("predict", "--file", path), "line 2", "'b'", "not a number", code=2)
+    rows = [IRIS_FEATURES, ["5.1", "3.5", "1.4", "0.2"], ["5.0", "wide", "1.4", "0.2"]]
+    path.write_text("\n".join(",".join(r) for r in rows) + "\n", encoding="utf-8")
+    result = cli("predict", "--file", path, "--model", "iris", "--url", server.url)
+    assert_user_error(result, "rows.csv line 3", "sepal_width", "must be a number", code=1)
 
 
 def test_ragged_csv_row_is_a_usage_error(

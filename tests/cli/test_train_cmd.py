@@ -78,15 +78,6 @@ def bad_data(tmp_path: Path) -> dict[str, tuple[Path, list[str], str]]:
             text_args,
             "single class ('positive')",
         ),
-        "non-numeric-features": (
-            write_csv(
-                tmp_path / "tab.csv",
-                [["size", "colour", "label"]]
-                + [[str(i), "red" if i % 2 else "blue", str(i % 2)] for i in range(10)],
-            ),
-            ["--target", "label"],
-            "column 'colour' holds 'blue', not a number",
-        ),
         "binary": (binary, text_args, "is not UTF-8 text"),
         "latin1": (latin1, text_args, "is not UTF-8 text"),
         "nonexistent": (tmp_path / "nope.csv", text_args, "does not exist"),
@@ -101,7 +92,6 @@ def bad_data(tmp_path: Path) -> dict[str, tuple[Path, list[str], str]]:
         "empty",
         "header-only",
         "single-class",
-        "non-numeric-features",
         "binary",
         "latin1",
         "nonexistent",

@@ -5,6 +5,7 @@ corrupt registry files, failing async jobs, unknown models and versions."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -37,7 +38,8 @@ def hostile(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[tuple[
     root = tmp_path / "registry"
     populate(root)
     registry = Registry(root)
-    add = registry.register_estimator
+    # Bad on purpose: registered as --no-check would (the smoke check refuses them).
+    add = functools.partial(registry.register_estimator, check=False)
     add(fitted(UnloadableClassifier), name="unloadable", feature_names=IRIS_FEATURES)
     add(fitted(FailingClassifier), name="failing", feature_names=IRIS_FEATURES)
     tamper(registry, add(fitted(UnloadableClassifier), name="tampered"))

@@ -398,7 +398,9 @@ def test_requests_over_the_queue_limit_get_503_with_retry_after(
     registry: Any, gated_estimator: Any, gate: tuple[str, Any], serve: Any
 ) -> None:
     name, held = gate
-    registry.register_estimator(gated_estimator(name), name="slow", feature_names=IRIS_FEATURES)
+    registry.register_estimator(
+        gated_estimator(name), name="slow", feature_names=IRIS_FEATURES, check=False
+    )
     client = serve(batching={"max_queue": 1})
 
     with full_queue(client, held, {"features": FLOWER, "model": "slow"}) as statuses:
@@ -416,7 +418,9 @@ def test_a_full_queue_sheds_predictions_before_reading_their_body(
     infer are answered 503 at once, without parsing the body (an invalid one too), keeping the
     connection; other routes, and models with room, are served as usual."""
     name, held = gate
-    registry.register_estimator(gated_estimator(name), name="slow", feature_names=IRIS_FEATURES)
+    registry.register_estimator(
+        gated_estimator(name), name="slow", feature_names=IRIS_FEATURES, check=False
+    )
     client = serve(batching={"max_queue": 1})
     manager = client.app.state.mlserve.manager  # type: ignore[attr-defined]
     malformed_body = {"content": b"{not json", "headers": {"content-type": "application/json"}}
@@ -444,7 +448,9 @@ def test_a_model_with_room_is_not_shed_because_another_is_full(
     registry: Any, gated_estimator: Any, iris_estimator: Any, gate: tuple[str, Any], serve: Any
 ) -> None:
     name, held = gate
-    registry.register_estimator(gated_estimator(name), name="slow", feature_names=IRIS_FEATURES)
+    registry.register_estimator(
+        gated_estimator(name), name="slow", feature_names=IRIS_FEATURES, check=False
+    )
     registry.register_estimator(
         iris_estimator, name="iris", aliases=["production"], feature_names=IRIS_FEATURES
     )

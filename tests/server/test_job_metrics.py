@@ -78,7 +78,9 @@ def test_a_running_job_shows_in_the_gauge_and_counts_once_when_cancelled(
     serve: Callable[..., TestClient],
 ) -> None:
     name, held = gate
-    registry.register_estimator(gated_estimator(name), name="gated", feature_names=IRIS_FEATURES)
+    registry.register_estimator(
+        gated_estimator(name), name="gated", feature_names=IRIS_FEATURES, check=False
+    )
     registry.register_estimator(iris_estimator, name="iris", feature_names=IRIS_FEATURES)
     client = serve(jobs={"chunk_size": 2})
     held.entered.clear()
@@ -102,7 +104,9 @@ def test_a_running_job_shows_in_the_gauge_and_counts_once_when_cancelled(
 def test_a_job_the_model_fails_counts_as_failed(
     registry: Registry, poisonable_estimator: Any, serve: Callable[..., TestClient]
 ) -> None:
-    registry.register_estimator(poisonable_estimator, name="poison", feature_names=IRIS_FEATURES)
+    registry.register_estimator(
+        poisonable_estimator, name="poison", feature_names=IRIS_FEATURES, check=False
+    )
     client = serve(jobs={"chunk_size": 2})
     rows = [FLOWERS[0], FLOWERS[1], [-999.0, 1.0, 1.0, 1.0]]
 

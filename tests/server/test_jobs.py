@@ -330,7 +330,9 @@ def test_cancelling_a_running_job_stores_no_more_results(
     serve: Callable[..., TestClient],
 ) -> None:
     name, held = gate
-    registry.register_estimator(gated_estimator(name), name="gated", feature_names=IRIS_FEATURES)
+    registry.register_estimator(
+        gated_estimator(name), name="gated", feature_names=IRIS_FEATURES, check=False
+    )
     registry.register_estimator(iris_estimator, name="iris", feature_names=IRIS_FEATURES)
     client = serve(jobs={"chunk_size": 2})
     held.entered.clear()
@@ -454,7 +456,9 @@ def test_unknown_model_is_404_and_other_media_types_415(client: TestClient) -> N
 def test_a_model_failing_mid_job_fails_it_with_a_clear_error(
     registry: Registry, poisonable_estimator: Any, serve: Callable[..., TestClient]
 ) -> None:
-    registry.register_estimator(poisonable_estimator, name="poison", feature_names=IRIS_FEATURES)
+    registry.register_estimator(
+        poisonable_estimator, name="poison", feature_names=IRIS_FEATURES, check=False
+    )
     client = serve(jobs={"chunk_size": 2})
     rows = [FLOWERS[0], FLOWERS[1], FLOWERS[2], [-999.0, 1.0, 1.0, 1.0], FLOWERS[3]]
 
@@ -535,7 +539,9 @@ def test_shutdown_mid_job_gives_the_job_back_for_the_next_server(
     from mlserve.server.app import create_app
 
     name, held = gate
-    registry.register_estimator(gated_estimator(name), name="gated", feature_names=IRIS_FEATURES)
+    registry.register_estimator(
+        gated_estimator(name), name="gated", feature_names=IRIS_FEATURES, check=False
+    )
     settings = make_settings(jobs={"chunk_size": 2}, server={"graceful_timeout": 0.2})
     with TestClient(create_app(settings)) as client:
         held.entered.clear()

@@ -145,7 +145,7 @@ def test_queue_depth_counts_the_requests_waiting_for_the_model(
     gate = broken_models.GATES[gate_name] = broken_models.Gate()
     try:
         registry.register_estimator(
-            gated_estimator(gate_name), name="slow", feature_names=IRIS_FEATURES
+            gated_estimator(gate_name), name="slow", feature_names=IRIS_FEATURES, check=False
         )
         client = serve()
         assert value(scrape(client), "mlserve_queue_depth", model="slow") == 0

@@ -47,6 +47,14 @@ def test_model_info_has_the_registered_metrics_classes_schema_and_sha256(
         "kind": "tabular",
         "feature_names": IRIS_FEATURES,
         "n_features": 4,
+        # a float matrix (fitted on an array, the names given at registration): the
+        # signature is a float per feature
+        "columns": [
+            {"name": n, "dtype": "float", "nullable": False, "categories": None}
+            for n in IRIS_FEATURES
+        ],
+        "dataframe": False,
+        "notes": [],
     }
     assert info["sha256"] == registry.metadata("iris", 1).sha256 == iris_meta.sha256
     assert info["version"] == 1

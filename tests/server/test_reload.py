@@ -160,7 +160,11 @@ def test_requests_in_flight_during_a_swap_finish_on_the_old_version(
 ) -> None:
     name, held = gate
     registry.register_estimator(
-        gated_estimator(name), name="iris", aliases=["production"], feature_names=IRIS_FEATURES
+        gated_estimator(name),
+        name="iris",
+        aliases=["production"],
+        feature_names=IRIS_FEATURES,
+        check=False,
     )
     registry.register_estimator(iris_estimator, name="iris", feature_names=IRIS_FEATURES)
     client = serve()
@@ -187,7 +191,11 @@ def test_health_stays_responsive_while_a_prediction_is_slow(
 ) -> None:
     name, held = gate
     registry.register_estimator(
-        gated_estimator(name), name="slow", aliases=["production"], feature_names=IRIS_FEATURES
+        gated_estimator(name),
+        name="slow",
+        aliases=["production"],
+        feature_names=IRIS_FEATURES,
+        check=False,
     )
     client = serve()
     held.entered.clear()

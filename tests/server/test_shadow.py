@@ -87,7 +87,9 @@ def test_a_failing_shadow_does_not_affect_live_answers(
     broken_estimator: Any,
     serve: Callable[..., TestClient],
 ) -> None:
-    registry.register_estimator(broken_estimator, name="iris", feature_names=IRIS_FEATURES)
+    registry.register_estimator(
+        broken_estimator, name="iris", feature_names=IRIS_FEATURES, check=False
+    )
     client = serve(traffic={"shadow": {"iris": 2}, "failure_threshold": 2})
 
     for _ in range(6):
@@ -139,7 +141,9 @@ def test_a_full_shadow_queue_drops_and_counts_instead_of_slowing_live_traffic(
 ) -> None:
     name, held = gate
     monkeypatch.setattr(traffic_module, "SHADOW_MAX_QUEUE", 3)
-    registry.register_estimator(gated_estimator(name), name="iris", feature_names=IRIS_FEATURES)
+    registry.register_estimator(
+        gated_estimator(name), name="iris", feature_names=IRIS_FEATURES, check=False
+    )
     client = serve(traffic={"shadow": {"iris": 2}})
     try:
         for _ in range(10):  # the shadow is stuck in its first call the whole time

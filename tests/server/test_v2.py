@@ -164,10 +164,15 @@ def test_regression_metadata_has_an_fp64_prediction_and_no_probabilities(
     assert "classes" not in body["parameters"]
 
 
-def test_classifier_without_predict_proba_has_only_a_label(client: TestClient) -> None:
+def test_classifier_without_predict_proba_has_a_label_and_decision_scores(
+    client: TestClient,
+) -> None:
     body = client.get("/v2/models/svc").json()
 
-    assert body["outputs"] == [{"name": "label", "datatype": "BYTES", "shape": [-1]}]
+    assert body["outputs"] == [
+        {"name": "label", "datatype": "BYTES", "shape": [-1]},
+        {"name": "scores", "datatype": "FP64", "shape": [-1, 3]},  # one per class
+    ]
 
 
 def test_version_metadata_by_number_and_by_alias(

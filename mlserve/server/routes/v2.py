@@ -114,7 +114,7 @@ async def _model_metadata(
         model = current.model
     if model is not None:
         meta = model.metadata
-        tensor_in, outputs = model_signature(model)
+        tensors_in, outputs = model_signature(model)
         classes = model.classes
     else:
         lookup = served.ref if version is None else ref
@@ -122,20 +122,25 @@ async def _model_metadata(
             manager.registry.resolve, lookup, default_alias=manager.settings.server.default_alias
         )
         classes = list(meta.classes or [])
-        tensor_in, outputs = tensor_signature(
-            meta, has_proba=meta.has_predict_proba, classes=classes
+        tensors_in, outputs = tensor_signature(
+            meta,
+            has_proba=meta.has_predict_proba,
+            classes=classes,
+            score_method=meta.score_method,
         )
     versions = await asyncio.to_thread(manager.registry.versions, name)
     parameters: dict[str, Any] = {"version": str(meta.version), "task": meta.task}
-    if meta.task != "tabular-regression":
+    if classes:
         parameters["classes"] = list(classes)
     if meta.input_schema.kind == "tabular":
         parameters["feature_names"] = list(meta.input_schema.feature_names or [])
+    if meta.input_schema.columns:
+        parameters["columns"] = [c.model_dump() for c in meta.input_schema.columns]
     return ModelMetadataResponse(
         name=name,
         versions=[str(v) for v in versions],
         platform=PLATFORM,
-        inputs=[tensor_in],
+        inputs=tensors_in,
         outputs=outputs,
         parameters=parameters,
     )
@@ -269,9 +274,9 @@ async def _infer(
     runtime: Runtime = await service.choose(name, version, lambda: client_key(scope))
     mark_model(scope, runtime)
     model = runtime.model
-    tensor_in, outputs = model_signature(model)
+    tensors_in, outputs = model_signature(model)
     wanted = wanted_outputs(body.outputs, outputs)
-    rows = input_rows(body.inputs, model, tensor_in, limit)
+    rows = input_rows(body.inputs, model, tensors_in, limit)
     # Row i is remembered as <X-Request-ID>-<i> for POST /api/feedback.
     scored = await service.predict_rows(
         runtime, rows, request_id=scope["state"]["request_id"], use_cache=False
