@@ -342,7 +342,12 @@ class QualityService:
         if meta is None:
             return f"model {ref} is no longer in the registry", None
         if meta.task == "tabular-regression" or not meta.classes:
-            return f"model {ref} is a regression model: feedback takes class labels", None
+            what = {
+                "tabular-regression": "a regression model",
+                "tabular-multilabel": "a multilabel model",
+                "clustering": "a clusterer",
+            }.get(meta.task, "a model without a class list")
+            return f"model {ref} is {what}: feedback takes class labels", None
         key = match_label(label, meta.classes)
         if key is None:
             shown = ", ".join(label_key(c) for c in meta.classes[:20])

@@ -19,7 +19,16 @@ from typer.testing import CliRunner, Result
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]
-FIELDS = ("input", "prediction", "confidence", "probabilities", "model", "version", "request_id")
+FIELDS = (
+    "input",
+    "prediction",
+    "confidence",
+    "probabilities",
+    "model",
+    "version",
+    "request_id",
+    "scores",
+)
 
 
 # Most tests here talk to a real `mlserve serve` process.
