@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import platform
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from mlserve.errors import InvalidModelError, MlserveError
 from mlserve.runtime import introspect, signature
+from mlserve.runtime.formats.joblib import dump as dump_estimator
+from mlserve.runtime.formats.joblib import read_file as read_candidate
+from mlserve.runtime.formats.joblib import unpickle
 from mlserve.schemas import ColumnSpec, Label, ModelMetadata, TaskKind
 
 __all__ = [
@@ -56,32 +56,6 @@ def environment_versions() -> dict[str, str]:
         "sklearn_version": str(sklearn.__version__),
         "joblib_version": str(joblib.__version__),
     }
-
-
-def unpickle(data: bytes, *, origin: str) -> tuple[Any, str | None]:
-    """joblib.load from bytes; returns the object and the scikit-learn version it was saved with
-    when that differs from ours (scikit-learn warns about it on unpickling)."""
-    import joblib
-    from sklearn.exceptions import InconsistentVersionWarning
-
-    saved_with: str | None = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        obj = joblib.load(io.BytesIO(data))
-    for w in caught:
-        if isinstance(w.message, InconsistentVersionWarning):
-            saved_with = str(w.message.original_sklearn_version)
-        else:
-            log.debug("warning while loading %s: %s", origin, w.message)
-    return obj, saved_with
-
-
-def dump_estimator(estimator: Any) -> bytes:
-    import joblib
-
-    buf = io.BytesIO()
-    joblib.dump(estimator, buf)
-    return buf.getvalue()
 
 
 def check_is_estimator(obj: Any, *, where: str) -> None:
@@ -200,21 +174,6 @@ def _example_input(model: Any, row: Mapping[str, Any], field: str) -> Any:
     if model.feature_names:
         return model.prepare(features=dict(row), field=field)
     return model.prepare(features=list(row.values()), field=field)
-
-
-def read_candidate(path: Path) -> bytes:
-    """The bytes of a file offered for registration; InvalidModelError when there are none."""
-    if not path.exists():
-        raise InvalidModelError(f"{path} does not exist")
-    if path.is_dir():
-        raise InvalidModelError(f"{path} is a directory, not a joblib model file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InvalidModelError(f"cannot read {path}: {exc.strerror}") from None
-    if not data:
-        raise InvalidModelError(f"{path} is empty, not a joblib model file")
-    return data
 
 
 def version_mismatch_warnings(meta: ModelMetadata) -> list[str]:

@@ -31,6 +31,7 @@ from filelock import FileLock, Timeout
 from mlserve.errors import (
     IntegrityError,
     InvalidModelError,
+    MlserveError,
     ModelNotFoundError,
     NotFoundError,
     RegistryError,
@@ -39,17 +40,14 @@ from mlserve.errors import (
 from mlserve.fsutil import atomic_write_json, fsync_dir
 from mlserve.registry.artifacts import (
     LoadedArtifact,
-    check_is_estimator,
     describe_estimator,
-    dump_estimator,
-    read_candidate,
     sha256_bytes,
     smoke_check,
-    unpickle,
     version_mismatch_warnings,
 )
+from mlserve.registry.intake import Intake
 from mlserve.registry.refs import NAME_RE, ModelRef, validate_alias, validate_name
-from mlserve.runtime.introspect import native_booster_message, sniff_native_booster
+from mlserve.runtime import formats
 from mlserve.schemas import ColumnSpec, ModelMetadata, ModelSummary, TaskKind, VersionSummary
 
 __all__ = [
@@ -72,7 +70,7 @@ LOCK_TIMEOUT_S = 120.0
 STALE_STAGING_S = 3600.0
 
 
-class Registry:
+class Registry(Intake):
     """Versions, aliases and metadata of models in one directory."""
 
     def __init__(self, root: Path | str) -> None:
@@ -296,14 +294,16 @@ class Registry:
                 "refusing to load it"
             )
         try:
-            estimator, _ = unpickle(data, origin=str(path))
-        except Exception as exc:  # noqa: BLE001 - unpickling can raise anything; report, never crash
+            estimator = formats.get(meta.format).load(data, origin=str(path), meta=meta)
+        except MlserveError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - loading can raise anything; report, never crash
             # What the exception says comes from code in the artifact: it goes to the log; the
             # message (which API clients see) names only its type.
             log.error("cannot unpickle %s: %s: %s", path, type(exc).__name__, exc)
             raise IntegrityError(
                 f"artifact {path} of {meta.name}:{meta.version} cannot be loaded: "
-                f"{type(exc).__name__} while unpickling (details in the log)"
+                f"{type(exc).__name__} while loading it ({meta.format}; details in the log)"
             ) from exc
         notes = version_mismatch_warnings(meta)
         for note in notes:
@@ -311,99 +311,6 @@ class Registry:
         return LoadedArtifact(estimator=estimator, metadata=meta, warnings=notes)
 
     # ----------------------------------------------------------------- writing
-    def register(
-        self,
-        artifact: Path | str,
-        *,
-        name: str,
-        aliases: Sequence[str] = (),
-        description: str = "",
-        tags: Mapping[str, str] | None = None,
-        metrics: Mapping[str, Any] | None = None,
-        training: Mapping[str, Any] | None = None,
-        source: str | None = None,
-        task: TaskKind | None = None,
-        example: Sequence[Mapping[str, Any]] | None = None,
-        check: bool = True,
-    ) -> ModelMetadata:
-        """Validate a joblib file and add it as the next version of `name`.
-
-        `example` (rows of real inputs) types the signature; `check` predicts it (or a row
-        built from the signature) first, so a model that cannot predict is never registered."""
-        validate_name(name)
-        for alias in aliases:
-            validate_alias(alias)
-        path = Path(artifact).expanduser()
-        data = read_candidate(path)
-        try:
-            estimator, saved_with = unpickle(data, origin=str(path))
-        except Exception as exc:  # noqa: BLE001 - unpickling can raise anything; report, never crash
-            library = sniff_native_booster(data)
-            if library is not None:
-                raise InvalidModelError(native_booster_message(str(path), library)) from None
-            raise InvalidModelError(
-                f"{path} is not a loadable joblib model: {type(exc).__name__}: {exc}"
-            ) from None
-        check_is_estimator(estimator, where=str(path))
-        return self._commit(
-            data,
-            estimator,
-            name=name,
-            aliases=aliases,
-            description=description,
-            tags=tags,
-            metrics=metrics,
-            training=training,
-            source=source or str(path.resolve()),
-            task=task,
-            saved_with=saved_with,
-            example=example,
-            check=check,
-        )
-
-    def register_estimator(
-        self,
-        estimator: Any,
-        *,
-        name: str,
-        aliases: Sequence[str] = (),
-        description: str = "",
-        tags: Mapping[str, str] | None = None,
-        metrics: Mapping[str, Any] | None = None,
-        training: Mapping[str, Any] | None = None,
-        source: str = "mlserve train",
-        task: TaskKind | None = None,
-        feature_names: Sequence[str] | None = None,
-        columns: Sequence[ColumnSpec] | None = None,
-        example: Sequence[Mapping[str, Any]] | None = None,
-        check: bool = True,
-    ) -> ModelMetadata:
-        """Serialize an in-memory estimator with joblib and add it as the next version.
-
-        `feature_names` names the columns of a tabular model fitted on a plain array;
-        `columns` is the typed signature of its training data (else it is inferred).
-        """
-        validate_name(name)
-        for alias in aliases:
-            validate_alias(alias)
-        return self._commit(
-            dump_estimator(estimator),
-            estimator,
-            name=name,
-            aliases=aliases,
-            description=description,
-            tags=tags,
-            metrics=metrics,
-            training=training,
-            source=source,
-            task=task,
-            saved_with=None,
-            feature_names=feature_names,
-            columns=columns,
-            example=example,
-            check=check,
-        )
-
     def _commit(
         self,
         data: bytes,
@@ -422,7 +329,12 @@ class Registry:
         columns: Sequence[ColumnSpec] | None = None,
         example: Sequence[Mapping[str, Any]] | None = None,
         check: bool = True,
+        artifact: str = ARTIFACT,
+        format_name: str = "joblib",
+        format_details: Mapping[str, Any] | None = None,
     ) -> ModelMetadata:
+        if "/" in artifact or artifact in ("", ".", "..", METADATA):
+            raise InvalidModelError(f"invalid artifact name {artifact!r}")
         described = describe_estimator(
             estimator,
             task=task,
@@ -439,7 +351,9 @@ class Registry:
             tags=dict(tags or {}),
             sha256=sha256_bytes(data),
             size_bytes=len(data),
-            artifact=ARTIFACT,
+            artifact=artifact,
+            format=format_name,
+            format_details=dict(format_details or {}),
             metrics=dict(metrics or {}),
             training=dict(training or {}),
             **described,
@@ -452,7 +366,7 @@ class Registry:
         staging = staging_root / uuid.uuid4().hex
         try:
             staging.mkdir(parents=True)
-            write_synced(staging / ARTIFACT, data)
+            write_synced(staging / artifact, data)
             with self._locked():
                 self._clean_stale_staging()
                 model_dir = self._model_dir(name)

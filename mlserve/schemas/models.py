@@ -82,6 +82,14 @@ class ModelMetadata(BaseModel):
     sha256: str
     size_bytes: int
     artifact: str = "model.joblib"
+    format: Literal["joblib", "skops", "onnx", "mlflow"] = Field(
+        default="joblib", description="How the artifact is stored and loaded."
+    )
+    format_details: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What the format needs to load the artifact again (trusted skops types, "
+        "an MLflow run id, ONNX tensor names).",
+    )
     python_version: str
     sklearn_version: str
     joblib_version: str
