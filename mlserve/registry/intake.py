@@ -83,9 +83,11 @@ class Intake:
         task: TaskKind | None = None,
         example: Sequence[Mapping[str, Any]] | None = None,
         check: bool = True,
+        keep: Mapping[str, Any] | None = None,
     ) -> ModelMetadata:
         """Add a model read by its format as the next version (what the user gives wins over
-        what the format knows: task, example, tags)."""
+        what the format knows: task, example, tags). `keep` holds metadata fields recorded as
+        given instead of described from the estimator (a bundle's signature, profile)."""
         validate_name(name)
         for alias in aliases:
             validate_alias(alias)
@@ -108,6 +110,7 @@ class Intake:
             artifact=candidate.artifact,
             format_name=format_name,
             format_details=candidate.details,
+            keep=keep,
         )
 
     def register_estimator(

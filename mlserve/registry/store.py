@@ -332,7 +332,10 @@ class Registry(Intake):
         artifact: str = ARTIFACT,
         format_name: str = "joblib",
         format_details: Mapping[str, Any] | None = None,
+        keep: Mapping[str, Any] | None = None,
     ) -> ModelMetadata:
+        # `keep`: metadata fields recorded as given rather than re-described (an imported
+        # bundle keeps its signature, profile and versions).
         if "/" in artifact or artifact in ("", ".", "..", METADATA):
             raise InvalidModelError(f"invalid artifact name {artifact!r}")
         described = describe_estimator(
@@ -358,6 +361,7 @@ class Registry(Intake):
             training=dict(training or {}),
             **described,
         )
+        draft.update(keep or {})
         if check:  # before anything is written: a refused model leaves no trace
             draft["n_outputs"] = smoke_check(estimator, ModelMetadata(version=0, **draft), example)
         # Stage outside the lock (the slow part), then publish under it with one rename.
