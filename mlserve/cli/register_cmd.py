@@ -1,4 +1,4 @@
-"""`mlserve register`: add an existing joblib model to the registry."""
+"""`mlserve register`: add an existing model (joblib, skops, ONNX, MLflow) to the registry."""
 
 from __future__ import annotations
 
@@ -83,6 +83,10 @@ def render_registered(meta: Any, *, verb: str = "registered") -> None:
         f"sha256 {meta.sha256}",
         f"size {meta.size_bytes:,} bytes",
     ]
+    if meta.format != "joblib":
+        trusted = meta.format_details.get("trusted") or []
+        also = f", trusting {', '.join(map(str, trusted))}" if trusted else ""
+        lines.append(f"format {meta.format}{also}")
     if meta.classes:
         lines.append("classes " + ", ".join(map(str, meta.classes)))
     columns = meta.input_schema.columns or []
@@ -105,7 +109,13 @@ def check_note(check: bool) -> None:
 
 @cli_errors
 def register(
-    path: Annotated[Path, typer.Argument(help="The joblib file holding a fitted estimator.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="The model: a joblib/pickle file, a .skops file, an .onnx file, or an MLflow "
+            "model directory."
+        ),
+    ],
     name: Annotated[str, typer.Option("--name", "-n", help="Model name in the registry.")],
     alias: Annotated[
         list[str] | None,
@@ -140,17 +150,31 @@ def register(
             "and refuse a model that cannot. --no-check: for a model that cannot run here.",
         ),
     ] = True,
+    trust: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust",
+            metavar="TYPE",
+            help="A type a .skops file may hold beyond scikit-learn's and numpy's, e.g. "
+            "mypackage.MyTransformer (repeatable; the refusal names them). Trusting a type runs "
+            "its code when the model loads.",
+            show_default=False,
+        ),
+    ] = None,
     registry: RegistryOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Validate a joblib model file and add it to the registry as the next version.
+    """Validate a joblib model file (or pickle), a .skops file, an .onnx file or an MLflow model
+    directory, and add it to the registry as the next version.
 
     The model's typed input signature is recorded (from --example, else inferred from the
     model, saying what could not be), and a smoke prediction proves it can serve: a model that
     cannot predict is refused (exit 2) and nothing is written.
 
-    Loading a joblib file runs code from it: register only files you trust.
+    Loading a joblib file runs code from it: register only files you trust. A .skops file
+    (the format for files from someone else) loads only trusted types: others are refused,
+    naming them, unless given with --trust.
     """
     from mlserve.runtime.signature import read_example
 
@@ -168,6 +192,7 @@ def register(
         task=check_task(task),
         example=rows,
         check=check,
+        trust=trust or [],
     )
     if as_json:
         print_json(meta.model_dump(mode="json"))
