@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from mlserve.errors import ServerResponseError, ServerUnreachableError
 from mlserve.schemas import (
     BatchPredictResponse,
+    CompareResponse,
     FeedbackResponse,
     FeedbackResult,
     HealthResponse,
@@ -56,6 +57,12 @@ def _batch_body(
         body["records"] = list(records)
     if model is not None:
         body["model"] = model
+    return body
+
+
+def _compare_body(text: str | None, features: Any, models: Sequence[str]) -> dict[str, Any]:
+    body = _predict_body(text, features, None)
+    body["models"] = list(models)
     return body
 
 
@@ -242,6 +249,13 @@ class Client:
         body = _batch_body(texts, records, model)
         return self._call(BatchPredictResponse, "POST", "/api/predict/batch", json=body)
 
+    def compare(
+        self, text: str | None = None, *, features: Any = None, models: Sequence[str]
+    ) -> CompareResponse:
+        """One input asked of several models: each result is an answer or that model's error."""
+        body = _compare_body(text, features, models)
+        return self._call(CompareResponse, "POST", "/api/predict/compare", json=body)
+
     def models(self) -> ModelList:
         return self._call(ModelList, "GET", "/api/models")
 
@@ -339,6 +353,13 @@ class AsyncClient:
     ) -> BatchPredictResponse:
         body = _batch_body(texts, records, model)
         return await self._call(BatchPredictResponse, "POST", "/api/predict/batch", json=body)
+
+    async def compare(
+        self, text: str | None = None, *, features: Any = None, models: Sequence[str]
+    ) -> CompareResponse:
+        """One input asked of several models: each result is an answer or that model's error."""
+        body = _compare_body(text, features, models)
+        return await self._call(CompareResponse, "POST", "/api/predict/compare", json=body)
 
     async def models(self) -> ModelList:
         return await self._call(ModelList, "GET", "/api/models")

@@ -520,6 +520,14 @@ def predict(
             "--model", "-m", help="Model reference: name, name:3 or name@alias.", show_default=False
         ),
     ] = None,
+    compare: Annotated[
+        str | None,
+        typer.Option(
+            "--compare",
+            help="Ask several models about one input, side by side: a,b@staging,c:3.",
+            show_default=False,
+        ),
+    ] = None,
     local: Annotated[
         bool, typer.Option("--local", help="Predict in-process from the registry, no server.")
     ] = False,
@@ -555,6 +563,12 @@ def predict(
     mlserve predict --file rows.csv --model iris --json
     """
     settings = client_settings(config, url, api_key, timeout, registry={"path": registry})
+    if compare is not None:  # several models, one input: cli/compare_view.py
+        from mlserve.cli.compare_view import compare_models
+
+        flags = {"--local": local, "--file": file, "--model": model, "--output": output}
+        compare_models(settings, compare, texts or [], features, flags, as_json=as_json)
+        return
     inputs = gather_inputs(texts or [], file, features, text_column)
     if local:
         results = predict_local(settings, inputs, model, batch_size)

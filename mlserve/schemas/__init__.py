@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from mlserve.schemas.aliases import AliasChange, AliasUpdate
 from mlserve.schemas.common import ErrorBody, ErrorResponse, Features, Label, TaskKind
+from mlserve.schemas.compare import (
+    CompareError,
+    CompareRequest,
+    CompareResponse,
+    CompareResult,
+)
 from mlserve.schemas.feedback import (
     ClassDrift,
     ConfidenceDrift,
@@ -74,6 +80,10 @@ __all__ = [
     "BatchPredictResponse",
     "BatchPredictionItem",
     "ClassDrift",
+    "CompareError",
+    "CompareRequest",
+    "CompareResponse",
+    "CompareResult",
     "ConfidenceDrift",
     "ConfusionMatrix",
     "DependencyStatus",

@@ -28,7 +28,7 @@ from mlserve.server.middleware.context import RequestContextMiddleware
 from mlserve.server.middleware.fastlane import FastPredictMiddleware
 from mlserve.server.middleware.ratelimit import EXEMPT_PATHS, install_rate_limit
 from mlserve.server.openapi import install_openapi
-from mlserve.server.routes import aliases, feedback, health, jobs, models, predict, v2
+from mlserve.server.routes import aliases, compare, feedback, health, jobs, models, predict, v2
 from mlserve.serving.jobrunner import start_jobs
 from mlserve.serving.manager import ModelManager
 from mlserve.serving.metrics import ServerMetrics
@@ -170,6 +170,7 @@ def create_app(
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(predict.router)
+    app.include_router(compare.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(v2.router)
