@@ -4,6 +4,7 @@
 # `import mlserve.server.routes.<module>` light).
 __all__ = [
     "aliases",
+    "compare",
     "feedback",
     "health",
     "jobs",
