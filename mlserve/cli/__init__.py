@@ -13,6 +13,7 @@ from mlserve.cli import (
     health_cmd,
     keys_cmd,
     loadtest_cmd,
+    models_bundle_cmd,
     models_cmd,
     predict_cmd,
     register_cmd,
@@ -62,6 +63,8 @@ app.command("health-check")(health_cmd.health_check)
 app.command("feedback")(feedback_cmd.feedback)
 app.command("loadtest")(loadtest_cmd.loadtest)
 app.command("worker")(worker_cmd.worker)
+models_cmd.app.command("export")(models_bundle_cmd.export_version)
+models_cmd.app.command("import")(models_bundle_cmd.import_version)
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(keys_cmd.app, name="keys")

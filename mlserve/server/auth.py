@@ -17,10 +17,12 @@ OPEN_PATHS = frozenset({"/", "/api/live", "/api/ready", "/v2/health/live", "/v2/
 METRICS_PATHS = frozenset({"/metrics"})
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Admin-only, whatever the method: reload, traffic splits, admin routes, V2 model repository.
+# Admin-only, whatever the method: reload, traffic splits, version exports, admin routes, V2
+# model repository.
 ADMIN_PATTERNS = (
     re.compile(r"^/api/models/[^/]+/reload/?$"),
     re.compile(r"^/api/models/[^/]+/traffic(?:/.*)?$"),
+    re.compile(r"^/api/models/[^/]+/versions/[^/]+/export/?$"),  # the whole artifact
     re.compile(r"^/api/admin(?:/.*)?$"),
     re.compile(r"^/v2/repository(?:/.*)?$"),
 )

@@ -1,4 +1,4 @@
-"""Model routes: what is served, registry metadata, and reload."""
+"""Model routes: what is served, registry metadata, reload, and a version's export bundle."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Path
+from fastapi.responses import Response
 
 from mlserve.errors import MlserveError
 from mlserve.registry import version_mismatch_warnings
+from mlserve.registry.bundle import build_bundle, bundle_filename
 from mlserve.schemas import (
     ErrorResponse,
     ModelInfo,
@@ -118,6 +120,54 @@ async def version_info(
 ) -> VersionInfo:
     """Registry metadata of one version, and whether this server has it loaded."""
     return VersionInfo.model_validate(await _version_info(manager, name, version))
+
+
+EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The version as a bundle (a tar.gz of metadata.json and the artifact) "
+        "that `mlserve models import` registers in another registry.",
+        "content": {
+            "application/gzip": {
+                "schema": {"type": "string", "format": "binary"},
+                "example": "<binary: metadata.json, then model.joblib, in a gzip-compressed tar>",
+            }
+        },
+    },
+    404: {"model": ErrorResponse, "description": "Model, version or alias not found."},
+    422: {"model": ErrorResponse, "description": "Invalid version or alias."},
+    500: {
+        "model": ErrorResponse,
+        "description": "The stored artifact no longer matches its sha256 (integrity_error).",
+    },
+}
+
+
+@router.get(
+    "/{name}/versions/{version}/export",
+    # Response (no media type of its own): the errors stay documented as JSON, the 200 as gzip.
+    response_class=Response,
+    responses=EXPORT_RESPONSES,
+    summary="Export a version as a portable bundle",
+)
+async def export_version(
+    manager: ManagerDep,
+    name: str = NameParam,
+    version: str = Path(
+        description="Version number, or an alias naming one.",
+        pattern=r"^(?:[1-9][0-9]*|[a-z0-9_-]*[a-z_-][a-z0-9_-]*)$",
+        max_length=64,
+        examples=["3", "production"],
+    ),
+) -> Response:
+    """Download one version of the registry (artifact, metadata with signature, metrics, drift
+    baseline, sha256) to import into another registry (admin role)."""
+    ref = f"{name}:{version}" if version.isdigit() else f"{name}@{version}"
+    meta, payload = await asyncio.to_thread(build_bundle, manager.registry, ref)
+    return Response(
+        payload,
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="{bundle_filename(meta)}"'},
+    )
 
 
 @router.post(
