@@ -59,6 +59,8 @@ class ServerSettings(Section):
     """Number of server processes."""
     models: list[str] = Field(default_factory=list)
     """Model references to serve (name, name:3, name@alias). Empty: every model in the registry."""
+    model_paths: list[str] = Field(default_factory=list)
+    """Model files or MLflow directories served without a registry: "PATH" or "NAME=PATH"."""
     default_model: str | None = None
     """Model used when a request names none. Unset: the only served model taking its input."""
     default_alias: str = Field(default="production", pattern=r"^[a-z0-9_-]+$")
@@ -392,6 +394,16 @@ def _resolve_relative_paths(data: dict[str, Any], base: Path) -> None:
 
     if "home" in data:
         data["home"] = fix(data["home"])
+    server = data.get("server")
+    if isinstance(server, dict) and isinstance(server.get("model_paths"), list):
+        entries: list[Any] = []
+        for entry in server["model_paths"]:
+            if isinstance(entry, str):  # "NAME=PATH": only the path is relative
+                name, path = split_model_path(entry)
+                entries.append(fix(path) if name is None else f"{name}={fix(path)}")
+            else:
+                entries.append(entry)  # not a string: validation says so
+        server["model_paths"] = entries
     for section, model in _section_models().items():
         values = data.get(section)
         if not isinstance(values, dict):
@@ -399,6 +411,15 @@ def _resolve_relative_paths(data: dict[str, Any], base: Path) -> None:
         for key, field in model.model_fields.items():
             if key in values and _is_path_field(field.annotation):
                 values[key] = fix(values[key])
+
+
+def split_model_path(entry: str) -> tuple[str | None, str]:
+    """A server.model_paths entry (`serve --model-path`): "NAME=PATH" when the text before the
+    first '=' holds no path separator, else a PATH (./a=b.joblib for a file named a=b.joblib)."""
+    name, sep, path = entry.partition("=")
+    if sep and name and "/" not in name and "\\" not in name:
+        return name, path
+    return None, entry
 
 
 def _leaf_keys(settings: Settings) -> Iterator[tuple[str, str | None]]:

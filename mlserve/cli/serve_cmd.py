@@ -1,4 +1,4 @@
-"""`mlserve serve`: start the inference server over a registry."""
+"""`mlserve serve`: start the inference server over a registry, or over model files."""
 
 from __future__ import annotations
 
@@ -68,6 +68,16 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    model_path: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model-path",
+            help="Serve this model file (.joblib, .pkl, .skops, .onnx) or MLflow model "
+            "directory, without a registry; NAME=PATH names it (default: the file's stem). "
+            "Repeatable: --model-path iris=/models/iris.joblib --model-path /models/spam.onnx",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[
         str | None,
         typer.Option(help="debug, info, warning or error.", show_default=False),
@@ -96,6 +106,11 @@ def serve(
     """Start the inference server (FastAPI on uvicorn) over the registry's models.
 
     On an empty registry it first trains and registers the bundled sentiment model.
+
+    With --model-path it serves those files instead, without a registry (none is
+    read or created): each is read and smoke-checked as at register, and served as
+    version 1 with the alias production; alias changes answer 409.
+
     Stop it with Ctrl-C or SIGTERM: in-flight requests finish first. Exit codes: 0 stopped
     cleanly, 2 configuration error (including a port already in use).
     """
@@ -111,28 +126,41 @@ def serve(
             "port": port,
             "workers": workers,
             "models": model or None,
+            "model_paths": model_path or None,
             "allow_unauthenticated": allow_unauthenticated or None,
         },
         "logging": {"level": log_level, "format": log_format},
     }
     settings = load_cli_settings(config, **overrides)
+    if settings.server.model_paths and registry is not None:
+        from mlserve.errors import UsageError
+
+        raise UsageError("--registry and --model-path exclude each other: serve one or the other")
     check_exposure(settings)
     check_redis(settings)
-    from mlserve.cli._common import open_registry
     from mlserve.server.run import bind_socket, run
 
     sock = bind_socket(settings)  # a port in use: one line and exit 2, before anything else
+    try:
+        # Bound, not listening: a file that cannot serve ends here, before any connection.
+        serving = check_model_files(settings) if settings.server.model_paths else None
+    except BaseException:
+        sock.close()
+        raise
+    if serving is None:
+        serving = f"registry {settings.registry_path}"
+        from mlserve.cli._common import open_registry
 
-    reg = open_registry(settings)
-    if not settings.server.models and not reg.names():
-        if no_sample:
-            log.warning("registry %s is empty; nothing to serve", settings.registry_path)
-        else:
-            bootstrap_sample(settings)
+        reg = open_registry(settings)
+        if not settings.server.models and not reg.names():
+            if no_sample:
+                log.warning("registry %s is empty; nothing to serve", settings.registry_path)
+            else:
+                bootstrap_sample(settings)
 
     base = f"http://{_display_host(settings.server.host)}:{settings.server.port}"
     err_console.print(
-        f"mlserve serving registry {settings.registry_path} on {base}\n"
+        f"mlserve serving {serving} on {base}\n"
         f"  docs    {base}/docs\n  metrics {base}/metrics\n  health  {base}/api/health"
     )
     with sock:  # closed once the server has stopped (uvicorn closes what it listened on)
@@ -142,6 +170,17 @@ def serve(
             overrides=_json_safe(overrides),
             sock=sock,
         )
+
+
+def check_model_files(settings: Any) -> str:
+    """Read, describe and smoke-check every file of server.model_paths as `register` would
+    (the server reads them again in its lifespan); the first that cannot serve raises its
+    one-line error (exit 2). Returns what the banner says is served."""
+    from mlserve.registry import FileModels
+
+    files = FileModels.from_settings(settings)
+    served = [f"{meta.name} ({files.path_of(meta.name)})" for meta in files.check()]
+    return "model files " + ", ".join(served)
 
 
 def check_exposure(settings: Any) -> None:

@@ -8,6 +8,7 @@ from mlserve.registry.artifacts import (
     sha256_bytes,
     version_mismatch_warnings,
 )
+from mlserve.registry.files import FileModels, ReadOnlyModelsError, open_models
 from mlserve.registry.refs import ALIAS_RE, NAME_RE, REF_RE, ModelRef, validate_alias, validate_name
 from mlserve.registry.store import (
     ALIASES,
@@ -22,15 +23,18 @@ __all__ = [
     "ALIASES",
     "ALIAS_RE",
     "ARTIFACT",
+    "FileModels",
     "LOCK_TIMEOUT_S",
     "METADATA",
     "NAME_RE",
     "REF_RE",
+    "ReadOnlyModelsError",
     "STALE_STAGING_S",
     "LoadedArtifact",
     "ModelRef",
     "Registry",
     "dump_estimator",
+    "open_models",
     "sha256_bytes",
     "validate_alias",
     "validate_name",

@@ -57,6 +57,7 @@ __all__ = [
     "METADATA",
     "STALE_STAGING_S",
     "Registry",
+    "describe_version",
     "write_synced",
 ]
 
@@ -318,52 +319,14 @@ class Registry(Intake):
         *,
         name: str,
         aliases: Sequence[str],
-        description: str,
-        tags: Mapping[str, str] | None,
-        metrics: Mapping[str, Any] | None,
-        training: Mapping[str, Any] | None,
-        source: str,
-        task: TaskKind | None,
-        saved_with: str | None,
-        feature_names: Sequence[str] | None = None,
-        columns: Sequence[ColumnSpec] | None = None,
-        example: Sequence[Mapping[str, Any]] | None = None,
-        check: bool = True,
         artifact: str = ARTIFACT,
-        format_name: str = "joblib",
-        format_details: Mapping[str, Any] | None = None,
-        keep: Mapping[str, Any] | None = None,
+        **fields: Any,
     ) -> ModelMetadata:
-        # `keep`: metadata fields recorded as given rather than re-described (an imported
-        # bundle keeps its signature, profile and versions).
+        """Publish a new version of `name`: its metadata from describe_version(**fields)."""
         if "/" in artifact or artifact in ("", ".", "..", METADATA):
             raise InvalidModelError(f"invalid artifact name {artifact!r}")
-        described = describe_estimator(
-            estimator,
-            task=task,
-            saved_with=saved_with,
-            feature_names=feature_names,
-            columns=columns,
-            example=example,
-        )
-        draft = dict(
-            name=name,
-            created_at=datetime.now(UTC),
-            source=source,
-            description=description,
-            tags=dict(tags or {}),
-            sha256=sha256_bytes(data),
-            size_bytes=len(data),
-            artifact=artifact,
-            format=format_name,
-            format_details=dict(format_details or {}),
-            metrics=dict(metrics or {}),
-            training=dict(training or {}),
-            **described,
-        )
-        draft.update(keep or {})
-        if check:  # before anything is written: a refused model leaves no trace
-            draft["n_outputs"] = smoke_check(estimator, ModelMetadata(version=0, **draft), example)
+        # Described and smoke-checked before anything is written: a refused model leaves no trace.
+        draft = describe_version(data, estimator, name=name, artifact=artifact, **fields)
         # Stage outside the lock (the slow part), then publish under it with one rename.
         self._ensure_root()
         staging_root = self.root / ".staging"
@@ -494,6 +457,61 @@ class Registry(Intake):
             finally:
                 shutil.rmtree(trash, ignore_errors=True)
         return doomed
+
+
+def describe_version(
+    data: bytes,
+    estimator: Any,
+    *,
+    name: str,
+    description: str,
+    tags: Mapping[str, str] | None,
+    metrics: Mapping[str, Any] | None,
+    training: Mapping[str, Any] | None,
+    source: str,
+    task: TaskKind | None,
+    saved_with: str | None,
+    feature_names: Sequence[str] | None = None,
+    columns: Sequence[ColumnSpec] | None = None,
+    example: Sequence[Mapping[str, Any]] | None = None,
+    check: bool = True,
+    artifact: str = ARTIFACT,
+    format_name: str = "joblib",
+    format_details: Mapping[str, Any] | None = None,
+    keep: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every metadata field of a new version but its number: what the estimator determines
+    (describe_estimator), the sha256 and size of `data`, and, with `check`, n_outputs from a
+    smoke prediction (a model that cannot predict is refused here). `keep`: fields recorded
+    as given rather than re-described (an imported bundle keeps its signature, profile and
+    versions). Registry._commit and FileModels (serving files without a registry) share it."""
+    described = describe_estimator(
+        estimator,
+        task=task,
+        saved_with=saved_with,
+        feature_names=feature_names,
+        columns=columns,
+        example=example,
+    )
+    draft = dict(
+        name=name,
+        created_at=datetime.now(UTC),
+        source=source,
+        description=description,
+        tags=dict(tags or {}),
+        sha256=sha256_bytes(data),
+        size_bytes=len(data),
+        artifact=artifact,
+        format=format_name,
+        format_details=dict(format_details or {}),
+        metrics=dict(metrics or {}),
+        training=dict(training or {}),
+        **described,
+    )
+    draft.update(keep or {})
+    if check:
+        draft["n_outputs"] = smoke_check(estimator, ModelMetadata(version=0, **draft), example)
+    return draft
 
 
 def write_synced(path: Path, data: bytes) -> None:

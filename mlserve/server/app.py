@@ -19,7 +19,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from mlserve import __version__, schemas
 from mlserve.cache import make_prediction_cache
 from mlserve.config import Settings
-from mlserve.registry import Registry
+from mlserve.registry import open_models
 from mlserve.schemas import v2 as schemas_v2
 from mlserve.server.auth import AccessPolicy
 from mlserve.server.errors import install_error_handlers
@@ -108,7 +108,7 @@ def create_app(
     """Build an app over `settings`; models load in its lifespan (in the background when asked,
     so liveness answers while big models load). `freeze_heap` is for server processes (see
     _freeze_heap); tests building many apps in one process leave it off."""
-    registry = Registry(settings.registry_path)
+    registry = open_models(settings)  # server.model_paths: the files, no registry
     metrics = ServerMetrics()
     manager = ModelManager(settings, registry, metrics)
     redis = _redis_backend(settings, metrics)
