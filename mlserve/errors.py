@@ -67,6 +67,14 @@ class RegistryError(MlserveError):
     exit_code = 2
 
 
+class ReadOnlyModelsError(RegistryError):
+    """A registry change (alias, version) asked of a server that serves model files."""
+
+    code = "no_registry"
+    status_code = 409
+    exit_code = 2
+
+
 class IntegrityError(RegistryError):
     """A registered artifact no longer matches the sha256 recorded at registration."""
 

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from mlserve.config import Settings, split_model_path
-from mlserve.errors import MlserveError, ModelNotFoundError, RegistryError, UsageError
+from mlserve.errors import (
+    MlserveError,
+    ModelNotFoundError,
+    ReadOnlyModelsError,
+    UsageError,
+)
 from mlserve.registry.artifacts import LoadedArtifact, version_mismatch_warnings
 from mlserve.registry.refs import ModelRef, validate_name
 from mlserve.registry.store import ARTIFACT, Registry, describe_version
@@ -28,14 +33,6 @@ FILES_ALIAS = "production"
 
 # What smoke_check tells `register` users; serve has no --no-check, so it is left out.
 _NO_CHECK_HINT = re.compile(r"(?:; fix the model or the example, or|;) pass --no-check\b.*$")
-
-
-class ReadOnlyModelsError(RegistryError):
-    """A registry change (alias, version) asked of a server that serves model files."""
-
-    code = "no_registry"
-    status_code = 409
-    exit_code = 2
 
 
 @dataclass(slots=True)

@@ -102,7 +102,7 @@ class WorkerRuntime:
         self._call(self._open())
 
     async def _open(self) -> None:
-        from mlserve.registry import Registry
+        from mlserve.registry import open_models
         from mlserve.serving.jobrunner import JobRunner
         from mlserve.serving.manager import ModelManager
 
@@ -115,7 +115,7 @@ class WorkerRuntime:
         self.backend = backend
         self.store = open_shared_job_store(settings, backend)
         metrics = self.metrics
-        self.manager = ModelManager(settings, Registry(settings.registry_path), metrics)
+        self.manager = ModelManager(settings, open_models(settings), metrics)
         await self.manager.load_all()
         self.runner = JobRunner(
             store=self.store,
