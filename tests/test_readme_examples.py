@@ -82,6 +82,12 @@ NOT_RUN: dict[str, tuple[str, str]] = {
         "a custom endpoint on the host 'other', which does not exist here (--endpoint custom is "
         "tested in tests/cli/test_loadtest_cmd.py)",
     ),
+    "--model-path /models/iris.joblib": (
+        "block",
+        "serves files from a container's /models volume, which this machine does not have, and "
+        "would replace the server the later examples talk to (--model-path is tested with real "
+        "servers in tests/test_model_path.py)",
+    ),
     "bash .ci/run": (
         "block",
         "the development loop: reinstalls this checkout, runs the whole suite (this test "
