@@ -376,6 +376,13 @@ def test_serve_refuses_model_paths_with_a_registry_and_duplicate_names(
     assert_user_error(twice, "two model files are named 'iris'", "NAME=PATH")
     missing = cli("serve", "--port", port, "--model-path", f"iris={tmp_path / 'nope.joblib'}")
     assert_user_error(missing, "nope.joblib does not exist")
+    named = cli("serve", "--port", port, "--model-path", tmp_path / "none.joblib", "--name", "x")
+    assert_user_error(named, "none.joblib does not exist")  # --name x named the one file
+    two = cli(
+        "serve", "--port", port, "--model-path", model.path, "--model-path", model.path,
+        "--name", "x",
+    )  # fmt: skip
+    assert_user_error(two, "--name names the one --model-path", "NAME=PATH")
     assert not (tmp_path / "r").exists()
     assert not (home / "registry").exists()
 

@@ -78,6 +78,14 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="The name to serve the one --model-path under (several files: NAME=PATH each).",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[
         str | None,
         typer.Option(help="debug, info, warning or error.", show_default=False),
@@ -119,6 +127,8 @@ def serve(
     # p99 of a HistGradientBoosting model ~30x worse on 2 cores (bench/RESULTS.md). Set before
     # scikit-learn loads its OpenMP runtime; an OMP_NUM_THREADS from the environment wins.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if name is not None:
+        model_path = [name_model_path(name, model_path or [])]
     overrides: dict[str, Any] = {
         "registry": {"path": str(registry) if registry else None},
         "server": {
@@ -237,3 +247,15 @@ def _json_safe(overrides: dict[str, Any]) -> dict[str, Any]:
         k: {kk: (str(vv) if isinstance(vv, Path) else vv) for kk, vv in v.items()}
         for k, v in overrides.items()
     }
+
+
+def name_model_path(name: str, paths: list[str]) -> str:
+    """`--name N` with one `--model-path PATH`: the entry N=PATH."""
+    from mlserve.errors import UsageError
+
+    if len(paths) != 1:
+        raise UsageError(
+            "--name names the one --model-path; with several files, name each as "
+            "--model-path NAME=PATH"
+        )
+    return f"{name}={paths[0]}"
