@@ -94,6 +94,8 @@ class BatchingSettings(Section):
     """Extra wait for a fuller batch, in ms. 0: a lone request never waits on a timer."""
     max_queue: int = Field(default=1024, ge=1)
     """Most requests waiting per model version; beyond it requests get 503 at once."""
+    max_queue_delay_ms: float = Field(default=500.0, ge=0)
+    """Latency budget in ms: a request expected to wait longer for the model gets 503 at once."""
 
 
 class ClientSettings(Section):
