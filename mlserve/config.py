@@ -71,6 +71,14 @@ class ServerSettings(Section):
     """Longest accepted text input, in characters (422 above)."""
     max_batch_items: int = Field(default=100, ge=1)
     """Most inputs accepted by one /api/predict/batch request."""
+    max_header_line_bytes: int = Field(default=8192, ge=256)
+    """Longest request URL (414 above) or header field, name and value (431 above), in bytes."""
+    max_header_bytes: int = Field(default=65_536, ge=1024)
+    """Largest request head (request line and headers), in bytes; 431 above, nothing more read."""
+    max_headers: int = Field(default=100, ge=1)
+    """Most header fields in one request (431 above)."""
+    limit_concurrency: int | None = Field(default=1000, ge=1)
+    """Open connections per process past which requests get 503 at once. Unset: no cap."""
     cors_origins: list[str] = Field(default_factory=list)
     """Origins allowed by CORS. Empty: no cross-origin access."""
     gzip_min_bytes: int = Field(default=1000, ge=0)
