@@ -4,15 +4,49 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
+__all__ = ["JsonFormatter", "TextFormatter", "escape_controls", "setup_logging"]
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+# What a logged value must not carry raw, as it would end a line (forging the records after it)
+# or drive the terminal or viewer that shows the log: C0 controls, DEL, C1 controls (NEL, CSI),
+# the Unicode line and paragraph separators (str.splitlines() splits there), and the
+# bidirectional marks, embeddings, overrides and isolates that reorder text on screen.
+_BIDI = "\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_UNSAFE = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
+# JSON escapes C0 controls itself (ensure_ascii=False keeps everything above them raw).
+_UNSAFE_IN_JSON = re.compile(f"[\x7f-\x9f\u2028\u2029{_BIDI}]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Continuation lines of a text record (a traceback, a stack) start with this, never with a
+# timestamp: a record is its first line and the indented lines after it.
+CONTINUATION = "    "
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character written as an escape (`\\n`, `\\x1b`, `\\u2028`):
+    it stays on one line and cannot move the cursor, recolour or reorder what a terminal shows.
+    Backslashes are left as they are: an escape is for reading, not for decoding."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record, with any `extra=` fields merged in."""
+    """One JSON object per record, with any `extra=` fields merged in; a control or line
+    separator character in any string is a JSON escape (the value is kept exactly)."""
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
@@ -26,12 +60,34 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str, ensure_ascii=False)
+        if record.stack_info:
+            data["stack"] = self.formatStack(record.stack_info)
+        text = json.dumps(data, default=str, ensure_ascii=False)
+        # Only inside strings can these characters occur: \uXXXX is valid there and decodes to
+        # the same value, while the line itself stays one line on every reader.
+        return _UNSAFE_IN_JSON.sub(_json_escape, text)
 
 
 class TextFormatter(logging.Formatter):
+    """`HH:MM:SS LEVEL logger: message` on one line, control characters in the message escaped;
+    a traceback or stack follows on lines indented by four spaces (escaped the same way), so
+    every line that starts with a timestamp starts a record and nothing a client sends can
+    start one."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        lines = [
+            f"{self.formatTime(record, self.datefmt)} {record.levelname:<7} "
+            f"{escape_controls(record.name)}: {escape_controls(record.getMessage())}"
+        ]
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        for block in (record.exc_text, record.stack_info and self.formatStack(record.stack_info)):
+            if block:
+                lines.extend(CONTINUATION + escape_controls(line) for line in block.split("\n"))
+        return "\n".join(lines)
 
 
 def setup_logging(*, level: str = "info", fmt: str = "text", verbose: bool = False) -> None:

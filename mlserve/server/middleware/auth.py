@@ -53,6 +53,8 @@ class AuthMiddleware:
             return
         try:
             principal = await self.authenticator.authenticate(credential_of(scope))
+            # Known from here on: a 403 is logged with who was refused.
+            scope.setdefault("state", {})["principal"] = principal
             if not principal.allows(access):
                 held = f"role '{principal.role}'" if principal.role else "no mlserve role"
                 raise Forbidden(f"this request needs the '{access}' role; the caller has {held}")
@@ -63,7 +65,6 @@ class AuthMiddleware:
             else:
                 await send_exception(scope, send, exc, metrics=self.metrics)
             return
-        scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
 

@@ -26,6 +26,9 @@ JOB_SUBMIT_ROUTES = frozenset({("POST", "/api/predict/async")})
 SHED_ROUTES = frozenset({"/api/predict", "/api/predict/batch"})
 V2_INFER = re.compile(r"^/v2/models/([^/]+)/infer$")
 SHED_MESSAGE = "every model queue is full (batching.max_queue); retry shortly"
+# `%` and the space characters that are not control characters (those are escaped, not
+# encoded, by the log formatters).
+_FIELD_BREAKS = re.compile("[% \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
 
 
 class RequestContextMiddleware:
@@ -163,14 +166,19 @@ class RequestContextMiddleware:
         if not self.access_log_enabled or not access_log.isEnabledFor(logging.INFO):
             return
         model, version = state.get("model"), state.get("version")
+        principal = getattr(state.get("principal"), "name", None)
+        # The text line is space-separated fields: a space in the path or a name is written
+        # %20 (and % as %25) so that no value can pass for the fields after it. Control
+        # characters are escaped by the formatters (mlserve.logs), in every record.
         access_log.info(
-            "%s %s %d %.1fms rid=%s%s",
+            "%s %s %d %.1fms rid=%s principal=%s%s",
             method,
-            scope.get("path", ""),
+            log_field(scope.get("path", "")),
             status,
             elapsed * 1000.0,
             request_id,
-            f" model={model}:{version}" if model else "",
+            log_field(principal) if principal else "-",
+            f" model={log_field(model)}:{version}" if model else "",
             extra={
                 "method": method,
                 "path": scope.get("path", ""),
@@ -180,9 +188,19 @@ class RequestContextMiddleware:
                 "model": model,
                 "version": version,
                 # Who called (a key's name or a JWT subject), never the credential.
-                "principal": getattr(state.get("principal"), "name", None),
+                "principal": principal,
             },
         )
+
+
+def log_field(text: str) -> str:
+    """`text` as one field of a space-separated log line: `%` and every space character
+    (Unicode ones included) percent-encoded."""
+    return _FIELD_BREAKS.sub(_percent_encode, text)
+
+
+def _percent_encode(match: re.Match[str]) -> str:
+    return "".join(f"%{byte:02X}" for byte in match.group().encode())
 
 
 def request_id_of_headers(scope: Scope) -> str:

@@ -1,0 +1,63 @@
+"""The log formatters keep every record on its own line whatever a value holds: control
+characters, line separators and bidi overrides in a message, an `extra=` field or an exception
+are escaped (text) or JSON-escaped, losslessly (JSON). (A real server: test_log_injection.py.)"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+
+from mlserve.logs import JsonFormatter, TextFormatter, escape_controls
+
+HOSTILE = (
+    "x\n12:00:00 INFO    mlserve.access: DELETE /\r\x1b[31m\x85\u2028\u2029\x9b\x7f\x00\u202e\t"
+)
+TIMESTAMP = re.compile(r"\d\d:\d\d:\d\d ")
+
+
+def record(msg: str, *args: object, exc: bool = False, **extra: object) -> logging.LogRecord:
+    exc_info = None
+    if exc:
+        try:
+            raise ValueError(HOSTILE)
+        except ValueError:
+            exc_info = sys.exc_info()
+    made = logging.LogRecord("mlserve.test", logging.WARNING, __file__, 1, msg, args, exc_info)
+    made.__dict__.update(extra)
+    return made
+
+
+def test_escape_controls_writes_each_control_character_as_an_escape() -> None:
+    assert escape_controls(HOSTILE) == (
+        "x\\n12:00:00 INFO    mlserve.access: DELETE /\\r\\x1b[31m\\x85\\u2028\\u2029\\x9b\\x7f"
+        "\\x00\\u202e\\t"
+    )
+    assert escape_controls("café /api/models/ü 名前") == "café /api/models/ü 名前"
+
+
+def test_text_record_is_one_line_and_its_traceback_cannot_start_a_record() -> None:
+    line = TextFormatter().format(record("path %s", HOSTILE))
+    assert "\n" not in line and "\x1b" not in line and "\u2028" not in line
+    assert line.endswith("path x\\n12:00:00 INFO    mlserve.access: DELETE /\\r\\x1b[31m"
+                         "\\x85\\u2028\\u2029\\x9b\\x7f\\x00\\u202e\\t")  # fmt: skip
+
+    text = TextFormatter().format(record("failed on %s", "x", exc=True))
+    first, *rest = text.split("\n")
+    assert TIMESTAMP.match(first)
+    assert rest and all(line.startswith("    ") for line in rest)  # the traceback, indented
+    assert rest[0] == "    Traceback (most recent call last):"
+    # A newline in the exception's message continues the traceback, indented like it.
+    assert rest[-2:] == ["    ValueError: x", "    " + escape_controls(HOSTILE.split("\n")[1])]
+    assert text.splitlines() == text.split("\n")
+
+
+def test_json_record_is_one_line_and_keeps_every_value_exactly() -> None:
+    line = JsonFormatter().format(record("path %s", HOSTILE, exc=True, path=HOSTILE, model=HOSTILE))
+    assert line.splitlines() == [line]
+    assert not re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202e]", line)
+    data = json.loads(line)
+    assert data["path"] == data["model"] == HOSTILE
+    assert data["message"] == "path " + HOSTILE
+    assert data["exception"].endswith("ValueError: " + HOSTILE)
