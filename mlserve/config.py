@@ -77,8 +77,8 @@ class ServerSettings(Section):
     """Largest request head (request line and headers), in bytes; 431 above, nothing more read."""
     max_headers: int = Field(default=100, ge=1)
     """Most header fields in one request (431 above)."""
-    limit_concurrency: int | None = Field(default=1000, ge=1)
-    """Open connections per process past which requests get 503 at once. Unset: no cap."""
+    limit_concurrency: int = Field(default=1000, ge=0)
+    """Open connections per process past which requests get 503 at once (0: no cap)."""
     cors_origins: list[str] = Field(default_factory=list)
     """Origins allowed by CORS. Empty: no cross-origin access."""
     gzip_min_bytes: int = Field(default=1000, ge=0)
