@@ -15,6 +15,7 @@ from mlserve.schemas import JobKind, JobStatus
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "FINISHED",
+    "READABLE",
     "Chunk",
     "ClaimOutcome",
     "Job",
@@ -35,11 +36,15 @@ __all__ = [
 ]
 
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+# Whose results can be read: every row of a completed job; the rows a failed job scored before
+# it stopped (its first `done` rows: chunks are scored in order).
+READABLE: frozenset[str] = frozenset({"completed", "failed"})
 
 DEFAULT_MAX_ATTEMPTS = 5
 
 # What claiming a named job found: it is now ours, or gone, finished, held by a live lease, or
-# failed because the processes running it kept dying (see SharedJobStore.claim).
+# failed because the processes running it kept dying without saving a chunk (see
+# SharedJobStore.claim).
 ClaimOutcome = Literal["claimed", "missing", "finished", "held", "abandoned"]
 
 
@@ -55,7 +60,8 @@ class JobNotFoundError(NotFoundError):
 
 
 class JobNotCompletedError(MlserveError):
-    """The job's results were asked for before it completed."""
+    """The job's results were asked for while it has none to give: pending, running or
+    cancelled (a failed job gives the rows it scored)."""
 
     code = "job_not_completed"
     status_code = 409
@@ -65,8 +71,15 @@ class JobNotCompletedError(MlserveError):
         detail = f": {job.error}" if job.error else ""
         return cls(
             f"job {job.id} is {job.status} ({job.done}/{job.total} rows done){detail}; "
-            "results are available once it has completed"
+            "results are available once it has completed (or failed: the rows scored)"
         )
+
+    @classmethod
+    def check(cls, job: Job) -> Job:
+        """The job, if its results can be read (completed or failed), else this error."""
+        if job.status not in READABLE:
+            raise cls.of(job)
+        return job
 
 
 class JobsUnavailableError(MlserveError):
@@ -103,6 +116,8 @@ class Job:
     error: str | None = None
     lease_owner: str | None = None
     lease_expires_at: float | None = None
+    # Claims since the job last saved a chunk (reset by each save): a job is given up only
+    # when max_attempts processes in a row died on it without progress.
     attempts: int = 0
 
     @property
@@ -131,8 +146,10 @@ class ResultPage:
 
     @property
     def next_offset(self) -> int | None:
+        """Where the next page starts; None on the last page with rows (a completed job's
+        last row, or the last row a failed job scored)."""
         end = self.offset + len(self.items)
-        return end if self.items and end < self.job.total else None
+        return end if self.items and end < self.job.done else None
 
 
 def new_job_id() -> str:
@@ -155,8 +172,9 @@ def check_page(offset: int, limit: int) -> None:
 
 
 def page_chunks(job: Job, offset: int, limit: int) -> range:
-    """The stored result chunks that hold rows offset..offset+limit (none past the end)."""
-    end = min(offset + limit, job.total)
+    """The stored result chunks that hold rows offset..offset+limit (none past the rows done:
+    every row of a completed job, the first `done` rows of a failed one)."""
+    end = min(offset + limit, job.done)
     if offset >= end:
         return range(0)
     return range(offset // job.chunk_size, (end - 1) // job.chunk_size + 1)
@@ -168,14 +186,14 @@ def result_page(job: Job, offset: int, limit: int, chunks: Iterable[bytes]) -> R
     for data in chunks:
         items.extend(orjson.loads(data))
     skip = offset % job.chunk_size
-    return ResultPage(job, offset, items[skip : skip + max(min(limit, job.total - offset), 0)])
+    return ResultPage(job, offset, items[skip : skip + max(min(limit, job.done - offset), 0)])
 
 
 async def iter_result_chunks(
     job: Job, offset: int, read: Callable[[int], Awaitable[bytes | None]]
 ) -> AsyncIterator[list[dict[str, Any]]]:
-    """A completed job's results from `offset` on, one list per stored chunk; `read(i)` is the
-    stored chunk i, or None past the last one."""
+    """A completed (or failed) job's results from `offset` on, one list per stored chunk;
+    `read(i)` is the stored chunk i, or None past the last one."""
     chunk, skip = divmod(max(offset, 0), job.chunk_size)
     while True:
         data = await read(chunk)
@@ -228,7 +246,8 @@ class JobStore(Protocol):
     async def save_chunk_result(
         self, job_id: str, owner: str, chunk: int, results: Sequence[Any], lease_s: float
     ) -> Job:
-        """Store one chunk's results and the progress in one transaction, renewing the lease."""
+        """Store one chunk's results and the progress in one transaction, renewing the lease
+        and resetting the job's attempts (progress was made)."""
         ...
 
     async def complete(self, job_id: str, owner: str) -> Job:
@@ -236,7 +255,8 @@ class JobStore(Protocol):
         ...
 
     async def fail(self, job_id: str, owner: str, error: str) -> Job:
-        """Mark the job failed with a message for the client."""
+        """Mark the job failed with a message for the client; its results so far and its
+        inputs are kept until it expires."""
         ...
 
     async def release(self, job_id: str, owner: str, delay_s: float = 0.0) -> None:
@@ -252,11 +272,12 @@ class JobStore(Protocol):
         ...
 
     async def results(self, job_id: str, offset: int, limit: int) -> ResultPage:
-        """Results offset..offset+limit of a completed job (JobNotCompletedError before)."""
+        """Results offset..offset+limit of a completed job, or of the rows a failed job
+        scored (JobNotCompletedError while pending or running, or once cancelled)."""
         ...
 
     def iter_results(self, job_id: str, offset: int = 0) -> AsyncIterator[list[dict[str, Any]]]:
-        """A completed job's results from `offset` on, one list per stored chunk."""
+        """A completed (or failed) job's results from `offset` on, one list per stored chunk."""
         ...
 
     async def purge_expired(self) -> int:

@@ -11,8 +11,9 @@ Layout under `redis.key_prefix` (every read-modify-write is one Lua script, so a
 A chunk's input goes as its results arrive, in the same script that checks the lease: what
 is left is exactly the work to do, so a job taken over after a worker died resumes at its
 first chunk without results, and a chunk is never stored twice. Finished jobs get a TTL
-(`jobs.ttl_s`) and Redis drops them. Times come from Redis's clock (`TIME`), so leases mean
-the same to every replica and worker whatever their own clocks say.
+(`jobs.ttl_s`) and Redis drops them (a failed job's results and unscored inputs with it).
+Times come from Redis's clock (`TIME`), so leases mean the same to every replica and worker
+whatever their own clocks say.
 """
 
 from __future__ import annotations
@@ -166,10 +167,10 @@ class RedisJobStore:
         self, job_id: str, owner: str, lease_s: float
     ) -> tuple[ClaimOutcome, Job | None]:
         """Take this job if nobody holds it (pending, given back, or its lease expired)."""
-        job, data, todo, _ = self._keys(job_id)
+        job, data, todo, out = self._keys(job_id)
         reply = await self._call(
             self._claim,
-            keys=[job, data, todo, self.watch_key],
+            keys=[job, data, todo, self.watch_key, out],
             args=[job_id, owner, lease_s, self.max_attempts, self.ttl_s],
         )
         outcome: ClaimOutcome = _text(reply[0])  # type: ignore[assignment]
@@ -287,15 +288,12 @@ class RedisJobStore:
         if await self._call(run) == 0:
             raise JobNotFoundError.of(job_id)
 
-    async def _completed(self, job_id: str) -> Job:
-        job = await self.get(job_id)
-        if job.status != "completed":
-            raise JobNotCompletedError.of(job)
-        return job
+    async def _readable(self, job_id: str) -> Job:
+        return JobNotCompletedError.check(await self.get(job_id))
 
     async def results(self, job_id: str, offset: int, limit: int) -> ResultPage:
         check_page(offset, limit)
-        job = await self._completed(job_id)
+        job = await self._readable(job_id)
         chunks = page_chunks(job, offset, limit)
         raws = (
             await self._call(
@@ -311,7 +309,7 @@ class RedisJobStore:
     async def iter_results(
         self, job_id: str, offset: int = 0
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        job = await self._completed(job_id)
+        job = await self._readable(job_id)
         out = self._keys(job_id)[3]
 
         async def read(chunk: int) -> bytes | None:

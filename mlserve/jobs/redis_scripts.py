@@ -27,16 +27,22 @@ local function extend_lease(job, watch, id, lease_s)
   redis.call('HSET', job, 'lease_expires_at', fmt(expires))
   redis.call('ZADD', watch, expires, id)
 end
--- End the job `id` at time t with `status`: no lease, no inputs left, out of the watch set;
--- its hash (and its results, when `out` is given) expire ttl_s later.
+-- End the job `id` at time t with `status`: no lease, out of the watch set; its hash and
+-- results expire ttl_s later. A failed job keeps the inputs it did not score until then too;
+-- a completed job has none left, a cancelled one drops them.
 local function close_job(t, id, status, ttl_s, job, inputs, todo, watch, out)
   redis.call('HSET', job, 'status', status, 'finished_at', fmt(t), 'expires_at', fmt(t + ttl_s))
   redis.call('HDEL', job, 'lease_owner', 'lease_expires_at')
-  redis.call('DEL', inputs, todo)
   redis.call('ZREM', watch, id)
   local ttl = math.ceil(ttl_s * 1000)
+  if status == 'failed' then
+    redis.call('PEXPIRE', inputs, ttl)
+    redis.call('PEXPIRE', todo, ttl)
+  else
+    redis.call('DEL', inputs, todo)
+  end
   redis.call('PEXPIRE', job, ttl)
-  if out then redis.call('PEXPIRE', out, ttl) end
+  redis.call('PEXPIRE', out, ttl)
 end
 """
 
@@ -61,8 +67,10 @@ return redis.call('HGETALL', KEYS[1])
 """
 )
 
-# KEYS: job, in, todo, watch. ARGV: id, owner, lease_s, max_attempts, ttl_s.
-# Returns {outcome, job fields...}.
+# KEYS: job, in, todo, watch, out. ARGV: id, owner, lease_s, max_attempts, ttl_s.
+# Returns {outcome, job fields...}. `attempts` counts the claims since the job last saved a
+# chunk (SAVE_CHUNK resets it): only a job that max_attempts workers in a row died on without
+# progress is given up.
 CLAIM = (
     PRELUDE
     + """
@@ -83,11 +91,12 @@ end
 local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
 if st == 'running' and redis.call('HEXISTS', KEYS[1], 'lease_owner') == 1
    and attempts >= tonumber(ARGV[4]) then
-  -- Its worker died max_attempts times in a row (a model that crashes the process?):
-  -- another try would only kill another worker.
+  -- Its worker died max_attempts times in a row without saving a chunk (a model that crashes
+  -- the process?): another try would only kill another worker.
   redis.call('HSET', KEYS[1], 'error', 'abandoned: the worker running it stopped ' ..
-             attempts .. ' times before it finished (see the worker logs)')
-  close_job(t, ARGV[1], 'failed', tonumber(ARGV[5]), KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+             attempts .. ' times in a row without saving a chunk (see the worker logs)')
+  close_job(t, ARGV[1], 'failed', tonumber(ARGV[5]), KEYS[1], KEYS[2], KEYS[3], KEYS[4],
+            KEYS[5])
   return {'abandoned', unpack(redis.call('HGETALL', KEYS[1]))}
 end
 local expires = t + tonumber(ARGV[3])
@@ -119,6 +128,8 @@ if redis.call('HDEL', KEYS[2], ARGV[3]) == 0 then return {'done'} end
 redis.call('ZREM', KEYS[3], ARGV[3])
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'done', tonumber(ARGV[5]))
+-- Progress: the attempts that count against the job start again from here.
+redis.call('HSET', KEYS[1], 'attempts', 0)
 extend_lease(KEYS[1], KEYS[5], ARGV[1], tonumber(ARGV[6]))
 return {'saved', unpack(redis.call('HGETALL', KEYS[1]))}
 """

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 
@@ -20,6 +23,7 @@ from mlserve.jobs.base import (
     Job,
     JobNotCompletedError,
     JobNotFoundError,
+    JobsUnavailableError,
     LeaseLostError,
     ResultPage,
     check_page,
@@ -32,6 +36,11 @@ from mlserve.jobs.base import (
 from mlserve.schemas import JobKind, JobStatus
 
 __all__ = ["SqliteJobStore"]
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 SCHEMA_VERSION = 1
 
@@ -88,6 +97,38 @@ CLAIMABLE = (
 def _pool(store: SqliteJobStore) -> Executor:
     """Where the store's blocking calls run."""
     return store._executor
+
+
+def _unavailable(exc: Exception) -> JobsUnavailableError:
+    """What a client is told when the database cannot be read or written: a 503 like a Redis
+    job store that is down, never a 500 (the cause goes to the log, not the client)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_FULL" or getattr(exc, "errno", None) == errno.ENOSPC:
+        why = "its disk is full"
+    elif name in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+        why = "it is busy (locked by another process)"
+    elif name == "SQLITE_READONLY" or getattr(exc, "errno", None) == errno.EROFS:
+        why = "it is read-only"
+    else:
+        why = f"it failed ({name or type(exc).__name__})"
+    log.error("the job store cannot be used (%s): %s: %s", why, type(exc).__name__, exc)
+    return JobsUnavailableError(f"async jobs are unavailable: the job store {why}; try again later")
+
+
+def _guarded(
+    fn: Callable[Concatenate[SqliteJobStore, P], R],
+) -> Callable[Concatenate[SqliteJobStore, P], R]:
+    """`fn` with the database's operational errors (a full disk, a lock held too long, an I/O
+    error) raised as JobsUnavailableError (503 jobs_unavailable)."""
+
+    @functools.wraps(fn)
+    def call(self: SqliteJobStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(self, *args, **kwargs)
+        except (sqlite3.OperationalError, OSError) as exc:
+            raise _unavailable(exc) from exc
+
+    return call
 
 
 def _job(row: sqlite3.Row | None, job_id: str) -> Job:
@@ -153,6 +194,7 @@ class SqliteJobStore:
         self._db.shutdown(self._executor)
 
     # ------------------------------------------------------------------ blocking implementation
+    @_guarded
     def submit_sync(
         self,
         *,
@@ -177,17 +219,21 @@ class SqliteJobStore:
             )
             return _job(db.execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
 
+    @_guarded
     def get_sync(self, job_id: str) -> Job:
         return _job(self._db.connection().execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
 
+    @_guarded
     def claim_next_sync(self, owner: str, lease_s: float) -> Job | None:
         now = self._clock()
         # Idle polling from every loop of every process: look before taking the write lock.
         if not self._db.connection().execute(CLAIMABLE, (now,)).fetchone():
             return None
         with self._db.transaction() as db:
-            # A job whose worker died max_attempts times in a row (a model that crashes the
-            # process, say) would otherwise kill every server that picks it up, forever.
+            # A job whose worker died max_attempts times in a row without saving a chunk (a
+            # model that crashes the process, say) would otherwise kill every server that
+            # picks it up, forever. Progress resets the count (save_chunk_result), so a job
+            # whose processes keep dying for other reasons still gets through.
             abandoned = db.execute(
                 "SELECT id, attempts FROM jobs "
                 "WHERE status = 'running' AND lease_expires_at <= ? AND attempts >= ?",
@@ -196,14 +242,14 @@ class SqliteJobStore:
             for row in abandoned:
                 error = (
                     f"abandoned: the process running it stopped {row['attempts']} times "
-                    "before it finished (see the server logs)"
+                    "in a row without saving a chunk (see the server logs)"
                 )
                 db.execute(
                     "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, "
                     "expires_at = ?, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
                     (error, now, now + self.ttl_s, row["id"]),
                 )
-                db.execute("DELETE FROM job_inputs WHERE job_id = ?", (row["id"],))
+                # Its inputs and results stay until it expires (purge_expired_sync).
             row = db.execute(
                 "SELECT id FROM jobs WHERE status = 'pending' "
                 "OR (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= ?)) "
@@ -220,6 +266,7 @@ class SqliteJobStore:
             )
             return _job(db.execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
 
+    @_guarded
     def renew_lease_sync(self, job_id: str, owner: str, lease_s: float) -> bool:
         with self._db.transaction() as db:
             cursor = db.execute(
@@ -229,6 +276,7 @@ class SqliteJobStore:
             )
             return cursor.rowcount == 1
 
+    @_guarded
     def next_chunk_sync(self, job_id: str) -> Chunk | None:
         db = self._db.connection()
         row = db.execute(
@@ -246,6 +294,7 @@ class SqliteJobStore:
             raise LeaseLostError(f"job {job_id} is {job.status}, leased by {job.lease_owner}")
         return job
 
+    @_guarded
     def save_chunk_result_sync(
         self, job_id: str, owner: str, chunk: int, results: Sequence[Any], lease_s: float
     ) -> Job:
@@ -265,14 +314,17 @@ class SqliteJobStore:
                     "INSERT INTO job_results (job_id, chunk, data) VALUES (?, ?, ?)",
                     (job_id, chunk, data),
                 )
+                # Progress: the attempts that count against the job start again from here.
                 db.execute(
-                    "UPDATE jobs SET done = done + ?, lease_expires_at = ? WHERE id = ?",
+                    "UPDATE jobs SET done = done + ?, lease_expires_at = ?, attempts = 0 "
+                    "WHERE id = ?",
                     (len(results), now + lease_s, job_id),
                 )
                 return _job(db.execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
         except JobNotFoundError:
             raise LeaseLostError(f"job {job_id} was deleted") from None
 
+    @_guarded
     def _finish(self, job_id: str, owner: str, status: JobStatus, error: str | None = None) -> Job:
         now = self._clock()
         try:
@@ -284,7 +336,7 @@ class SqliteJobStore:
                     ).fetchone()[0]
                     if left or job.done != job.total:
                         raise ValueError(f"job {job_id} has {left} chunk(s) without results")
-                db.execute("DELETE FROM job_inputs WHERE job_id = ?", (job_id,))
+                # A failed job keeps the inputs it did not score until it expires (purge).
                 db.execute(
                     "UPDATE jobs SET status = ?, error = ?, finished_at = ?, expires_at = ?, "
                     "lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
@@ -300,6 +352,7 @@ class SqliteJobStore:
     def fail_sync(self, job_id: str, owner: str, error: str) -> Job:
         return self._finish(job_id, owner, "failed", error)
 
+    @_guarded
     def release_sync(self, job_id: str, owner: str, delay_s: float = 0.0) -> None:
         with self._db.transaction() as db:
             # Not held against the job's attempts: it was given back, not abandoned.
@@ -310,6 +363,7 @@ class SqliteJobStore:
                 (self._clock() + delay_s, job_id, owner),
             )
 
+    @_guarded
     def cancel_sync(self, job_id: str) -> Job | None:
         now = self._clock()
         with self._db.transaction() as db:
@@ -324,6 +378,7 @@ class SqliteJobStore:
             )
             return _job(db.execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
 
+    @_guarded
     def delete_sync(self, job_id: str) -> None:
         with self._db.transaction() as db:
             if db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 0:
@@ -331,16 +386,16 @@ class SqliteJobStore:
             db.execute("DELETE FROM job_inputs WHERE job_id = ?", (job_id,))
             db.execute("DELETE FROM job_results WHERE job_id = ?", (job_id,))
 
-    def _completed(self, db: sqlite3.Connection, job_id: str) -> Job:
-        job = _job(db.execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
-        if job.status != "completed":
-            raise JobNotCompletedError.of(job)
-        return job
+    def _readable(self, db: sqlite3.Connection, job_id: str) -> Job:
+        return JobNotCompletedError.check(
+            _job(db.execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
+        )
 
+    @_guarded
     def results_sync(self, job_id: str, offset: int, limit: int) -> ResultPage:
         check_page(offset, limit)
         with self._db.snapshot() as db:  # the job row and its results agree
-            job = self._completed(db, job_id)
+            job = self._readable(db, job_id)
             chunks = page_chunks(job, offset, limit)
             rows = (
                 db.execute(
@@ -353,10 +408,12 @@ class SqliteJobStore:
             )
         return result_page(job, offset, limit, (row["data"] for row in rows))
 
+    @_guarded
     def result_chunk_sync(self, job_id: str, chunk: int) -> bytes | None:
-        """One stored chunk of a completed job's results, as JSON (None past the last one)."""
+        """One stored chunk of a completed (or failed) job's results, as JSON (None past the
+        last one)."""
         with self._db.snapshot() as db:
-            self._completed(db, job_id)
+            self._readable(db, job_id)
             row = db.execute(
                 "SELECT data FROM job_results WHERE job_id = ? AND chunk = ?", (job_id, chunk)
             ).fetchone()
@@ -365,6 +422,7 @@ class SqliteJobStore:
         data: bytes = row["data"]
         return data
 
+    @_guarded
     def purge_expired_sync(self) -> int:
         now = self._clock()
         with self._db.transaction() as db:

@@ -105,7 +105,8 @@ class JobInfo(BaseModel):
 
 
 class JobResultPage(BaseModel):
-    """A page of a completed job's predictions, in input order."""
+    """A page of a job's predictions, in input order: every row of a completed job, or the
+    rows a failed job scored before it stopped (status and error say so)."""
 
     model_config = ConfigDict(
         protected_namespaces=(),
@@ -122,3 +123,13 @@ class JobResultPage(BaseModel):
     predictions: list[PredictionItem] = Field(
         description="predictions[i] answers input offset + i."
     )
+    status: Literal["completed", "failed"] = Field(
+        default="completed",
+        description="completed: every input has its prediction; failed: only the first `done` "
+        "inputs do (scored before the job stopped; `error` says why).",
+    )
+    done: int | None = Field(
+        default=None,
+        description="Predictions there are: `total` for a completed job, fewer for a failed one.",
+    )
+    error: str | None = Field(default=None, description="Why the job failed; null otherwise.")

@@ -138,7 +138,10 @@ class JobRunner:
             self._wakeup.clear()  # before claiming: a job accepted from here on wakes us
             try:
                 job = await self.store.claim_next(owner, self.lease_s)
-            except Exception:  # the store is down or locked too long: keep polling
+            except JobsUnavailableError as exc:  # down, full or locked: logged by the store
+                log.warning("cannot claim a job: %s", exc.message)
+                job = None
+            except Exception:  # a bug: keep polling
                 log.exception("cannot claim a job")
                 job = None
             if job is None:
@@ -184,9 +187,13 @@ class JobRunner:
         except LeaseLostError as exc:
             log.info("job %s: stopped working on it (%s)", job.id, exc)
         except JobsUnavailableError as exc:
-            # Not the job's fault: its lease runs out, and it is resumed (from its first chunk
-            # without results) once the store is back.
+            # Not the job's fault (the store is down, its disk full): given back if the store
+            # still takes that, so the pause does not count against the job's attempts; else
+            # its lease runs out. Either way it is resumed (from its first chunk without
+            # results) once the store is back.
             log.warning("job %s: paused, %s", job.id, exc.message)
+            with contextlib.suppress(Exception):
+                await self.store.release(job.id, owner, self.lease_s)
         except asyncio.CancelledError:
             await self._give_back(job.id, owner)
             raise

@@ -469,7 +469,14 @@ def test_a_model_failing_mid_job_fails_it_with_a_clear_error(
     assert status["error"] == "rows 2-3: model poison:1 failed to predict"
     assert status["progress"] == {"done": 2, "total": 5}
     assert broken_models.SECRET_DETAIL not in str(status)
-    error_of(client.get(f"/api/jobs/{job['job_id']}/result"), 409, "job_not_completed")
+    # The rows scored before the failure are kept, the failure stated with them.
+    page = client.get(f"/api/jobs/{job['job_id']}/result")
+    assert page.status_code == 200, page.text
+    body = page.json()
+    assert (body["status"], body["done"], body["total"]) == ("failed", 2, 5)
+    assert body["error"] == status["error"]
+    assert body["next_offset"] is None and len(body["predictions"]) == 2
+    assert broken_models.SECRET_DETAIL not in page.text
 
 
 def test_without_a_job_store_jobs_are_503_and_predictions_go_on(

@@ -478,9 +478,14 @@ async def job_status_alias(job_id: str, request: Request, state: StateDep) -> Re
             },
             "description": "A page of predictions as JSON; or, with `Accept: "
             "application/x-ndjson` or `?format=jsonl`, one prediction per line (streamed), "
-            "line i answering input offset + i.",
+            "line i answering input offset + i (headers X-Job-Total, X-Job-Status and "
+            "X-Job-Done). A failed job answers 200 too, with the rows it scored before it "
+            "stopped: `status` failed, `done` and `error` in the page.",
         },
-        409: {"model": ErrorResponse, "description": "The job has not completed."},
+        409: {
+            "model": ErrorResponse,
+            "description": "The job is pending or running, or was cancelled.",
+        },
         **NOT_FOUND,
     },
     summary="Job results",
@@ -507,7 +512,9 @@ async def job_result(
     ] = None,
 ) -> Response:
     """A completed job's predictions in input order: pages of JSON (follow next_offset) or a
-    stream of JSON lines. 409 while the job is pending or running, or if it did not complete."""
+    stream of JSON lines. A failed job gives the rows it scored before it stopped (its first
+    `done` rows), with status failed and the error. 409 while pending or running, or once
+    cancelled."""
     store = _store(state)
     if not _wants_lines(request, fmt):
         page = await store.results(job_id, offset, limit or DEFAULT_PAGE)
@@ -520,11 +527,12 @@ async def job_result(
             "limit": limit or DEFAULT_PAGE,
             "next_offset": page.next_offset,
             "predictions": page.items,
+            "status": page.job.status,
+            "done": page.job.done,
+            "error": page.job.error,
         }
         return JSONBytes(orjson.dumps(payload))
-    job = await store.get(job_id)
-    if job.status != "completed":
-        raise JobNotCompletedError.of(job)
+    job = JobNotCompletedError.check(await store.get(job_id))
 
     async def lines() -> AsyncIterator[bytes]:
         left = limit
@@ -536,7 +544,12 @@ async def job_result(
             if left == 0:
                 return
 
-    return StreamingResponse(lines(), media_type=NDJSON, headers={"X-Job-Total": str(job.total)})
+    headers = {
+        "X-Job-Total": str(job.total),
+        "X-Job-Status": job.status,
+        "X-Job-Done": str(job.done),
+    }
+    return StreamingResponse(lines(), media_type=NDJSON, headers=headers)
 
 
 @router.delete(
