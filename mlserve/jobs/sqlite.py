@@ -102,16 +102,25 @@ def _pool(store: SqliteJobStore) -> Executor:
 def _unavailable(exc: Exception) -> JobsUnavailableError:
     """What a client is told when the database cannot be read or written: a 503 like a Redis
     job store that is down, never a 500 (the cause goes to the log, not the client)."""
-    name = getattr(exc, "sqlite_errorname", "")
-    if name == "SQLITE_FULL" or getattr(exc, "errno", None) == errno.ENOSPC:
-        why = "its disk is full"
-    elif name in ("SQLITE_BUSY", "SQLITE_LOCKED"):
-        why = "it is busy (locked by another process)"
-    elif name == "SQLITE_READONLY" or getattr(exc, "errno", None) == errno.EROFS:
-        why = "it is read-only"
+    # A failed write may have ended the transaction already (SQLITE_FULL does): the error seen
+    # is then the ROLLBACK's ("no transaction is active"), and the cause is its context.
+    causes: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(causes) < 5:
+        causes.append(cause)
+        cause = cause.__context__
+    names = {getattr(c, "sqlite_errorname", "") for c in causes}
+    errnos = {getattr(c, "errno", None) for c in causes}
+    if "SQLITE_FULL" in names or errno.ENOSPC in errnos:
+        why = "has no room left: its disk is full"
+    elif names & {"SQLITE_BUSY", "SQLITE_LOCKED"}:
+        why = "is busy (locked by another process)"
+    elif "SQLITE_READONLY" in names or errno.EROFS in errnos:
+        why = "is read-only"
     else:
-        why = f"it failed ({name or type(exc).__name__})"
-    log.error("the job store cannot be used (%s): %s: %s", why, type(exc).__name__, exc)
+        why = f"failed ({getattr(exc, 'sqlite_errorname', '') or type(exc).__name__})"
+    first = causes[-1]
+    log.error("the job store %s: %s: %s", why, type(first).__name__, first)
     return JobsUnavailableError(f"async jobs are unavailable: the job store {why}; try again later")
 
 
