@@ -7,6 +7,12 @@ max_wait_ms asks for fuller batches.
 When a model call fails, its requests are retried one at a time so one bad input fails only its
 own caller; the failure is logged once per batch, and if the first two solo retries fail too the
 model is taken to be broken and the rest of the batch fails without calling it again.
+
+Admission is by latency budget: a cost model fitted to the recent model calls (seconds as a
+fixed part plus a part per row, the time from one call's start to the next while work was
+waiting, so the event loop's share counts too) predicts how long the work already queued takes;
+a request that would wait longer than max_queue_delay_ms is refused at once (OverloadedError),
+and max_queue stays a hard cap on the number of waiting requests.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +40,10 @@ QueueObserver = Callable[[int], None]
 
 # Solo retries of a failed batch that must all fail before the model (not one input) is blamed.
 SOLO_RETRIES_BEFORE_GIVING_UP = 2
+# Weight of the newest model call in the cost model (about the last 10 calls count).
+COST_WEIGHT = 0.2
+# Spread of batch sizes (standard deviation, rows) below which no part per row is estimated.
+SPREAD_ROWS = 4.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +52,45 @@ class BatchingConfig:
     max_batch_size: int = 64
     max_wait_ms: float = 0.0
     max_queue: int = 1024
+    # Refuse a request expected to wait longer than this for the model (0: only max_queue).
+    max_queue_delay_ms: float = 500.0
+
+
+class CallCost:
+    """Seconds of one model call as `fixed + per_row * rows`, fitted by exponentially
+    weighted least squares to the recent calls (the newest weighs COST_WEIGHT)."""
+
+    __slots__ = ("_w", "_x", "_y", "_xx", "_xy", "fixed", "per_row")
+
+    def __init__(self) -> None:
+        self._w = self._x = self._y = self._xx = self._xy = 0.0
+        self.fixed = self.per_row = 0.0
+
+    @property
+    def known(self) -> bool:
+        return self._w > 0.0
+
+    def observe(self, rows: int, seconds: float) -> None:
+        keep = 1.0 - COST_WEIGHT
+        self._w = self._w * keep + COST_WEIGHT
+        self._x = self._x * keep + COST_WEIGHT * rows
+        self._y = self._y * keep + COST_WEIGHT * seconds
+        self._xx = self._xx * keep + COST_WEIGHT * rows * rows
+        self._xy = self._xy * keep + COST_WEIGHT * rows * seconds
+        mx, my = self._x / self._w, self._y / self._w
+        var = self._xx / self._w - mx * mx
+        slope = (self._xy / self._w - mx * my) / var if var >= SPREAD_ROWS**2 else 0.0
+        fixed = my - slope * mx
+        if slope <= 0.0 or fixed < 0.0:
+            # Sizes too alike to tell the parts apart (or noise): all of it per call. Taken
+            # per row instead, calls of a row or two (light load, or a busy event loop) would
+            # price a full batch so high that no larger batch is ever admitted to correct it.
+            self.fixed, self.per_row = my, 0.0
+        else:
+            self.fixed, self.per_row = fixed, slope
+
+    def seconds(self, calls: int, rows: int) -> float:
+        return calls * self.fixed + rows * self.per_row
 
 
 class _Item:
@@ -74,6 +124,14 @@ class Batcher(Generic[T]):
         # Consecutive failed model calls open it: new requests then fail fast (503).
         self.breaker = breaker
         self._queue: collections.deque[_Item] = collections.deque()
+        self._queued_rows = 0
+        self.cost = CallCost()
+        # The call on the model thread: its start (perf_counter) and rows; and the previous
+        # call's, while the queue was not empty when it ended (its cost is then measured up
+        # to the next call's start, event-loop turns included).
+        self._call_started = 0.0
+        self._call_rows = 0
+        self._back_to_back: tuple[float, int] | None = None
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
         self._task: asyncio.Task[None] | None = None
@@ -83,6 +141,45 @@ class Batcher(Generic[T]):
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
+
+    def expected_wait(self, rows: int = 1) -> float | None:
+        """Seconds until a request of `rows` rows queued now would be answered, by the cost
+        model: the rest of the running call plus the calls the queue ahead of it needs.
+        None until a model call has been timed."""
+        cost = self.cost
+        if not cost.known:
+            return None
+        total = self._queued_rows + rows
+        if self.config.enabled:
+            calls = max(1, math.ceil(total / self.config.max_batch_size))
+        else:
+            calls = len(self._queue) + 1
+        wait = cost.seconds(calls, total)
+        if self.in_flight:
+            running = cost.seconds(1, self._call_rows)
+            wait += max(0.0, running - (time.perf_counter() - self._call_started))
+        return wait
+
+    def would_admit(self, rows: int = 1) -> bool:
+        """Whether a request of `rows` rows would be queued now (not refused as overloaded):
+        callers may ask before reading a request's body, to refuse it for next to nothing."""
+        return self._refusal(rows) is None
+
+    def _refusal(self, rows: int) -> str | None:
+        """Why a request of `rows` rows would be refused as overloaded, or None."""
+        depth = len(self._queue)
+        if depth >= self.config.max_queue:
+            return f"model {self.name} has {depth} requests waiting (batching.max_queue)"
+        budget = self.config.max_queue_delay_ms
+        if budget <= 0 or depth == 0:
+            return None  # an empty queue always takes one request, however slow the model
+        wait = self.expected_wait(rows)
+        if wait is None or wait * 1000.0 <= budget:
+            return None
+        return (
+            f"model {self.name} would answer in about {wait * 1000.0:.0f} ms, over "
+            f"batching.max_queue_delay_ms ({budget:.0f})"
+        )
 
     def start(self) -> None:
         if self._task is None:
@@ -107,16 +204,14 @@ class Batcher(Generic[T]):
         breaker = self.breaker
         if breaker is not None and breaker.opened_at is not None:
             breaker.check()  # raises ModelDegradedError, unless this call is the half-open probe
-        if len(self._queue) >= self.config.max_queue:
-            raise OverloadedError(
-                f"model {self.name} has {len(self._queue)} requests waiting "
-                f"(batching.max_queue); retry shortly",
-                retry_after=1,
-            )
+        refusal = self._refusal(len(rows))
+        if refusal is not None:
+            raise OverloadedError(f"{refusal}; retry shortly", retry_after=1)
         if self._task is None:
             self.start()
         future: asyncio.Future[list[T]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(rows, future))
+        self._queued_rows += len(rows)
         self._queue_changed()
         self._wakeup.set()
         return await future
@@ -139,10 +234,12 @@ class Batcher(Generic[T]):
             item = self._queue[0]
             if item.future.done():  # cancelled: the client went away
                 self._queue.popleft()
+                self._queued_rows -= len(item.rows)
                 continue
             if batch and (not self.config.enabled or rows + len(item.rows) > limit):
                 break
             self._queue.popleft()
+            self._queued_rows -= len(item.rows)
             batch.append(item)
             rows += len(item.rows)
             if rows >= limit:
@@ -177,15 +274,26 @@ class Batcher(Generic[T]):
             if not batch:
                 continue
             rows = [row for item in batch for row in item.rows]
-            self.in_flight = len(batch)
             started = time.perf_counter()
+            previous = self._back_to_back
+            if previous is not None:
+                # The last call ended with work waiting: it took until now to start this one.
+                self.cost.observe(previous[1], started - previous[0])
+                self._back_to_back = None
+            self.in_flight = len(batch)
+            self._call_started, self._call_rows = started, len(rows)
             try:
                 try:
                     results = await loop.run_in_executor(self._executor, self._predict, rows)
                 except Exception as exc:  # noqa: BLE001 - the model's failure goes to its callers
                     await self._isolate(batch, exc)
                 else:
-                    self._observe(len(rows), time.perf_counter() - started)
+                    seconds = time.perf_counter() - started
+                    self._observe(len(rows), seconds)
+                    if self._queue:
+                        self._back_to_back = (started, len(rows))
+                    else:
+                        self.cost.observe(len(rows), seconds)
                     self._succeeded()
                     self._deliver(batch, results)
             except asyncio.CancelledError:
@@ -219,6 +327,7 @@ class Batcher(Generic[T]):
         log.warning("model %s is degraded: %s", self.name, breaker.reason)
         queued = list(self._queue)
         self._queue.clear()
+        self._queued_rows = 0
         self._queue_changed()
         self._fail(queued, breaker.error())
 
@@ -315,6 +424,7 @@ class Batcher(Generic[T]):
             if not drain:
                 self._fail(list(self._queue), ModelUnavailableError(f"model {self.name} stopped"))
                 self._queue.clear()
+                self._queued_rows = 0
                 self._queue_changed()
             try:
                 await asyncio.wait_for(asyncio.shield(task), timeout)
@@ -324,5 +434,6 @@ class Batcher(Generic[T]):
                     await task
             self._fail(list(self._queue), ModelUnavailableError(f"model {self.name} stopped"))
             self._queue.clear()
+            self._queued_rows = 0
             self._queue_changed()
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -144,6 +144,7 @@ class ModelManager:
             max_batch_size=settings.batching.max_batch_size,
             max_wait_ms=settings.batching.max_wait_ms,
             max_queue=settings.batching.max_queue,
+            max_queue_delay_ms=settings.batching.max_queue_delay_ms,
         )
         self.models: dict[str, ServedModel] = {}
         self._pending_loads: dict[tuple[str, int], asyncio.Task[Runtime]] = {}
@@ -307,9 +308,10 @@ class ModelManager:
 
     # ------------------------------------------------------------------ lookup
     def saturated(self, name: str | None = None) -> bool:
-        """Whether every loaded version (of `name`, or of every model) has a full queue
-        (batching.max_queue): then any prediction request would be shed, so it can be
-        answered 503 before its body is even read. False when nothing is loaded."""
+        """Whether every loaded version (of `name`, or of every model) would refuse a
+        one-row request (batching.max_queue or max_queue_delay_ms): then any prediction
+        request would be shed, so it can be answered 503 before its body is even read.
+        False when nothing is loaded."""
         if name is None:
             candidates = list(self.models.values())
         else:
@@ -324,7 +326,7 @@ class ModelManager:
                 runtimes.append(served.current)
             for runtime in runtimes:
                 batcher = runtime.batcher
-                if batcher.queue_depth < batcher.config.max_queue:
+                if batcher.would_admit():
                     return False
                 found = True
         return found

@@ -1,0 +1,134 @@
+"""Overload against a real server with the latency budget (batching.max_queue_delay_ms): a
+burst far beyond what a slow model answers within the budget is refused at once with 503,
+Retry-After and the error shape, before the body is even read, while what is admitted is
+answered within the budget (plus slack for a noisy machine), not after the whole burst (12 s).
+(The admission rule itself: tests/runtime/test_batcher_admission.py; figures: bench/overload.py.)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from server.broken_models import SlowClassifier
+from support.data import IRIS_FEATURES
+from support.servers import running
+
+from mlserve.registry import Registry
+
+pytestmark = pytest.mark.slow
+
+CALL_S = 0.2  # the model's time per call
+BUDGET_MS = 1000  # about 5 calls
+BURST = 60  # 12 s of work, one row a call: far over the budget
+SLACK_S = 4.0
+FAST_S = 4.0  # a refusal, client threads included; generous for a busy machine
+FLOWER = [5.1, 3.5, 1.4, 0.2]
+
+
+def post(url: str, **kwargs: Any) -> tuple[httpx.Response, float]:
+    started = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=60) as own:
+        response = own.post("/api/predict", **kwargs)
+    return response, time.perf_counter() - started
+
+
+def assert_refused(response: httpx.Response, seconds: float) -> None:
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert set(error) == {"code", "message", "request_id"}
+    assert error["code"] == "overloaded"
+    assert error["request_id"] == response.headers["x-request-id"]
+    assert int(response.headers["retry-after"]) >= 1
+    assert seconds < FAST_S, seconds
+
+
+def test_a_burst_beyond_the_latency_budget_is_refused_fast_and_the_rest_answered_in_time(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "registry"
+    x = np.random.default_rng(0).normal(size=(20, 4))
+    y = np.arange(20) % 2
+    Registry(root).register_estimator(
+        SlowClassifier(delay_s=CALL_S).fit(x, y),
+        name="slow",
+        aliases=["production"],
+        feature_names=IRIS_FEATURES,
+        check=False,
+    )
+    config = {
+        "batching": {"max_batch_size": 1, "max_queue_delay_ms": BUDGET_MS},
+        "traffic": {"watch_interval_s": 0},
+    }
+    with (
+        running(root, tmp_path / "home", config=config) as server,
+        concurrent.futures.ThreadPoolExecutor(BURST) as pool,
+    ):
+        body = {"features": FLOWER}
+        warm, _ = post(server.url, json=body)  # one timed call: the server knows the pace
+        assert warm.status_code == 200, warm.text
+
+        burst = [pool.submit(post, server.url, json=body) for _ in range(BURST)]
+        outcomes = [f.result(120) for f in burst]
+
+        answered = [s for r, s in outcomes if r.status_code == 200]
+        refused = [(r, s) for r, s in outcomes if r.status_code != 200]
+        assert answered, "nothing admitted"
+        assert len(refused) >= BURST // 2, [r.status_code for r, _ in outcomes]
+        for response, seconds in refused:
+            assert_refused(response, seconds)
+        # Admitted requests wait about the budget, not the burst (12 s).
+        assert max(answered) < BUDGET_MS / 1000 + SLACK_S, sorted(answered)
+
+
+def test_while_overloaded_a_prediction_is_refused_before_its_body_is_read(
+    tmp_path: Path,
+) -> None:
+    """A malformed body (a 422 when there is room) gets the 503: the decision came first."""
+    root = tmp_path / "registry"
+    x = np.random.default_rng(0).normal(size=(20, 4))
+    Registry(root).register_estimator(
+        SlowClassifier(delay_s=CALL_S).fit(x, np.arange(20) % 2),
+        name="slow",
+        aliases=["production"],
+        feature_names=IRIS_FEATURES,
+        check=False,
+    )
+    config = {
+        "batching": {"max_batch_size": 1, "max_queue_delay_ms": BUDGET_MS},
+        "traffic": {"watch_interval_s": 0},
+    }
+    malformed = {"content": b"{not json", "headers": {"content-type": "application/json"}}
+    stop = threading.Event()
+    with running(root, tmp_path / "home", config=config) as server:
+        assert post(server.url, json={"features": FLOWER})[0].status_code == 200
+        assert post(server.url, **malformed)[0].status_code == 422  # room: parsed, refused
+
+        def keep_busy() -> None:
+            with httpx.Client(base_url=server.url, timeout=60) as http:
+                deadline = time.monotonic() + 30
+                while not stop.is_set() and time.monotonic() < deadline:
+                    http.post("/api/predict", json={"features": FLOWER})
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            for _ in range(16):
+                pool.submit(keep_busy)
+            try:
+                shed = None
+                for _ in range(50):  # bounded: the queue is over budget nearly all the time
+                    response, seconds = post(server.url, **malformed)
+                    if response.status_code == 503:
+                        shed = (response, seconds)
+                        break
+                    assert response.status_code == 422, response.text
+                    time.sleep(0.05)
+            finally:
+                stop.set()
+        assert shed is not None, "never refused before parsing"
+        assert_refused(*shed)
