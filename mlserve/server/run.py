@@ -18,6 +18,7 @@ import uvicorn
 
 from mlserve.config import Settings, load_settings
 from mlserve.errors import ConfigError
+from mlserve.server.protocol import HeaderLimits, ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,12 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "timeout_keep_alive": int(settings.server.timeout_keep_alive),
         "timeout_graceful_shutdown": int(settings.server.graceful_timeout),
         "server_header": False,
+        "limit_concurrency": settings.server.limit_concurrency or None,  # 0: no cap
+        "header_limits": HeaderLimits(
+            max_line_bytes=settings.server.max_header_line_bytes,
+            max_total_bytes=settings.server.max_header_bytes,
+            max_count=settings.server.max_headers,
+        ),
     }
 
 
@@ -107,7 +114,7 @@ def run(
     workers = settings.server.workers
     if workers <= 1:
         app = create_app(settings, background_load=True, freeze_heap=True)
-        uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings))).run(sockets=[sock])
+        uvicorn.Server(ServerConfig(app, **uvicorn_options(settings))).run(sockets=[sock])
         return
     os.environ[WORKER_ENV] = json.dumps({"config": config_path, "overrides": overrides or {}})
     # /metrics must count every worker's requests, not the one that answers the scrape:
@@ -119,7 +126,7 @@ def run(
     else:
         _clean_metrics_dir(Path(os.environ[MULTIPROC_ENV]))
     try:
-        config = uvicorn.Config(
+        config = ServerConfig(
             "mlserve.server.run:worker_app",
             factory=True,
             workers=workers,

@@ -1,0 +1,243 @@
+"""uvicorn's httptools protocol with a bounded request head and the JSON error shape at the caps.
+
+httptools (llhttp) has no limit on the request line or headers and buffers an unfinished header
+in Python bytes, so one request could hold any amount of memory (issue 18). This protocol counts
+the head's bytes before the parser sees them and answers 431 (414 for the URL) at the limit,
+holding no more than the limit per connection; the connection cap answers a JSON 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from mlserve.server.errors import error_body
+
+__all__ = ["HeaderLimits", "LimitedHttpToolsProtocol", "ServerConfig", "rejection"]
+
+log = logging.getLogger(__name__)
+
+# After a 431/414 the connection is half-closed and what the client still sends is read and
+# dropped for a moment, so the client reads the answer rather than a reset (nginx's lingering
+# close); bounded in time and bytes, and nothing of it is kept.
+LINGER_S = 1.0
+LINGER_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeaderLimits:
+    """Bounds of one request head (request line and header fields), in bytes and fields."""
+
+    max_line_bytes: int = 8192
+    max_total_bytes: int = 65536
+    max_count: int = 100
+
+
+class ServerConfig(uvicorn.Config):
+    """uvicorn's Config serving with LimitedHttpToolsProtocol; it carries the header limits to
+    the protocol (and, pickled, to the processes of --workers)."""
+
+    def __init__(self, app: Any, *, header_limits: HeaderLimits, **kwargs: Any) -> None:
+        super().__init__(app, http=LimitedHttpToolsProtocol, **kwargs)
+        self.header_limits = header_limits
+
+
+class _HeadRejected(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def rejection(status: int, code: str, message: str, headers: Any = ()) -> bytes:
+    """A complete HTTP/1.1 error answer that closes the connection, with the JSON error shape."""
+    body = error_body(code, message, None)
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()]
+    lines += [name + b": " + value + b"\r\n" for name, value in headers]
+    lines += [
+        b"content-type: application/json\r\n",
+        b"content-length: %d\r\n" % len(body),
+        b"connection: close\r\n\r\n",
+        body,
+    ]
+    return b"".join(lines)
+
+
+_UNAVAILABLE_BODY = error_body(
+    "unavailable",
+    "the server is at its connection limit (server.limit_concurrency); retry later",
+    None,
+)
+_UNAVAILABLE_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(_UNAVAILABLE_BODY)).encode()),
+    (b"retry-after", b"1"),
+    (b"connection", b"close"),  # a connection over the cap is not kept
+]
+
+
+async def over_capacity(scope: Any, receive: Any, send: Any) -> None:
+    """The answer past server.limit_concurrency: uvicorn's 503, in the JSON error shape."""
+    await send({"type": "http.response.start", "status": 503, "headers": _UNAVAILABLE_HEADERS})
+    await send({"type": "http.response.body", "body": _UNAVAILABLE_BODY})
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol that bounds each request head.
+
+    While a head (or, in a chunked body, a chunk's framing and the trailers) is being read, at
+    most the bytes left under max_total_bytes are fed to the parser; the URL is bounded as it
+    arrives (on_url), each header line and the field count as each field completes."""
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.limits: HeaderLimits = getattr(config, "header_limits", None) or HeaderLimits()
+        self.counting = True  # bytes being fed belong to a head (or chunk framing/trailers)
+        self.head_bytes = 0
+        self.url_bytes = 0
+        self.header_count = 0
+        self.rejected = False
+        self.pending: _HeadRejected | None = None  # a rejection waiting for earlier answers
+        self.discarded = 0
+        self.linger: asyncio.TimerHandle | None = None
+        # uvicorn's own check would answer its text/plain 503; ours answers the JSON shape.
+        self.connection_cap = self.limit_concurrency
+        self.limit_concurrency = None
+        self.served_app = self.app
+
+    # Feeding the parser
+
+    def data_received(self, data: bytes) -> None:
+        if self.rejected:
+            self.discarded += len(data)
+            if self.discarded > LINGER_BYTES:
+                self.transport.close()
+            return
+        self._unset_keepalive_if_required()
+        view = memoryview(data)
+        try:
+            while view and not self.transport.is_closing():
+                if self.counting:
+                    room = self.limits.max_total_bytes - self.head_bytes
+                    piece, view = view[:room], view[room:]
+                    self.head_bytes += len(piece)
+                else:
+                    piece, view = view, view[:0]
+                self.parser.feed_data(piece)
+                if self.counting and self.head_bytes >= self.limits.max_total_bytes:
+                    raise _HeadRejected(
+                        431,
+                        "headers_too_large",
+                        f"the request headers are over {self.limits.max_total_bytes} bytes",
+                    )
+        except _HeadRejected as exc:
+            self.reject(exc)
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _HeadRejected):  # raised in a parser callback
+                self.reject(exc.__context__)
+                return
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def reject(self, exc: _HeadRejected) -> None:
+        """Answer 431/414 and close, reading (and dropping) what follows for a moment."""
+        self.rejected = True
+        self.counting = False
+        log.warning("%s %s from %s", exc.status, exc.message, self.client)
+        if self.cycle is not None and not self.cycle.response_complete:
+            # Pipelined: the answers before this one come first; nothing more is read.
+            self.pending = exc
+            self.transport.pause_reading()
+            return
+        self.answer(exc)
+
+    def answer(self, exc: _HeadRejected) -> None:
+        headers = self.server_state.default_headers
+        self.transport.write(rejection(exc.status, exc.code, exc.message, headers))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.linger = self.loop.call_later(LINGER_S, self.transport.close)
+        else:
+            self.transport.close()
+
+    def on_response_complete(self) -> None:
+        if self.pending is None or self.pipeline:
+            super().on_response_complete()
+            return
+        self.server_state.total_requests += 1
+        exc, self.pending = self.pending, None
+        if not self.transport.is_closing():
+            self.answer(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.linger is not None:
+            self.linger.cancel()
+            self.linger = None
+        super().connection_lost(exc)
+
+    # Parser callbacks
+
+    def on_message_begin(self) -> None:
+        self.url_bytes = 0
+        self.header_count = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self.url_bytes += len(url)
+        if self.url_bytes > self.limits.max_line_bytes:
+            raise _HeadRejected(
+                414, "uri_too_long", f"the request URL is over {self.limits.max_line_bytes} bytes"
+            )
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_count += 1
+        if self.header_count > self.limits.max_count:
+            raise _HeadRejected(
+                431,
+                "headers_too_large",
+                f"the request has more than {self.limits.max_count} header fields",
+            )
+        if len(name) + len(value) > self.limits.max_line_bytes:
+            raise _HeadRejected(
+                431,
+                "headers_too_large",
+                f"a request header field is over {self.limits.max_line_bytes} bytes",
+            )
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self.counting = False
+        cap = self.connection_cap
+        over = cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap)
+        self.app = over_capacity if over else self.served_app
+        if over:  # debug: under overload a line per refusal would cost more than the refusal
+            log.debug("connection limit (%s) reached: 503", cap)
+        super().on_headers_complete()
+
+    def on_chunk_header(self) -> None:
+        # A chunk's size line, or the last chunk's trailers, which the parser buffers like
+        # headers: counted until the chunk's data arrives.
+        self.counting = True
+        self.head_bytes = 0
+
+    def on_body(self, body: bytes) -> None:
+        self.counting = False
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self.counting = True
+        self.head_bytes = 0
+        super().on_message_complete()
