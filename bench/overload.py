@@ -1,22 +1,26 @@
-"""Overload benchmark (not CI): a real `mlserve serve` driven at 10x its sustainable rate.
+"""Overload benchmark (not CI): a real `mlserve serve` driven far beyond its sustainable rate.
 
 1. Sustainable rate: a closed-loop `mlserve loadtest` (--concurrency) measures the throughput
    the server keeps up with.
-2. Overload: an open-loop `mlserve loadtest --rate <factor x sustainable>` for --duration
-   seconds. Requests beyond a model's queue (batching.max_queue) are shed with 503 +
+2. Overload, one phase per --loads entry, each for --duration seconds:
+   - `closed`: --closed-concurrency connections (2,000 by default), each sending its next
+     request as soon as the last is answered (a 503 included): far more than 10x offered;
+   - `open`: an open-loop `mlserve loadtest --rate <factor x sustainable>` (latency counts from
+     each request's scheduled start; what one generator core cannot send is reported).
+   Requests the server refuses (batching.max_queue_delay_ms, batching.max_queue) get 503 +
    Retry-After; the loadtest counts them. A probe client (one connection, closed loop) shares
    the overloaded queue: its 2xx answers give the latency of *admitted* requests.
-3. Recovery: as soon as the load stops, the probe's next requests show how fast latency is
-   back to normal.
-The server's RSS is sampled every second throughout. The server is pinned to core 0 and the
-load generators to core 1 when `taskset` exists.
+3. Recovery: after each phase the probe's next requests show how fast latency is back to
+   normal.
+The server runs with its default settings unless --max-queue / --max-queue-delay-ms are given;
+its RSS is sampled every second throughout. The server is pinned to core 0 and the load
+generators to core 1 when `taskset` exists. --src DIR serves the mlserve package found in DIR
+(e.g. an unpacked older commit) for before/after runs.
 
-Usage: python bench/overload.py [--duration 30] [--factor 10] [--endpoint batch|predict]
-         [--batch-size 50] [--max-queue 100] [--max-in-flight 4000]
-The default request is a batch of 50 texts (the sample sentiment model): its sustainable rate
-is low enough that one load-generator core can offer 10 times it; single predictions are
-cheap enough (several thousand per second) that 10x cannot be generated on this machine.
-Results: a summary on stdout and bench/out/overload.json.
+Usage: python bench/overload.py [--endpoint predict|batch] [--batch-size 50] [--duration 20]
+         [--loads closed,open] [--closed-concurrency 2000] [--factor 10] [--src DIR]
+Pass: no answer slower than --max-answer-s (3 s) nor missing, >= 70 % of the sustainable rate
+admitted, RSS within +20 MB. Results: a summary on stdout and bench/out/overload-<endpoint>.json.
 """
 
 from __future__ import annotations
@@ -65,10 +69,19 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def loadtest(url: str, args: list[str], report: Path, limit_s: float) -> dict[str, Any]:
+    report.unlink(missing_ok=True)
     cmd = [PY, "-m", "mlserve", "loadtest", "--url", url, "--quiet", "--json", str(report)]
-    subprocess.run(pinned(1, [*cmd, *args]), check=False, capture_output=True, timeout=limit_s)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVE_")}
+    subprocess.run(
+        pinned(1, [*cmd, *args]), check=False, capture_output=True, timeout=limit_s, env=env
+    )
     data: dict[str, Any] = json.loads(report.read_text())
     return data
+
+
+def slower_than(report: dict[str, Any], ms: float) -> int:
+    """Answers at least `ms` late (from the loadtest's histogram; bins starting there)."""
+    return sum(int(b["count"]) for b in report.get("histogram", []) if b["from"] >= ms)
 
 
 class Probe:
@@ -128,24 +141,36 @@ def summary(records: list[tuple[float, int, float]]) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds of overload")
-    parser.add_argument("--factor", type=float, default=10.0, help="x the sustainable rate")
-    parser.add_argument("--endpoint", choices=["predict", "batch"], default="batch")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of each phase")
+    parser.add_argument("--factor", type=float, default=10.0, help="open loop: x sustainable")
+    parser.add_argument("--endpoint", choices=["predict", "batch"], default="predict")
     parser.add_argument("--batch-size", type=int, default=50, help="texts per batch request")
-    parser.add_argument("--max-queue", type=int, default=100, help="batching.max_queue")
+    parser.add_argument("--loads", default="closed,open", help="phases: closed, open")
+    parser.add_argument("--closed-concurrency", type=int, default=2000)
+    parser.add_argument("--max-queue", type=int, default=None, help="batching.max_queue")
+    parser.add_argument("--max-queue-delay-ms", type=float, default=None)
     parser.add_argument("--max-in-flight", type=int, default=4000, help="open-loop cap")
-    parser.add_argument("--max-batch-size", type=int, default=64, help="batching.max_batch_size")
-    parser.add_argument("--concurrency", type=int, default=32, help="closed-loop connections")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="sustainable-rate connections (64 single, 32 batch)",
+    )
+    parser.add_argument("--max-answer-s", type=float, default=3.0, help="pass: slowest answer")
+    parser.add_argument("--src", type=Path, default=None, help="serve the mlserve in DIR")
+    parser.add_argument("--tag", default="", help="suffix of the output file")
     args = parser.parse_args()
 
     OUT.mkdir(exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="mlserve-overload-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVE_")}
-    env.update(
-        MLSERVE_HOME=str(home),
-        MLSERVE_BATCHING__MAX_QUEUE=str(args.max_queue),
-        MLSERVE_BATCHING__MAX_BATCH_SIZE=str(args.max_batch_size),
-    )
+    env.update(MLSERVE_HOME=str(home))
+    if args.max_queue is not None:
+        env["MLSERVE_BATCHING__MAX_QUEUE"] = str(args.max_queue)
+    if args.max_queue_delay_ms is not None:
+        env["MLSERVE_BATCHING__MAX_QUEUE_DELAY_MS"] = str(args.max_queue_delay_ms)
+    if args.src is not None:
+        env["PYTHONPATH"] = str(args.src.resolve())
     print(f"training the sample sentiment model in {home} ...", flush=True)
     subprocess.run(
         [PY, "-m", "mlserve", "train", "--sample", "sentiment", "--name", "sentiment",
@@ -154,10 +179,11 @@ def main() -> int:
     )  # fmt: skip
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = (OUT / "overload-server.log").open("wb")
+    # Default settings, access log included (one line per answer, 503s too): kept out of
+    # the repository, in the temporary home, removed at the end.
+    log = (home / "server.log").open("wb")
     server = subprocess.Popen(
-        pinned(0, [PY, "-m", "mlserve", "serve", "--port", str(port), "--no-sample",
-                   "--log-level", "warning"]),
+        pinned(0, [PY, "-m", "mlserve", "serve", "--port", str(port), "--no-sample"]),
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     if args.endpoint == "batch":
@@ -166,6 +192,8 @@ def main() -> int:
     else:
         path, body = "/api/predict", {"text": PROBE_TEXT}
         load_args = ["--endpoint", "predict"]
+    concurrency = args.concurrency or (32 if args.endpoint == "batch" else 64)
+    phases: dict[str, Any] = {}
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -181,35 +209,64 @@ def main() -> int:
         rss.thread.start()
         t0 = time.monotonic()
 
-        print("measuring the sustainable rate (closed loop, 10 s) ...", flush=True)
+        print(f"sustainable rate (closed loop, {concurrency} connections, 10 s) ...", flush=True)
         sustainable = loadtest(
             url,
-            [*load_args, "--concurrency", str(args.concurrency), "--duration", "10s",
+            [*load_args, "--concurrency", str(concurrency), "--duration", "10s",
              "--warmup", "3s"],
             OUT / "overload-sustainable.json",
             limit_s=120,
         )  # fmt: skip
         rate = float(sustainable["throughput"])
         target = round(rate * args.factor)
-        print(f"sustainable {rate:.0f} req/s; overload at {target} req/s for {args.duration:.0f} s")
+        rss_before = rss.between(t0, time.monotonic())[-1] if rss.samples else None
+        print(f"sustainable {rate:.0f} req/s", flush=True)
 
-        probe = Probe(url, path, body)
-        probe.thread.start()
-        time.sleep(3.0)  # the probe's baseline, before the overload
-        load_start = time.monotonic()
-        overload = loadtest(
-            url,
-            [*load_args, "--rate", str(target), "--duration", f"{args.duration:.0f}s",
-             "--max-in-flight", str(args.max_in_flight), "--timeout", "30"],
-            OUT / "overload-open-loop.json",
-            limit_s=args.duration * args.factor + 300,  # every scheduled request is sent
-        )  # fmt: skip
-        load_end = time.monotonic()
-        time.sleep(5.0)  # recovery, seen by the probe
-        probe.stop.set()
-        probe.thread.join(timeout=30)
-        t_end = time.monotonic()
-        metrics = httpx.get(url + "/metrics", timeout=10).text
+        for load in [x.strip() for x in args.loads.split(",") if x.strip()]:
+            if load == "closed":
+                shape = ["--concurrency", str(args.closed_concurrency)]
+            else:
+                shape = ["--rate", str(target), "--max-in-flight", str(args.max_in_flight)]
+            print(f"{load} loop: {' '.join(shape)} for {args.duration:.0f} s ...", flush=True)
+            probe = Probe(url, path, body)
+            probe.thread.start()
+            time.sleep(2.0)  # the probe's baseline, before the overload
+            load_start = time.monotonic()
+            report = loadtest(
+                url,
+                [*load_args, *shape, "--duration", f"{args.duration:.0f}s", "--timeout", "30"],
+                OUT / f"overload-{load}.json",
+                limit_s=args.duration * args.factor + 300,  # every scheduled request is sent
+            )  # fmt: skip
+            load_end = time.monotonic()
+            time.sleep(3.0)  # recovery, seen by the probe
+            probe.stop.set()
+            probe.thread.join(timeout=30)
+            after = probe.window(load_end, time.monotonic())
+            codes = report["status_codes"]
+            admitted = float(report["throughput"])
+            lat = report["latencies"]
+            phases[load] = {
+                "shape": " ".join(shape),
+                "offered_rate_rps": report["rate"],
+                "requests": report["requests"],
+                "status_codes": codes,
+                "transport_errors": report["transport_errors"],
+                "admitted_rps": admitted,
+                "admitted_share_of_sustainable": round(admitted / rate, 3) if rate else None,
+                "answers_p50_ms": lat.get("50th"),
+                "answers_p99_ms": lat.get("99th"),
+                "answers_max_ms": lat.get("max"),
+                "answers_over_3s": slower_than(report, 3000.0),
+                "answers_over_10s": slower_than(report, 10000.0),
+                "server_process_time": report.get("server_process_time"),
+                "schedule": report.get("schedule"),
+                "probe_before": summary(probe.window(load_start - 2.0, load_start)),
+                "probe_during": summary(probe.window(load_start, load_end)),
+                "probe_after_3s": summary(after),
+                "rss_max_during_mb": max(rss.between(load_start, load_end), default=None),
+            }
+            print(json.dumps({load: phases[load]}, indent=2), flush=True)
         rss.stop.set()
         rss.thread.join(timeout=5)
     finally:
@@ -219,62 +276,48 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+        shutil.rmtree(home, ignore_errors=True)
 
-    shed_metric = next(
-        (float(line.split()[-1]) for line in metrics.splitlines()
-         if line.startswith('mlserve_errors_total{code="overloaded"}')),
-        0.0,
-    )  # fmt: skip
-    after = probe.window(load_end, t_end)
-    first_after = after[0] if after else None
-    codes = overload["status_codes"]
+    rss_max = max((p["rss_max_during_mb"] or 0.0 for p in phases.values()), default=None)
     result: dict[str, Any] = {
         "endpoint": path,
         "batch_size": args.batch_size if args.endpoint == "batch" else None,
-        "max_queue": args.max_queue,
-        "max_batch_size": args.max_batch_size,
-        "max_in_flight": args.max_in_flight,
+        "settings": {
+            "max_queue": args.max_queue or "default",
+            "max_queue_delay_ms": args.max_queue_delay_ms
+            if args.max_queue_delay_ms is not None
+            else "default",
+            "src": str(args.src) if args.src else "this checkout",
+        },
         "sustainable": {
             "throughput_rps": round(rate, 1),
-            "p50_ms": sustainable["latencies"].get("p50"),
-            "p99_ms": sustainable["latencies"].get("p99"),
-            "concurrency": args.concurrency,
+            "p50_ms": sustainable["latencies"].get("50th"),
+            "p99_ms": sustainable["latencies"].get("99th"),
+            "concurrency": concurrency,
         },
-        "overload": {
-            "target_rate_rps": target,
-            "offered_rate_rps": overload["rate"],
-            "duration_s": round(load_end - load_start, 1),
-            "requests": overload["requests"],
-            "status_codes": codes,
-            "admitted_2xx": sum(n for c, n in codes.items() if c.startswith("2")),
-            "shed_503": codes.get("503", 0),
-            "shed_metric_overloaded_total": shed_metric,
-            "transport_errors": overload["transport_errors"],
-            "admitted_throughput_rps": overload["throughput"],
-            "all_answers_p50_ms": overload["latencies"].get("p50"),
-            "all_answers_p99_ms": overload["latencies"].get("p99"),
-            "schedule": overload["schedule"],
-        },
-        "probe": {
-            "before": summary(probe.window(load_start - 3.0, load_start)),
-            "during": summary(probe.window(load_start, load_end)),
-            "after_5s": summary(after),
-            "first_after_ms": round(first_after[2], 2) if first_after else None,
-            "first_after_status": first_after[1] if first_after else None,
-            "after_first_50": summary(after[:50]),
-        },
+        "phases": phases,
         "rss_mb": {
-            "start": rss.between(t0, t0 + 1.5)[0] if rss.samples else None,
-            "before_overload": rss.between(t0, load_start)[-1] if rss.samples else None,
-            "max_during": max(rss.between(load_start, load_end), default=None),
-            "end": rss.samples[-1][1] if rss.samples else None,
-            "samples": [rss for _, rss in rss.samples],
+            "before_overload": rss_before,
+            "max_during": rss_max,
+            "growth": round(rss_max - rss_before, 1) if rss_max and rss_before else None,
         },
     }
-    (OUT / "overload.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "rss_mb"}, indent=2))
-    printable = {k: v for k, v in result["rss_mb"].items() if k != "samples"}
-    print("rss_mb", json.dumps(printable))
+    checks = {}
+    for load, ph in phases.items():
+        slowest = (ph["answers_max_ms"] or 0.0) / 1000.0
+        missing = sum(ph["transport_errors"].values())
+        checks[f"{load}: no answer over {args.max_answer_s:.0f} s, none missing"] = (
+            slowest <= args.max_answer_s and missing == 0
+        )
+        checks[f"{load}: >= 70% of the sustainable rate admitted"] = (
+            ph["admitted_share_of_sustainable"] or 0.0
+        ) >= 0.7
+    growth = result["rss_mb"]["growth"]
+    checks["RSS within +20 MB"] = growth is not None and growth <= 20.0
+    result["checks"] = checks
+    name = f"overload-{args.endpoint}{'-' + args.tag if args.tag else ''}.json"
+    (OUT / name).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "phases"}, indent=2))
     return 0
 
 
