@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+__all__ = ["atomic_write_bytes", "atomic_write_json", "fsync_dir", "write_synced"]
+
 
 def fsync_dir(path: Path) -> None:
     """Make renames inside `path` durable (a no-op where directories cannot be opened)."""
@@ -39,3 +41,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    """Write a new file and fsync it (a staged file must be durable before it is published)."""
+    with path.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -42,34 +42,45 @@ def _fmt_metric(metrics: dict[str, Any]) -> str:
 def list_models(
     registry: RegistryOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
 ) -> None:
-    """List the models in the registry with their versions and aliases."""
+    """List the models in the registry with their versions and aliases.
+
+    A model whose registry files cannot be read is listed as broken, with the reason on
+    stderr, and the command exits 1."""
+    from rich.markup import escape
     from rich.table import Table
 
     reg = _registry(config, registry)
     models = reg.list_models()
+    broken = [m for m in models if m.error is not None]
     if as_json:
         print_json([m.model_dump(mode="json") for m in models])
-        return
-    if not models:
+    elif not models:
         err_console.print(
             f"registry {reg.root} is empty; add a model with `mlserve train` or `mlserve register`"
         )
-        return
-    table = Table(title=f"models in {reg.root}", title_justify="left")
-    for col in ("name", "task", "versions", "latest", "aliases", "latest metrics"):
-        table.add_column(col)
-    for m in models:
-        latest = reg.metadata(m.name, m.latest_version)
-        aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items())) or "-"
-        table.add_row(
-            m.name,
-            m.task,
-            str(len(m.versions)),
-            str(m.latest_version),
-            aliases,
-            _fmt_metric(latest.metrics),
-        )
-    console.print(table)
+    else:
+        table = Table(title=f"models in {reg.root}", title_justify="left")
+        for col in ("name", "task", "versions", "latest", "aliases", "latest metrics"):
+            table.add_column(col)
+        for m in models:
+            aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items())) or "-"
+            if m.error is None:
+                shown = _fmt_metric(reg.metadata(m.name, m.latest_version).metrics)
+            else:
+                shown = "[red]broken[/] (see below)"
+            table.add_row(
+                m.name,
+                m.task or "-",
+                str(len(m.versions)),
+                str(m.latest_version),
+                aliases,
+                shown,
+            )
+        console.print(table)
+    for m in broken:
+        err_console.print(f"error: model {m.name} is broken: {escape(m.error or '')}")
+    if broken:
+        raise typer.Exit(1)
 
 
 @app.command("show")

@@ -9,6 +9,7 @@ from mlserve.registry.artifacts import (
     version_mismatch_warnings,
 )
 from mlserve.registry.files import FileModels, ReadOnlyModelsError, open_models
+from mlserve.registry.problems import RegistryCorruptError
 from mlserve.registry.refs import ALIAS_RE, NAME_RE, REF_RE, ModelRef, validate_alias, validate_name
 from mlserve.registry.store import (
     ALIASES,
@@ -33,6 +34,7 @@ __all__ = [
     "LoadedArtifact",
     "ModelRef",
     "Registry",
+    "RegistryCorruptError",
     "dump_estimator",
     "open_models",
     "sha256_bytes",

@@ -5,17 +5,19 @@
 #     <root>/.lock                          serialises writers (file lock)
 #     <root>/.staging/<uuid>/               versions being written; invisible until renamed
 #     <root>/<name>/aliases.json            {"production": 3, ...}
+#     <root>/<name>/.highest                the highest version number ever handed out
 #     <root>/<name>/versions/<n>/model.joblib
 #     <root>/<name>/versions/<n>/metadata.json
+#     <root>/<name>/versions/<n>/aliases.intent   aliases it was published with, until settled
 #
-# A version becomes visible by one atomic rename of its fully written, fsynced staging folder, so
-# a writer killed at any point leaves either the whole version or none of it.
+# A version becomes visible by one atomic rename of its fully written, fsynced staging folder,
+# with the aliases it asked for (journal.py), so a writer killed at any point leaves either the
+# whole version with its aliases or none of it.
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -37,7 +39,7 @@ from mlserve.errors import (
     RegistryError,
     UsageError,
 )
-from mlserve.fsutil import atomic_write_json, fsync_dir
+from mlserve.fsutil import atomic_write_json, fsync_dir, write_synced
 from mlserve.registry.artifacts import (
     LoadedArtifact,
     describe_estimator,
@@ -46,6 +48,18 @@ from mlserve.registry.artifacts import (
     version_mismatch_warnings,
 )
 from mlserve.registry.intake import Intake
+from mlserve.registry.journal import (
+    ALIASES,
+    ARTIFACT,
+    INTENT,
+    METADATA,
+    highest_ever,
+    read_aliases,
+    reserve_number,
+    settle,
+    write_intent,
+)
+from mlserve.registry.problems import corrupt, problem_of, unreadable
 from mlserve.registry.refs import NAME_RE, ModelRef, validate_alias, validate_name
 from mlserve.runtime import formats
 from mlserve.schemas import ColumnSpec, ModelMetadata, ModelSummary, TaskKind, VersionSummary
@@ -64,9 +78,6 @@ __all__ = [
 # The registry's logger, whichever of its modules logs.
 log = logging.getLogger("mlserve.registry")
 
-ARTIFACT = "model.joblib"
-METADATA = "metadata.json"
-ALIASES = "aliases.json"
 LOCK_TIMEOUT_S = 120.0
 STALE_STAGING_S = 3600.0
 
@@ -157,15 +168,8 @@ class Registry(Intake):
         return found
 
     def aliases(self, name: str) -> dict[str, int]:
-        path = self._model_dir(name) / ALIASES
-        try:
-            data = json.loads(path.read_text())
-            return {str(k): int(v) for k, v in data.items()}
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
-            # A hand-edited file can hold any JSON: report it instead of crashing.
-            raise RegistryError(f"cannot read aliases file {path}: {exc}") from None
+        """aliases.json with the aliases of versions published but not yet settled."""
+        return read_aliases(self.root, self._model_dir(name))
 
     def metadata(self, name: str, version: int) -> ModelMetadata:
         path = self._version_dir(name, version) / METADATA
@@ -177,10 +181,15 @@ class Registry(Intake):
                     f"model '{name}' is not in the registry {self.root}"
                 ) from None
             raise ModelNotFoundError(f"model '{name}' has no version {version}") from None
+        except OSError as exc:  # permissions, I/O
+            raise unreadable(self.root, path, exc) from None
+        except ValueError as exc:  # not UTF-8
+            raise corrupt(self.root, path, problem_of(exc)) from None
         try:
             return ModelMetadata.model_validate_json(raw)
         except ValueError as exc:
-            raise RegistryError(f"metadata file {path} is corrupt: {exc}") from None
+            # One line naming the file: a pydantic message would quote the file's contents.
+            raise corrupt(self.root, path, problem_of(exc)) from None
 
     def resolve_version(self, ref: ModelRef | str, *, default_alias: str = "production") -> int:
         """The version a reference points at; a bare name means its default alias, else latest."""
@@ -223,11 +232,37 @@ class Registry(Intake):
         )
 
     def list_models(self) -> list[ModelSummary]:
+        """Every model; one whose files cannot be read is listed with its `error` (and
+        whatever else can be read), so one broken model never hides the others."""
         out = []
         for name in self.names():
             with contextlib.suppress(ModelNotFoundError):  # deleted while listing
-                out.append(self.summary(name))
+                out.append(self.checked_summary(name))
         return out
+
+    def checked_summary(self, name: str) -> ModelSummary:
+        """summary(name); for a model whose registry files cannot be read, what can be read
+        of it, with the one-line reason in `error`."""
+        try:
+            return self.summary(name)
+        except ModelNotFoundError:
+            raise
+        except RegistryError as exc:
+            error = exc.message
+        versions = self.versions(name)
+        task = aliases = None
+        with contextlib.suppress(RegistryError):
+            task = self.metadata(name, versions[-1]).task
+        with contextlib.suppress(RegistryError):
+            aliases = self.aliases(name)
+        return ModelSummary(
+            name=name,
+            task=task,
+            latest_version=versions[-1],
+            versions=versions,
+            aliases=aliases or {},
+            error=error,
+        )
 
     def version_summaries(self, name: str) -> list[VersionSummary]:
         aliases = self.aliases(name)
@@ -323,7 +358,7 @@ class Registry(Intake):
         **fields: Any,
     ) -> ModelMetadata:
         """Publish a new version of `name`: its metadata from describe_version(**fields)."""
-        if "/" in artifact or artifact in ("", ".", "..", METADATA):
+        if "/" in artifact or artifact in ("", ".", "..", METADATA, INTENT):
             raise InvalidModelError(f"invalid artifact name {artifact!r}")
         # Described and smoke-checked before anything is written: a refused model leaves no trace.
         draft = describe_version(data, estimator, name=name, artifact=artifact, **fields)
@@ -339,25 +374,28 @@ class Registry(Intake):
                 model_dir = self._model_dir(name)
                 versions_dir = model_dir / "versions"
                 versions_dir.mkdir(parents=True, exist_ok=True)
+                settle(self.root, model_dir)  # what a killed writer left, first
                 existing = self._versions_in(model_dir)
                 # Never reuse a number, even of a deleted version: a cached answer or a log line
-                # naming name:N must keep meaning one artifact.
-                version = max([*existing, self._highest_ever(model_dir)], default=0) + 1
+                # naming name:N must keep meaning one artifact. Reserved before publishing, so
+                # a writer killed after the rename cannot leave the counter behind.
+                version = max([*existing, highest_ever(model_dir)], default=0) + 1
+                reserve_number(model_dir, version)
                 meta = ModelMetadata(version=version, **draft)
                 write_synced(staging / METADATA, meta.model_dump_json(indent=2).encode())
+                if aliases:
+                    write_intent(staging, aliases)
                 fsync_dir(staging)
                 published = versions_dir / str(version)
+                # The one step that publishes the version and its aliases together.
                 os.rename(staging, published)
                 fsync_dir(versions_dir)
                 try:
-                    atomic_write_json(model_dir / ".highest", version)
-                    if aliases:
-                        current = self.aliases(name)
-                        current.update(dict.fromkeys(aliases, version))
-                        atomic_write_json(model_dir / ALIASES, current)
+                    settle(self.root, model_dir)  # the intent into aliases.json
                 except OSError:
-                    # A version and its aliases land together or not at all: unpublish it
-                    # (back to staging, removed below). A rename needs no free space.
+                    # aliases.json could not be written: unpublish the version (back to
+                    # staging, removed below; a rename needs no free space), so the caller's
+                    # error means "nothing registered". Its number stays reserved.
                     with contextlib.suppress(OSError):
                         os.rename(published, staging)
                         fsync_dir(versions_dir)
@@ -371,13 +409,6 @@ class Registry(Intake):
                 shutil.rmtree(staging, ignore_errors=True)
         log.debug("registered %s:%s (%s)", name, version, meta.sha256[:12])
         return meta
-
-    @staticmethod
-    def _highest_ever(model_dir: Path) -> int:
-        try:
-            return int((model_dir / ".highest").read_text())
-        except (FileNotFoundError, ValueError):
-            return 0
 
     def _clean_stale_staging(self) -> None:
         """Remove staging folders left by writers that died (older than an hour)."""
@@ -395,6 +426,7 @@ class Registry(Intake):
         with self._locked():
             if version not in self.versions(name):
                 raise NotFoundError(f"model '{name}' has no version {version}")
+            self._settle(name)
             current = self.aliases(name)
             current[alias] = version
             self._write_aliases(name, current)
@@ -402,6 +434,7 @@ class Registry(Intake):
     def remove_alias(self, name: str, alias: str) -> int:
         validate_alias(alias)
         with self._locked():
+            self._settle(name)
             current = self.aliases(name)
             if alias not in current:
                 self.versions(name)  # 404 for an unknown model first
@@ -409,6 +442,13 @@ class Registry(Intake):
             version = current.pop(alias)
             self._write_aliases(name, current)
             return version
+
+    def _settle(self, name: str) -> None:
+        """Complete what a killed writer left of the model (under the lock)."""
+        try:
+            settle(self.root, self._model_dir(name))
+        except OSError as exc:
+            raise RegistryError(f"cannot write to registry {self.root}: {exc.strerror}") from None
 
     def _write_aliases(self, name: str, aliases: dict[str, int]) -> None:
         try:
@@ -425,6 +465,7 @@ class Registry(Intake):
             ref = ModelRef.parse(ref)
         with self._locked():
             versions = self.versions(ref.name)
+            self._settle(ref.name)
             aliases = self.aliases(ref.name)
             if ref.version is None and ref.alias is None:
                 doomed = versions
@@ -440,6 +481,9 @@ class Registry(Intake):
             trash = self.root / ".staging" / f"trash-{uuid.uuid4().hex}"
             trash.mkdir(parents=True)
             try:
+                # A registry written before the counter was kept reliably: record the numbers
+                # about to go, so they are never handed out again.
+                reserve_number(model_dir, max(doomed))
                 if pointing:
                     self._write_aliases(
                         ref.name, {a: v for a, v in aliases.items() if a not in pointing}
@@ -512,11 +556,3 @@ def describe_version(
     if check:
         draft["n_outputs"] = smoke_check(estimator, ModelMetadata(version=0, **draft), example)
     return draft
-
-
-def write_synced(path: Path, data: bytes) -> None:
-    """Write a new file and fsync it (a staged file must be durable before it is published)."""
-    with path.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())

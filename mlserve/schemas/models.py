@@ -123,10 +123,15 @@ class VersionSummary(BaseModel):
 
 class ModelSummary(BaseModel):
     name: str
-    task: TaskKind
+    task: TaskKind | None = Field(description="None when the latest metadata cannot be read.")
     latest_version: int
     versions: list[int]
     aliases: dict[str, int]
+    error: str | None = Field(
+        default=None,
+        description="Why the model is broken (a registry file that cannot be read), in one "
+        "line; None for a healthy model.",
+    )
 
 
 class LoadedVersion(BaseModel):

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Path
 from fastapi.responses import Response
 
-from mlserve.errors import MlserveError
+from mlserve.errors import MlserveError, redact_paths
 from mlserve.registry import version_mismatch_warnings
 from mlserve.registry.bundle import build_bundle, bundle_filename
 from mlserve.schemas import (
@@ -47,12 +47,17 @@ async def list_models(manager: ManagerDep) -> ModelList:
     def build() -> list[ModelListItem]:
         items = []
         for name, served in sorted(manager.models.items()):
+            registry_error = None
             try:
-                summary = manager.registry.summary(name)
+                # A model whose registry files went bad is still listed, marked with why.
+                summary = manager.registry.checked_summary(name)
+                registry_error = summary.error
             except MlserveError:
                 summary = None  # gone from disk since loading: still report what is served
             current = served.current
             status, error = served.health
+            if error is None and registry_error is not None:
+                error = redact_paths(registry_error, manager.registry.root, manager.settings.home)
             items.append(
                 ModelListItem(
                     name=name,
