@@ -25,7 +25,9 @@ JOB_SUBMIT_ROUTES = frozenset({("POST", "/api/predict/async")})
 # Prediction routes shed before their body is read when every queue they could use is full.
 SHED_ROUTES = frozenset({"/api/predict", "/api/predict/batch"})
 V2_INFER = re.compile(r"^/v2/models/([^/]+)/infer$")
-SHED_MESSAGE = "every model queue is full (batching.max_queue); retry shortly"
+SHED_MESSAGE = (
+    "every model is at capacity (batching.max_queue_delay_ms, batching.max_queue); retry shortly"
+)
 # `%` and the space characters that are not control characters (those are escaped, not
 # encoded, by the log formatters).
 _FIELD_BREAKS = re.compile("[% \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
