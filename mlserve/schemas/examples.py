@@ -403,6 +403,9 @@ JOB_RESULT_PAGE: list[JsonValue] = [
                 "scores": None,
             },
         ],
+        "status": "completed",
+        "done": 3,
+        "error": None,
     }
 ]
 
