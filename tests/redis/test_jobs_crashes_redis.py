@@ -5,7 +5,6 @@ job that fails for good keeps its scored rows and its inputs until it expires.""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ pytest.importorskip("celery", reason="the mlserve[redis] extra is not installed"
 
 from server.slow_models import FileGatedRegressor
 from support.servers import MlserveProcess, serve, start_worker
+from support.wait import wait_for
 
 from mlserve.jobs.redis import RedisJobStore
 from mlserve.registry import Registry
@@ -28,13 +28,11 @@ WAIT_S = 60.0
 ROWS, CHUNK, KILLS = 2000, 4, 8
 
 
-def wait_until(check: Callable[[], Any], what: str, details: Callable[[], str] = str) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {WAIT_S} s\n{details()}")
-        time.sleep(0.005)  # polling interval of a bounded wait
-    return found
+def wait_until(
+    check: Callable[[], Any], what: str, details: Callable[[], str] | None = None
+) -> Any:
+    """support.wait.wait_for with this module's deadline and a fine polling interval."""
+    return wait_for(check, what, WAIT_S, details=details, interval=0.005)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from support.data import IRIS_FEATURES
 from support.servers import MlserveProcess
+from support.wait import wait_for as bounded_wait
 
 from mlserve.registry import Registry
 
@@ -40,13 +40,11 @@ def progressed(http: httpx.Client, job_id: str, start: int) -> Any:
     return job["progress"]["done"] > start and job
 
 
-def wait_until(check: Callable[[], Any], what: str, details: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {WAIT_S} s\n{details()}")
-        time.sleep(0.005)  # polling interval of a bounded wait
-    return found
+def wait_until(
+    check: Callable[[], Any], what: str, details: Callable[[], str] | None = None
+) -> Any:
+    """support.wait.wait_for with this module's deadline and a fine polling interval."""
+    return bounded_wait(check, what, WAIT_S, details=details, interval=0.005)
 
 
 @pytest.mark.slow
