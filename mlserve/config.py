@@ -77,8 +77,14 @@ class ServerSettings(Section):
     """Largest request head (request line and headers), in bytes; 431 above, nothing more read."""
     max_headers: int = Field(default=100, ge=1)
     """Most header fields in one request (431 above)."""
-    limit_concurrency: int = Field(default=1000, ge=0)
-    """Open connections per process past which requests get 503 at once (0: no cap)."""
+    limit_concurrency: int = Field(default=2048, ge=0)
+    """Open connections per process past which requests get 503 and the connection is closed
+    (0: no cap). Each connection holds ~20 KB; a client that reconnects at once after that 503
+    costs an accept and a close per request, so keep it above the connections you expect."""
+    loop: Literal["asyncio", "uvloop"] = "asyncio"
+    """Event loop: asyncio (default; serves many connections fairly) or uvloop (needs the
+    uvloop package; with hundreds of busy connections some wait seconds, see
+    docs/benchmarks.md)."""
     cors_origins: list[str] = Field(default_factory=list)
     """Origins allowed by CORS. Empty: no cross-origin access."""
     gzip_min_bytes: int = Field(default=1000, ge=0)

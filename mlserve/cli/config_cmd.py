@@ -34,7 +34,7 @@ def render_config_document() -> str:
         lines += ["", f"[{section}]"]
         for key, field in fields.items():
             if field.description:
-                lines.append(f"# {field.description}")
+                lines.extend(f"# {line.strip()}" for line in field.description.splitlines())
             if key in values:
                 value = values[key]
                 if isinstance(value, dict) and not value:

@@ -4,6 +4,11 @@ Greedy by design: while the model is busy, requests queue; when it frees up, eve
 (up to max_batch_size rows) goes in one call. A lone request never waits on a timer unless
 max_wait_ms asks for fuller batches.
 
+The model thread takes the next batch itself as soon as a call ends, and hands each call's
+results to the event loop in one callback: the model keeps running back to back however long
+the loop's turns are (under overload a turn may answer thousands of refusals), rather than
+waiting two or three loop turns between calls.
+
 When a model call fails, its requests are retried one at a time so one bad input fails only its
 own caller; the failure is logged once per batch, and if the first two solo retries fail too the
 model is taken to be broken and the rest of the batch fails without calling it again.
@@ -22,6 +27,7 @@ import collections
 import contextlib
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -136,6 +142,10 @@ class Batcher(Generic[T]):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._cancelled = False  # the run task was cancelled: the model thread takes no more
+        # The queue is appended to on the event loop and taken from on the model thread.
+        self._lock = threading.Lock()
+        self._current: list[_Item] = []  # the batch on the model thread
         self.in_flight = 0
 
     @property
@@ -210,8 +220,9 @@ class Batcher(Generic[T]):
         if self._task is None:
             self.start()
         future: asyncio.Future[list[T]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(rows, future))
-        self._queued_rows += len(rows)
+        with self._lock:
+            self._queue.append(_Item(rows, future))
+            self._queued_rows += len(rows)
         self._queue_changed()
         self._wakeup.set()
         return await future
@@ -226,7 +237,13 @@ class Batcher(Generic[T]):
             log.exception("queue observer of model %s failed", self.name)
 
     def _take_batch(self) -> list[_Item]:
-        """Pop queued items up to max_batch_size rows (always at least one item)."""
+        """Pop queued items up to max_batch_size rows (always at least one item, when any)."""
+        with self._lock:
+            batch = self._pop_batch()
+        self._queue_changed()
+        return batch
+
+    def _pop_batch(self) -> list[_Item]:
         batch: list[_Item] = []
         rows = 0
         limit = self.config.max_batch_size if self.config.enabled else 1
@@ -244,7 +261,6 @@ class Batcher(Generic[T]):
             rows += len(item.rows)
             if rows >= limit:
                 break
-        self._queue_changed()
         return batch
 
     async def _fill_wait(self) -> None:
@@ -273,45 +289,75 @@ class Batcher(Generic[T]):
             batch = self._take_batch()
             if not batch:
                 continue
-            rows = [row for item in batch for row in item.rows]
-            started = time.perf_counter()
-            previous = self._back_to_back
-            if previous is not None:
-                # The last call ended with work waiting: it took until now to start this one.
-                self.cost.observe(previous[1], started - previous[0])
-                self._back_to_back = None
-            self.in_flight = len(batch)
-            self._call_started, self._call_rows = started, len(rows)
             try:
                 try:
-                    results = await loop.run_in_executor(self._executor, self._predict, rows)
-                except Exception as exc:  # noqa: BLE001 - the model's failure goes to its callers
-                    await self._isolate(batch, exc)
-                else:
-                    seconds = time.perf_counter() - started
-                    self._observe(len(rows), seconds)
-                    if self._queue:
-                        self._back_to_back = (started, len(rows))
-                    else:
-                        self.cost.observe(len(rows), seconds)
-                    self._succeeded()
-                    self._deliver(batch, results)
+                    failed = await loop.run_in_executor(self._executor, self._work, loop, batch)
+                finally:
+                    self.in_flight = 0
+                if failed is not None:
+                    await self._isolate(*failed)
             except asyncio.CancelledError:
                 # Stopped mid-call (or mid-isolation): these callers are no longer queued, so
                 # nothing else would ever answer them.
-                self._fail(
-                    batch, ModelUnavailableError(f"model {self.name} stopped", retry_after=1)
-                )
+                self._cancelled = True
+                stopped = ModelUnavailableError(f"model {self.name} stopped", retry_after=1)
+                self._fail(batch, stopped)
+                self._fail(self._current, stopped)
                 raise
-            except Exception:
-                # A bug around the model call (an observer, delivering results): this batch's
-                # callers get the model-failure answer, and the loop goes on serving the rest.
-                log.exception(
-                    "batcher of model %s failed on a batch of %d request(s)", self.name, len(batch)
-                )
-                self._fail(batch, PredictionError(f"model {self.name} failed to predict"))
-            finally:
-                self.in_flight = 0
+
+    def _work(
+        self, loop: asyncio.AbstractEventLoop, batch: list[_Item]
+    ) -> tuple[list[_Item], Exception] | None:
+        """On the model thread: predict `batch`, then the next queued ones back to back; each
+        call's results go to the loop in one callback. Returns a failed batch (with its error),
+        for the loop to isolate, or None once the queue is empty."""
+        while True:
+            self._current = batch
+            rows = [row for item in batch for row in item.rows]
+            started = time.perf_counter()
+            self.in_flight = len(batch)
+            self._call_started, self._call_rows = started, len(rows)
+            try:
+                results = self._predict(rows)
+            except Exception as exc:  # noqa: BLE001 - the model's failure goes to its callers
+                return batch, exc
+            seconds = time.perf_counter() - started
+            more = bool(self._queue)
+            try:
+                loop.call_soon_threadsafe(self._completed, batch, results, started, seconds, more)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                return None
+            if self._cancelled or (self.config.enabled and self.config.max_wait_ms > 0):
+                return None  # a fill wait happens on the loop; a cancelled run takes no more
+            batch = self._take_batch()
+            if not batch:
+                return None
+
+    def _completed(
+        self, batch: list[_Item], results: list[T], started: float, seconds: float, more: bool
+    ) -> None:
+        """On the loop: one model call's results to its callers; the cost model and metrics."""
+        try:
+            rows = sum(len(item.rows) for item in batch)
+            previous = self._back_to_back
+            if previous is not None:
+                # The last call ended with work waiting: it took until this one's start.
+                self.cost.observe(previous[1], started - previous[0])
+                self._back_to_back = None
+            self._observe(rows, seconds)
+            if more:
+                self._back_to_back = (started, rows)
+            else:
+                self.cost.observe(rows, seconds)
+            self._succeeded()
+            self._deliver(batch, results)
+        except Exception:
+            # A bug around the model call (an observer, delivering results): this batch's
+            # callers get the model-failure answer, and the model thread goes on with the rest.
+            log.exception(
+                "batcher of model %s failed on a batch of %d request(s)", self.name, len(batch)
+            )
+            self._fail(batch, PredictionError(f"model {self.name} failed to predict"))
 
     def _succeeded(self) -> None:
         breaker = self.breaker
@@ -325,9 +371,10 @@ class Batcher(Generic[T]):
         if breaker is None or not breaker.record_failure():
             return
         log.warning("model %s is degraded: %s", self.name, breaker.reason)
-        queued = list(self._queue)
-        self._queue.clear()
-        self._queued_rows = 0
+        with self._lock:
+            queued = list(self._queue)
+            self._queue.clear()
+            self._queued_rows = 0
         self._queue_changed()
         self._fail(queued, breaker.error())
 
@@ -422,18 +469,21 @@ class Batcher(Generic[T]):
         task = self._task
         if task is not None:
             if not drain:
-                self._fail(list(self._queue), ModelUnavailableError(f"model {self.name} stopped"))
-                self._queue.clear()
-                self._queued_rows = 0
-                self._queue_changed()
+                self._drop_queue()
             try:
                 await asyncio.wait_for(asyncio.shield(task), timeout)
             except TimeoutError:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            self._fail(list(self._queue), ModelUnavailableError(f"model {self.name} stopped"))
+            self._drop_queue()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _drop_queue(self) -> None:
+        """Fail every queued request (the batcher is stopping)."""
+        with self._lock:
+            queued = list(self._queue)
             self._queue.clear()
             self._queued_rows = 0
-            self._queue_changed()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._queue_changed()
+        self._fail(queued, ModelUnavailableError(f"model {self.name} stopped"))

@@ -29,6 +29,7 @@ from mlserve.server.middleware.fastlane import FastPredictMiddleware
 from mlserve.server.middleware.ratelimit import EXEMPT_PATHS, install_rate_limit
 from mlserve.server.openapi import install_openapi
 from mlserve.server.routes import aliases, compare, feedback, health, jobs, models, predict, v2
+from mlserve.server.shedding import SHED_STATE_KEY, Shedder
 from mlserve.serving.jobrunner import start_jobs
 from mlserve.serving.manager import ModelManager
 from mlserve.serving.metrics import ServerMetrics
@@ -127,8 +128,10 @@ def create_app(
         )
         state.feedback = state.quality.recorder
 
+    shedder = Shedder(manager, metrics)
+
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         loader = asyncio.create_task(manager.load_all(), name="load-models")
         if freeze_heap:
             loader.add_done_callback(_freeze_heap)
@@ -142,7 +145,9 @@ def create_app(
         state.traffic.start(loader)  # split/shadow preloads, then the registry watcher
         restore = drain_on_signals(state)
         try:
-            yield
+            # The lifespan state reaches the connections: the protocol refuses predictions at
+            # overload through it (mlserve.server.shedding).
+            yield {SHED_STATE_KEY: shedder}
         finally:
             state.draining = True
             restore()
@@ -251,6 +256,7 @@ def create_app(
         RequestContextMiddleware,
         metrics=metrics,
         app_state=state,
+        shedder=shedder,
         max_body_bytes=settings.server.max_body_bytes,
         access_log_enabled=settings.logging.access_log,
     )

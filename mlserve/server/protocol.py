@@ -19,6 +19,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mlserve.server.errors import error_body
+from mlserve.server.shedding import SHED_STATE_KEY, Shedder
 
 __all__ = ["HeaderLimits", "LimitedHttpToolsProtocol", "ServerConfig", "rejection"]
 
@@ -82,6 +83,13 @@ _UNAVAILABLE_HEADERS = [
 ]
 
 
+_CAP_REJECTION = _HeadRejected(
+    503,
+    "unavailable",
+    "the server is at its connection limit (server.limit_concurrency); retry later",
+)
+
+
 async def over_capacity(scope: Any, receive: Any, send: Any) -> None:
     """The answer past server.limit_concurrency: uvicorn's 503, in the JSON error shape."""
     await send({"type": "http.response.start", "status": 503, "headers": _UNAVAILABLE_HEADERS})
@@ -110,6 +118,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.connection_cap = self.limit_concurrency
         self.limit_concurrency = None
         self.served_app = self.app
+        # A prediction refused at overload (mlserve.server.shedding): its body is read and
+        # dropped; then the connection is kept (or closed when the request asked to).
+        self.shedding = False
+        self.shed_keep_alive = False
 
     # Feeding the parser
 
@@ -163,8 +175,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         self.answer(exc)
 
-    def answer(self, exc: _HeadRejected) -> None:
-        headers = self.server_state.default_headers
+    def answer(self, exc: _HeadRejected, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        headers = [*self.server_state.default_headers, *extra]
         self.transport.write(rejection(exc.status, exc.code, exc.message, headers))
         if self.transport.can_write_eof():
             self.transport.write_eof()
@@ -220,12 +232,50 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.counting = False
+        if self.shed_now():
+            return
         cap = self.connection_cap
         over = cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap)
-        self.app = over_capacity if over else self.served_app
         if over:  # debug: under overload a line per refusal would cost more than the refusal
             log.debug("connection limit (%s) reached: 503", cap)
+            if not self.pipeline and (self.cycle is None or self.cycle.response_complete):
+                # Answered here, from bytes, then closed: no ASGI task for a refusal.
+                self.rejected = True
+                self.answer(_CAP_REJECTION, extra=((b"retry-after", b"1"),))
+                return
+        self.app = over_capacity if over else self.served_app
         super().on_headers_complete()
+
+    def shed_now(self) -> bool:
+        """Answer a prediction 503 from pre-rendered bytes when every queue it could reach is
+        full: no ASGI task, no body parsed. Only when no earlier answer is pending (a pipelined
+        request goes the usual way, where the request middleware sheds it)."""
+        shedder: Shedder | None = self.app_state.get(SHED_STATE_KEY)
+        if (
+            shedder is None
+            or self.pipeline
+            or (self.cycle is not None and not self.cycle.response_complete)
+            or self.parser.get_method() != b"POST"
+        ):
+            return False
+        keep_alive = (
+            self.parser.get_http_version() != "1.0"
+            and self.parser.should_keep_alive()
+            # An "Expect: 100-continue" client may never send the body: closed instead.
+            and not self.expect_100_continue
+        )
+        answer = shedder.refusal(
+            httptools.parse_url(self.url).path,
+            self.headers,
+            keep_alive=keep_alive,
+            default_headers=self.server_state.default_headers,
+        )
+        if answer is None:
+            return False
+        self.transport.write(answer)
+        self.shedding = True
+        self.shed_keep_alive = keep_alive
+        return True
 
     def on_chunk_header(self) -> None:
         # A chunk's size line, or the last chunk's trailers, which the parser buffers like
@@ -235,9 +285,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         self.counting = False
+        if self.shedding:
+            return  # a refused request's body: dropped
         super().on_body(body)
 
     def on_message_complete(self) -> None:
         self.counting = True
         self.head_bytes = 0
+        if self.shedding:
+            self.shedding = False
+            if self.shed_keep_alive:
+                self.on_response_complete()  # keep-alive timer, resume, next pipelined
+            else:
+                self.transport.close()
+            return
         super().on_message_complete()

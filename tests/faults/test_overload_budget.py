@@ -8,6 +8,9 @@ answered within the budget (plus slack for a noisy machine), not after the whole
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -18,6 +21,7 @@ import numpy as np
 import pytest
 from server.broken_models import SlowClassifier
 from support.data import IRIS_FEATURES
+from support.metrics import value
 from support.servers import running
 
 from mlserve.registry import Registry
@@ -132,3 +136,93 @@ def test_while_overloaded_a_prediction_is_refused_before_its_body_is_read(
                 stop.set()
         assert shed is not None, "never refused before parsing"
         assert_refused(*shed)
+
+
+def read_answer(sock: socket.socket, pending: bytes = b"") -> tuple[bytes, bytes, bytes]:
+    """(head, body, what followed) of one HTTP answer read from `sock`."""
+    data = pending
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?im)^content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed mid-body"
+        rest += chunk
+    return head, rest[:length], rest[length:]
+
+
+def test_refusals_are_answered_by_the_connection_which_stays_open(tmp_path: Path) -> None:
+    """While saturated, a raw-socket client's predictions get 503 before their (malformed)
+    body is parsed, on one kept-alive connection; each is counted in the request metrics, and
+    the log says so in one line, not one line per refusal."""
+    root = tmp_path / "registry"
+    x = np.random.default_rng(0).normal(size=(20, 4))
+    Registry(root).register_estimator(
+        SlowClassifier(delay_s=CALL_S).fit(x, np.arange(20) % 2),
+        name="slow",
+        aliases=["production"],
+        feature_names=IRIS_FEATURES,
+        check=False,
+    )
+    config = {
+        "batching": {"max_batch_size": 1, "max_queue_delay_ms": BUDGET_MS},
+        "traffic": {"watch_interval_s": 0},
+    }
+    stop = threading.Event()
+    body = b"{not json"
+    request = (
+        b"POST /api/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"x-request-id: raw-client-1\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with running(root, tmp_path / "home", config=config) as server:
+        assert post(server.url, json={"features": FLOWER})[0].status_code == 200
+
+        def keep_busy() -> None:
+            with httpx.Client(base_url=server.url, timeout=60) as http:
+                deadline = time.monotonic() + 30
+                while not stop.is_set() and time.monotonic() < deadline:
+                    http.post("/api/predict", json={"features": FLOWER})
+
+        answers: list[tuple[bytes, bytes]] = []
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            for _ in range(16):
+                pool.submit(keep_busy)
+            try:
+                with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                    for _ in range(200):  # bounded: saturated nearly all the time
+                        sock.sendall(request)
+                        head, answer, extra = read_answer(sock)
+                        assert not extra
+                        if head.startswith(b"HTTP/1.1 503"):
+                            answers.append((head, answer))
+                            if len(answers) == 5:
+                                break
+                        else:
+                            assert head.startswith(b"HTTP/1.1 422"), head
+                            time.sleep(0.05)
+                    # The same connection still serves (a GET, never shed).
+                    sock.sendall(b"GET /api/live HTTP/1.1\r\nhost: x\r\n\r\n")
+                    live_head, _, _ = read_answer(sock)
+            finally:
+                stop.set()
+        metrics = server.metrics()
+        log = server.output()
+
+    assert len(answers) == 5, "never refused"
+    for head, answer in answers:
+        assert b"retry-after: 1" in head.lower()
+        assert b"connection: close" not in head.lower()
+        assert b"x-request-id: raw-client-1" in head.lower()
+        error = json.loads(answer)["error"]
+        assert error == {"code": "overloaded", "message": error["message"],
+                         "request_id": "raw-client-1"}  # fmt: skip
+        assert "batching.max_queue_delay_ms" in error["message"]
+    assert live_head.startswith(b"HTTP/1.1 200")
+    refused = value(metrics, "mlserve_http_requests_total", method="POST", route="/api/predict",
+                    status="503")  # fmt: skip
+    assert refused >= 5
+    assert "overloaded: refused" in log
+    assert log.count("POST /api/predict 503") < 5  # no access-log line per refusal

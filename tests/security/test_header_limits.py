@@ -4,6 +4,8 @@ oversized head; plus the connection cap (server.limit_concurrency)."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
 import re
 import select
@@ -12,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -20,7 +23,8 @@ from support.servers import MlserveProcess, running
 from support.wait import wait_for
 
 from mlserve.config import load_settings
-from mlserve.server.run import uvicorn_options
+from mlserve.errors import ConfigError
+from mlserve.server.run import bind_socket, run, uvicorn_options
 
 CHUNK = 65_536
 PREDICT_BODY = json.dumps({"model": "sentiment", "text": "good"}).encode()
@@ -217,9 +221,10 @@ def test_concurrent_huge_headers_hold_no_memory(server: MlserveProcess) -> None:
 
 def test_limit_concurrency_defaults_to_a_cap_passed_to_uvicorn(tmp_path: Path) -> None:
     settings = load_settings(None, home=str(tmp_path))
-    assert settings.server.limit_concurrency == 1000
+    assert settings.server.limit_concurrency == 2048
     options = uvicorn_options(settings)
-    assert options["limit_concurrency"] == 1000
+    assert options["limit_concurrency"] == 2048
+    assert options["loop"] == "asyncio"  # fair to many connections (docs/benchmarks.md)
     assert options["header_limits"].max_total_bytes == 65_536
     unlimited = load_settings(None, home=str(tmp_path), server={"limit_concurrency": 0})
     assert uvicorn_options(unlimited)["limit_concurrency"] is None
@@ -237,6 +242,7 @@ def test_past_the_connection_cap_requests_get_a_json_503(tmp_path: Path) -> None
                 sock.close()
         assert status == 503, raw[:300]
         assert answer["error"]["code"] == "unavailable"
+        assert b"retry-after: 1" in raw.lower()
         assert raw.endswith(b"<closed>")
         # Under the cap again: served (the closed idle connections are noticed asynchronously).
         health = head("GET", "/api/health", [])
@@ -244,3 +250,41 @@ def test_past_the_connection_cap_requests_get_a_json_503(tmp_path: Path) -> None
             lambda: exchange(capped.port, health, close_expected=False)[0] == 200,
             "a request served under the cap",
         )
+
+
+def test_the_listening_socket_gives_connections_tcp_nodelay(tmp_path: Path) -> None:
+    """asyncio sets TCP_NODELAY only on sockets that say they are TCP: without it an answer
+    written in two parts (head, body) waits on Nagle and the client's delayed ACK (~40 ms)."""
+    settings = load_settings(None, home=str(tmp_path), server={"port": 0})
+    listening = bind_socket(settings)
+    listening.listen()
+
+    async def accepted_nodelay() -> int:
+        loop = asyncio.get_running_loop()
+        seen: asyncio.Future[int] = loop.create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                sock = transport.get_extra_info("socket")
+                seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+        server = await loop.create_server(Probe, sock=listening)
+        port = listening.getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            return await asyncio.wait_for(seen, 10)
+        finally:
+            writer.close()
+            server.close()
+
+    try:
+        assert asyncio.run(accepted_nodelay()) != 0
+    finally:
+        listening.close()
+
+
+def test_uvloop_without_the_package_is_a_config_error(tmp_path: Path, monkeypatch: Any) -> None:
+    settings = load_settings(None, home=str(tmp_path), server={"loop": "uvloop"})
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(ConfigError, match="uvloop package"):
+        run(settings)

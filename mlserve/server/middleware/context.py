@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlserve.server.errors import send_error
+from mlserve.server.shedding import SHED_MESSAGE, Shedder
 from mlserve.serving.metrics import ServerMetrics
 from mlserve.serving.state import AppState
 
@@ -22,12 +23,6 @@ SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # Async job submissions (JSON or a file upload) carry up to jobs.max_items inputs: they are
 # limited by jobs.max_body_bytes, every other route by server.max_body_bytes.
 JOB_SUBMIT_ROUTES = frozenset({("POST", "/api/predict/async")})
-# Prediction routes shed before their body is read when every queue they could use is full.
-SHED_ROUTES = frozenset({"/api/predict", "/api/predict/batch"})
-V2_INFER = re.compile(r"^/v2/models/([^/]+)/infer$")
-SHED_MESSAGE = (
-    "every model is at capacity (batching.max_queue_delay_ms, batching.max_queue); retry shortly"
-)
 # `%` and the space characters that are not control characters (those are escaped, not
 # encoded, by the log formatters).
 _FIELD_BREAKS = re.compile("[% \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
@@ -42,10 +37,12 @@ class RequestContextMiddleware:
         *,
         metrics: ServerMetrics,
         app_state: AppState,
+        shedder: Shedder,
         max_body_bytes: int,
         access_log_enabled: bool = True,
     ) -> None:
         self.app = app
+        self.shedder = shedder
         self.metrics = metrics
         self.app_state = app_state
         self.max_body_bytes = max_body_bytes
@@ -133,19 +130,14 @@ class RequestContextMiddleware:
             self._record(scope, status_holder[0], started, request_id)
 
     def _shed(self, scope: Scope) -> bool:
-        """A prediction request that every queue it could reach would refuse (503)."""
-        path: str = scope.get("path", "")
-        manager = self.app_state.manager
-        if path in SHED_ROUTES:
-            if manager.saturated():
-                scope["state"]["route"] = path
-                return True
+        """A prediction request that every queue it could reach would refuse (503). Most are
+        refused by the connection before they get here (LimitedHttpToolsProtocol); this is
+        the path of a pipelined request, or of a server run with another protocol."""
+        template = self.shedder.saturated_route(scope.get("path", ""))
+        if template is None:
             return False
-        match = V2_INFER.match(path)
-        if match is not None and manager.saturated(match.group(1)):
-            scope["state"]["route"] = "/v2/models/{name}/infer"
-            return True
-        return False
+        scope["state"]["route"] = template
+        return True
 
     def _body_limit(self, scope: Scope) -> int:
         path: str = scope.get("path", "")
