@@ -2,6 +2,9 @@
 ceilings (bare FastAPI, raw ASGI), driven by wrk on loopback, plus in-process model rates.
 
 Usage: python bench/run.py [--duration 8] [--concurrency 1,8,64,128] [--quick] [--only NAMES]
+       python bench/run.py --peers [--models sample,heavy] [--duration 8]
+With --peers: mlserve side by side with MLServer and BentoML (bench/peers.py), on the bundled
+sample model and the heavier TF-IDF-bigram model of issue 20.
 Servers are pinned to core 0 and wrk to core 1 when `taskset` exists. Results: a table on
 stdout, bench/out/results.json, and (with matplotlib) docs/benchmarks.png.
 """
@@ -147,6 +150,11 @@ print(json.dumps({{"one_per_call": rate(1), "batch_64": rate(64), "batch_100": r
 
 
 def main() -> None:
+    if "--peers" in sys.argv[1:]:
+        import peers  # the peers run has its own options (bench/peers.py)
+
+        peers.main([a for a in sys.argv[1:] if a != "--peers"])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
     parser.add_argument("--concurrency", default="1,8,64,128")
