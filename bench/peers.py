@@ -225,8 +225,11 @@ def measure(spec: Spec, work: Path, duration: int) -> dict[str, Any]:
             return {**row, "unavailable": f"the check request answered {check.status_code}"}
         url = base + spec.path
         run_wrk(url, script, 8, 2)  # warm-up
-        row["wrk_c64"] = run_wrk(url, script, 64, duration)
+        # c=1 before and after c=64: an adaptive batcher that tunes its wait under load (BentoML's)
+        # keeps that wait for the quiet client afterwards
         row["wrk_c1"] = run_wrk(url, script, 1, duration)
+        row["wrk_c64"] = run_wrk(url, script, 64, duration)
+        row["wrk_c1_after"] = run_wrk(url, script, 1, duration)
         row["rss_mb"] = tree_rss_mb(server.proc.pid)
         return row
     finally:
@@ -288,16 +291,16 @@ def report(results: list[dict[str, Any]]) -> list[str]:
                 f"load average before/after {res['loadavg_before'][0]} / "
                 f"{res['loadavg_after'][0]} (1 min), {res['duration_s']} s per wrk run; mlserve from "
                 f"{res.get('mlserve_src', 'this checkout')}.", "",
-                "| server | req/s c=64 | p99 c=64 ms | p50 c=1 ms | errors | RSS MB |",
-                "|---|---|---|---|---|---|"]  # fmt: skip
+                "| server | req/s c=64 | p99 c=64 ms | p50 c=1 ms | p50 c=1 after c=64 ms "
+                "| errors | RSS MB |", "|---|---|---|---|---|---|---|"]  # fmt: skip
         for name, row in res["servers"].items():
             if "unavailable" in row:
-                out.append(f"| {name} | not measured: {row['unavailable']} | | | | |")
+                out.append(f"| {name} | not measured: {row['unavailable']} | | | | | |")
                 continue
-            r64, r1 = row["wrk_c64"], row["wrk_c1"]
-            errors = int(r64["errors"] + r1["errors"])
+            r64, r1, after = row["wrk_c64"], row["wrk_c1"], row.get("wrk_c1_after", {})
+            errors = int(r64["errors"] + r1["errors"] + after.get("errors", 0))
             out.append(f"| {name} | {r64['rps']:,.0f} | {r64['p99_ms']:.1f} | {r1['p50_ms']:.2f} "
-                       f"| {errors} | {row['rss_mb']} |")  # fmt: skip
+                       f"| {after.get('p50_ms', float('nan')):.2f} | {errors} | {row['rss_mb']} |")  # fmt: skip
         ml = res["servers"].get("mlserve (defaults)", {})
         for peer in ("MLServer (adaptive batching)", "BentoML (batchable API)"):
             other = res["servers"].get(peer, {})
@@ -328,6 +331,40 @@ def write_markdown(lines: list[str]) -> None:
     print(f"wrote {target}", file=sys.stderr)  # noqa: T201
 
 
+def plot(results: list[dict[str, Any]]) -> None:
+    """docs/benchmarks-peers.png: req/s and p99 at c=64, per server and model (bars)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no plot)", file=sys.stderr)  # noqa: T201
+        return
+    names = list(results[0]["servers"])
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    width = 0.8 / len(results)
+    metrics = [("wrk_c64", "rps", "req/s at c=64", "linear"),
+               ("wrk_c64", "p99_ms", "p99 at c=64 (ms)", "log"),
+               ("wrk_c1", "p50_ms", "p50 at c=1 (ms)", "log")]  # fmt: skip
+    for ax, (run, key, title, scale) in zip(axes, metrics, strict=True):
+        for i, res in enumerate(results):
+            values = [res["servers"].get(n, {}).get(run, {}).get(key, 0.0) for n in names]
+            xs = [j + i * width for j in range(len(names))]
+            ax.bar(xs, values, width, label=f"{res['model']} model")
+        ax.set_xticks([j + width * (len(results) - 1) / 2 for j in range(len(names))])
+        ax.set_xticklabels([n.replace(" (", "\n(") for n in names], fontsize=7)
+        ax.set(title=title, yscale=scale)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Peers side by side (server on core 0, wrk on core 1; missing bar: not measured)",
+                 fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    target = ROOT / "docs" / "benchmarks-peers.png"
+    fig.savefig(target, dpi=100)
+    print(f"plot: {target}", file=sys.stderr)  # noqa: T201
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="sample,heavy", help="sample and/or heavy")
@@ -346,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = report(results)
     if not args.no_docs:
         write_markdown(lines)
+        plot(results)
 
 
 if __name__ == "__main__":
