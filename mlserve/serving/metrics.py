@@ -86,6 +86,33 @@ class ServerMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
             registry=r,
         )
+        # models.max_loaded / memory_budget_mb: models loaded on demand, unloaded to make room.
+        self.model_loads = Counter(
+            "mlserve_model_loads_total",
+            "Model versions loaded (at startup, on a request, on a reload), by model.",
+            ["model"],
+            registry=r,
+        )
+        self.model_evictions = Counter(
+            "mlserve_model_evictions_total",
+            "Model versions unloaded to fit models.max_loaded or memory_budget_mb, by model.",
+            ["model"],
+            registry=r,
+        )
+        self.cold_start_seconds = Histogram(
+            "mlserve_model_cold_start_seconds",
+            "Time a request waited for its model to load (a model not loaded because of "
+            "models.max_loaded or memory_budget_mb).",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.models_estimated_bytes = Gauge(
+            "mlserve_models_estimated_bytes",
+            "Estimated memory of the loaded model versions (what memory_budget_mb counts), "
+            "until each unloaded one has drained.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.errors = Counter(
             "mlserve_errors_total",
             "Error responses by error code.",
