@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -23,6 +24,7 @@ from mlserve.errors import (
 from mlserve.registry import ModelRef, Registry
 from mlserve.runtime.batcher import Batcher, BatchingConfig
 from mlserve.runtime.breaker import BreakerConfig, CircuitBreaker
+from mlserve.runtime.footprint import deep_size
 from mlserve.runtime.model import LoadedModel, Prediction
 from mlserve.schemas import ModelMetadata
 from mlserve.serving.metrics import ServerMetrics
@@ -35,6 +37,9 @@ MAX_EXTRA_VERSIONS = 3  # versions a request names explicitly, kept loaded per m
 # shared cache lookup), still gets its answer from it instead of a "shutting down" 503.
 RETIRE_GRACE_S = 2.0
 ALIAS_REFRESH_S = 1.0  # an unknown alias re-reads the registry at most this often per model
+# Memory of a runtime beyond its model's objects (its batcher, model thread, metrics children):
+# about 25 KiB measured per loaded logistic regression, rounded up.
+RUNTIME_OVERHEAD_BYTES = 32 * 1024
 
 ServedStatus = Literal["loading", "loaded", "failed", "unloaded"]
 InputKind = Literal["text", "tabular"]
@@ -69,6 +74,10 @@ class Runtime:
     warnings: list[str] = field(default_factory=list)
     predictions: int = 0
     retired: bool = False
+    # Estimated memory (models.memory_budget_mb) and the manager's tick of its last lookup
+    # (least recently used runtimes are unloaded first).
+    estimated_bytes: int = 0
+    last_used: int = 0
 
     @property
     def version(self) -> int:
@@ -99,6 +108,9 @@ class ServedModel:
     # What the serving version takes, from the registry metadata (known before it loads).
     kind: InputKind | None = None
     kind_read_at: float = float("-inf")  # last metadata read for an unknown kind
+    # Not loaded because of models.max_loaded / memory_budget_mb (at startup, or unloaded to
+    # make room): the next request loads it. Unlike an unload through the repository API.
+    on_demand: bool = False
 
     @property
     def health(self) -> tuple[str, str | None]:
@@ -147,6 +159,18 @@ class ModelManager:
             max_queue_delay_ms=settings.batching.max_queue_delay_ms,
         )
         self.models: dict[str, ServedModel] = {}
+        # models.max_loaded / memory_budget_mb (0: none); protected models are never unloaded.
+        self.max_loaded = settings.models.max_loaded
+        self.budget_bytes = int(settings.models.memory_budget_mb * 1024 * 1024)
+        self.limited = self.max_loaded > 0 or self.budget_bytes > 0
+        self.protected = frozenset(
+            [ModelRef.parse(r).name for r in settings.server.models] + settings.models.pinned
+        )
+        self._ticks = itertools.count(1)  # Runtime.last_used: a counter, not a clock
+        # Loads under way and the bytes reserved for them (their artifacts' sizes), so
+        # concurrent loads cannot all take the same room.
+        self._loading = 0
+        self._loading_bytes = 0
         self._pending_loads: dict[tuple[str, int], asyncio.Task[Runtime]] = {}
         self.loading_done = False
         self._background: set[asyncio.Task[None]] = set()
@@ -225,17 +249,31 @@ class ModelManager:
         return self.registry.resolve(ref, default_alias=self.settings.server.default_alias)
 
     # ------------------------------------------------------------------ loading
-    def _load_blocking(self, meta: ModelMetadata) -> tuple[LoadedModel, list[str]]:
+    def _load_blocking(self, meta: ModelMetadata) -> tuple[LoadedModel, list[str], int]:
+        """The loaded model, the registry's warnings, and its estimated memory: the bytes its
+        objects and arrays hold (deep_size; at least the artifact's size, for memory a
+        native library keeps out of sight) plus RUNTIME_OVERHEAD_BYTES."""
         started = time.perf_counter()
         artifact = self.registry.load(meta)
         model = LoadedModel(
             artifact.estimator, meta, max_text_length=self.settings.server.max_text_length
         )
+        estimated = max(deep_size(model), meta.size_bytes) + RUNTIME_OVERHEAD_BYTES
         self.metrics.model_load_seconds.labels(meta.name).observe(time.perf_counter() - started)
-        return model, artifact.warnings
+        return model, artifact.warnings, estimated
 
     async def _load_runtime(self, meta: ModelMetadata) -> Runtime:
-        model, notes = await asyncio.to_thread(self._load_blocking, meta)
+        # Room is made before loading, for the artifact's size (all that is known yet), and
+        # again once the loaded runtime is in place, for its measured estimate (_make_room).
+        reserved = meta.size_bytes + RUNTIME_OVERHEAD_BYTES
+        self._loading += 1
+        self._loading_bytes += reserved
+        try:
+            self._make_room()
+            model, notes, estimated = await asyncio.to_thread(self._load_blocking, meta)
+        finally:
+            self._loading -= 1
+            self._loading_bytes -= reserved
         labels = (meta.name, str(meta.version))
         batch_hist = self.metrics.batch_size.labels(*labels)
         latency_hist = self.metrics.prediction_latency.labels(*labels)
@@ -266,8 +304,17 @@ class ModelManager:
         )
         batcher.start()
         self.metrics.models_loaded.inc()
+        self.metrics.model_loads.labels(meta.name).inc()
+        self.metrics.models_estimated_bytes.inc(estimated)
         log.info("loaded %s (sha256 %s)", model.ref, meta.sha256[:12])
-        return Runtime(model=model, batcher=batcher, loaded_at=datetime.now(UTC), warnings=notes)
+        return Runtime(
+            model=model,
+            batcher=batcher,
+            loaded_at=datetime.now(UTC),
+            warnings=notes,
+            estimated_bytes=estimated,
+            last_used=next(self._ticks),
+        )
 
     async def load_all(self) -> None:
         """Load what every configured reference points at; failures are kept per model."""
@@ -279,9 +326,13 @@ class ModelManager:
         for ref in refs:
             self.models.setdefault(ref.name, ServedModel(name=ref.name, ref=ref))
         for served in list(self.models.values()):
+            if self.limited and served.name not in self.protected:
+                # Loaded by its first request (and unloaded again when it makes room).
+                served.status, served.on_demand = "unloaded", True
+                continue
             await self._load_current(served)
         self.loading_done = True
-        loaded = [s.name for s in self.models.values() if s.status == "loaded"]
+        loaded = [s.name for s in self.models.values() if s.status == "loaded" or s.on_demand]
         if not self.models:
             log.warning("no models to serve in registry %s", self.registry.root)
         elif not loaded:
@@ -292,9 +343,12 @@ class ModelManager:
             meta = await asyncio.to_thread(self._resolve, served.ref)
             served.kind = meta.input_schema.kind
             served.aliases = await asyncio.to_thread(self.registry.aliases, served.name)
-            served.current = await self._load_runtime(meta)
+            # A version loaded for requests naming it becomes the serving one (no second copy).
+            runtime = served.extra.pop(meta.version, None) or await self._load_runtime(meta)
+            served.current = runtime
             served.status = "loaded"
             served.error = None
+            self._make_room(keep=runtime)
         except MlserveError as exc:
             served.status = "failed"
             # Shown to clients (/api/models, /api/health, 503s): the log keeps the file paths.
@@ -377,11 +431,14 @@ class ModelManager:
         current = served.current
         if ref.version is None and ref.alias is None:
             if current is None:
-                raise ModelUnavailableError(
-                    f"model '{served.name}' is not loaded"
-                    + (f": {served.error}" if served.error else " yet"),
-                    retry_after=5,
-                )
+                if not served.on_demand:
+                    raise ModelUnavailableError(
+                        f"model '{served.name}' is not loaded"
+                        + (f": {served.error}" if served.error else " yet"),
+                        retry_after=5,
+                    )
+                current = await self._load_on_demand(served)
+            current.last_used = next(self._ticks)
             return current
         wanted = ref.version
         if wanted is None:
@@ -392,8 +449,33 @@ class ModelManager:
             if wanted is None:
                 raise ModelNotFoundError(f"model '{served.name}' has no alias '{ref.alias}'")
         if current is not None and current.version == wanted:
+            current.last_used = next(self._ticks)
             return current
-        return await self._extra_version(served, wanted)
+        runtime = await self._extra_version(served, wanted)
+        runtime.last_used = next(self._ticks)
+        return runtime
+
+    async def _load_on_demand(self, served: ServedModel) -> Runtime:
+        """Load a model not loaded because of models.max_loaded / memory_budget_mb (a cold
+        start: concurrent requests wait for the one load). A failed load marks it failed, as
+        at startup; a reload (or a registry change) tries again."""
+        started = time.perf_counter()
+        async with served.lock:
+            if served.current is None and served.on_demand:
+                served.status = "loading"
+                await self._load_current(served)
+                if served.current is None:
+                    served.on_demand = False
+                else:
+                    self.metrics.cold_start_seconds.observe(time.perf_counter() - started)
+        current = served.current
+        if current is None:
+            raise ModelUnavailableError(
+                f"model '{served.name}' is not loaded"
+                + (f": {served.error}" if served.error else " yet"),
+                retry_after=5,
+            )
+        return current
 
     async def _refresh_alias(self, served: ServedModel, alias: str) -> int | None:
         """An alias created after the model loaded: re-read the model's aliases (at most
@@ -437,6 +519,7 @@ class ModelManager:
         if version not in served.extra:
             served.extra[version] = runtime
             self._evict_extra(served)
+            self._make_room(keep=runtime)
         elif served.extra[version] is not runtime:
             self._retire(runtime)
         return served.extra[version]
@@ -491,6 +574,7 @@ class ModelManager:
                     self._evict_extra(served)
                 else:
                     self._retire(old)
+            self._make_room(keep=runtime)
             self.metrics.model_swaps.labels(name).inc()
             log.info("now serving %s (was %s)", runtime.model.ref, previous)
             return ReloadOutcome(name, True, previous, meta.version)
@@ -507,6 +591,79 @@ class ModelManager:
             log.info("serving %s, not served so far", ref.name)
         return served
 
+    # ------------------------------------------------------------------ memory budget
+    def _over(self, count: int, used: int) -> bool:
+        return (0 < self.max_loaded < count) or (0 < self.budget_bytes < used)
+
+    def _evictable(self, served: ServedModel, runtime: Runtime) -> bool:
+        """Whether the budget may unload `runtime`: not a protected model (serve --model,
+        models.pinned) nor a version its traffic settings keep (splits, shadow); its model not
+        being loaded or swapped (its lock is free); and idle: no request queued or running in
+        its batcher."""
+        batcher = runtime.batcher
+        return (
+            served.name not in self.protected
+            and runtime.version not in served.pinned
+            and not served.lock.locked()
+            and batcher.queue_depth == 0
+            and batcher.in_flight == 0
+        )
+
+    def _make_room(self, keep: Runtime | None = None) -> None:
+        """Unload the least recently used idle runtimes (not `keep`: the one just loaded) until
+        the loaded ones and the loads under way fit models.max_loaded and memory_budget_mb.
+        When every other runtime is busy or protected the budget is exceeded for now (a
+        warning): requests are served rather than refused, and the next load evicts again."""
+        if not self.limited:
+            return
+        loaded = [
+            (served, runtime) for served in self.models.values() for runtime in _loaded(served)
+        ]
+        count = len(loaded) + self._loading
+        used = sum(runtime.estimated_bytes for _, runtime in loaded) + self._loading_bytes
+        if not self._over(count, used):
+            return
+        candidates = sorted(
+            (
+                (served, runtime)
+                for served, runtime in loaded
+                if runtime is not keep and self._evictable(served, runtime)
+            ),
+            key=lambda pair: pair[1].last_used,
+        )
+        for served, runtime in candidates:
+            if not self._over(count, used):
+                return
+            self._evict(served, runtime)
+            count -= 1
+            used -= runtime.estimated_bytes
+        if self._over(count, used):
+            log.warning(
+                "over the model budget (%d loaded or loading, max_loaded %d; ~%.1f MB, "
+                "memory_budget_mb %.1f): the other loaded models are busy or pinned",
+                count,
+                self.max_loaded,
+                used / 2**20,
+                self.budget_bytes / 2**20,
+            )
+
+    def _evict(self, served: ServedModel, runtime: Runtime) -> None:
+        """Unload one runtime to make room; its model loads again on its next request."""
+        if served.current is runtime:
+            served.current = None
+            served.status = "unloaded"
+            served.error = None
+            served.on_demand = True
+        else:
+            served.extra.pop(runtime.version, None)
+        self._retire(runtime)
+        self.metrics.model_evictions.labels(served.name).inc()
+        log.info(
+            "unloaded %s to make room (least recently used idle model, ~%.1f MB)",
+            runtime.model.ref,
+            runtime.estimated_bytes / 2**20,
+        )
+
     def _retire(self, runtime: Runtime) -> None:
         """Stop a runtime once its queued requests are answered (in the background), after a
         grace period in which late requests that already picked it are still accepted."""
@@ -520,6 +677,7 @@ class ModelManager:
                     await asyncio.wait_for(self._closing.wait(), RETIRE_GRACE_S)
             await runtime.batcher.stop(drain=True)
             self.metrics.models_loaded.dec()
+            self.metrics.models_estimated_bytes.dec(runtime.estimated_bytes)
             if runtime.degraded:  # not serving any more: no alert for it
                 labels = (runtime.model.name, str(runtime.version))
                 self.metrics.model_degraded.labels(*labels).set(0)
@@ -530,12 +688,7 @@ class ModelManager:
 
     # ------------------------------------------------------------------ lifecycle
     def runtimes(self) -> list[Runtime]:
-        out = []
-        for served in self.models.values():
-            if served.current is not None:
-                out.append(served.current)
-            out.extend(served.extra.values())
-        return out
+        return [runtime for served in self.models.values() for runtime in _loaded(served)]
 
     async def close(self) -> None:
         self._closing.set()  # retiring runtimes stop now, without their grace period
@@ -572,9 +725,17 @@ class ModelManager:
             served.current = None
             served.extra.clear()
             served.status = "unloaded"
+            served.on_demand = False  # unloaded on purpose: 503 until loaded again
             served.error = "unloaded through the model repository API"
             for runtime in runtimes:
                 self._retire(runtime)
         if runtimes:
             log.info("unloaded %s (versions %s)", name, ", ".join(str(r.version) for r in runtimes))
         return [r.version for r in runtimes]
+
+
+def _loaded(served: ServedModel) -> list[Runtime]:
+    """The runtimes of one model: its serving version, then the extra versions."""
+    out = [served.current] if served.current is not None else []
+    out.extend(served.extra.values())
+    return out

@@ -68,12 +68,14 @@ class AppState:
     @property
     def is_ready(self) -> bool:
         """Readiness (/api/ready, /v2/health/ready): loading done, not draining, and at least
-        one model serving."""
+        one model serving (or loading on its first request: models.max_loaded)."""
         manager = self.manager
         return (
             manager.loading_done
             and not self.draining
-            and any(served.status == "loaded" for served in manager.models.values())
+            and any(
+                served.status == "loaded" or served.on_demand for served in manager.models.values()
+            )
         )
 
     @property
