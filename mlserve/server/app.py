@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mlserve import __version__, schemas
 from mlserve.cache import make_prediction_cache
@@ -23,10 +24,10 @@ from mlserve.registry import open_models
 from mlserve.schemas import v2 as schemas_v2
 from mlserve.server.auth import AccessPolicy
 from mlserve.server.errors import install_error_handlers
-from mlserve.server.middleware.auth import install_auth
+from mlserve.server.middleware.auth import with_auth
 from mlserve.server.middleware.context import RequestContextMiddleware
 from mlserve.server.middleware.fastlane import FastPredictMiddleware
-from mlserve.server.middleware.ratelimit import EXEMPT_PATHS, install_rate_limit
+from mlserve.server.middleware.ratelimit import EXEMPT_PATHS, with_rate_limit
 from mlserve.server.openapi import install_openapi
 from mlserve.server.routes import aliases, compare, feedback, health, jobs, models, predict, v2
 from mlserve.server.shedding import SHED_STATE_KEY, Shedder
@@ -103,12 +104,37 @@ def _share_cache(state: AppState, redis: RedisBackend) -> None:
     state.metrics.cache_entries.set_function(cache.__len__)  # held in Redis, not here
 
 
+class MlserveApp(FastAPI):
+    """FastAPI whose HTTP requests first pass mlserve's own layers as plain ASGI (`front`:
+    request context, auth, rate limits, the predict fast lane), so that FastAPI's per-request
+    entry work is paid only by the requests it routes; lifespan events go to FastAPI."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        front = self.front
+        if front is not None and scope["type"] == "http":
+            scope["app"] = self
+            await front(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def routed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI itself: routing, validation, the routes' error handlers."""
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
-    settings: Settings, *, background_load: bool = False, freeze_heap: bool = False
-) -> FastAPI:
+    settings: Settings,
+    *,
+    background_load: bool = False,
+    freeze_heap: bool = False,
+    fast_lane: bool = True,
+) -> MlserveApp:
     """Build an app over `settings`; models load in its lifespan (in the background when asked,
     so liveness answers while big models load). `freeze_heap` is for server processes (see
-    _freeze_heap); tests building many apps in one process leave it off."""
+    _freeze_heap); tests building many apps in one process leave it off, and compare answers
+    with `fast_lane=False` (every prediction through the FastAPI route)."""
     registry = open_models(settings)  # server.model_paths: the files, no registry
     metrics = ServerMetrics()
     manager = ModelManager(settings, registry, metrics)
@@ -163,7 +189,7 @@ def create_app(
             metrics.close()
             log.info("server stopped")
 
-    app = FastAPI(
+    app = MlserveApp(
         title="mlserve",
         version=__version__,
         description=DESCRIPTION,
@@ -239,21 +265,25 @@ def create_app(
             },
         }
 
-    # Added innermost first: gzip sits inside the request context wrapper.
+    # Inside FastAPI: gzip for the routed answers (the fast lane compresses its own).
     app.add_middleware(GZipMiddleware, minimum_size=settings.server.gzip_min_bytes)
-    app.add_middleware(FastPredictMiddleware, app_state=state)
-    # Outside the fast lane, so predictions are authenticated and limited too; auth first,
-    # so buckets are per principal.
-    install_rate_limit(app, settings, metrics, redis)
-    install_auth(app, settings, metrics, redis)
     install_openapi(
         app,
         modules=[schemas, schemas_v2],
         policy=AccessPolicy.from_settings(settings.auth),
         rate_limit_exempt=EXEMPT_PATHS if settings.rate_limit.enabled else None,
     )
-    app.add_middleware(
-        RequestContextMiddleware,
+    # Outside FastAPI, plain ASGI, outermost last: [CORS] > request context > auth >
+    # [rate limit] > predict fast lane > FastAPI. A prediction is answered without entering
+    # FastAPI at all; every other request pays FastAPI's entry only once it is past our layers.
+    front: ASGIApp = app.routed
+    if fast_lane:
+        front = FastPredictMiddleware(front, app_state=state)
+    # Auth first, so rate-limit buckets are per principal.
+    front = with_rate_limit(front, settings, metrics, redis)
+    front = with_auth(front, settings, metrics, redis)
+    front = RequestContextMiddleware(
+        front,
         metrics=metrics,
         app_state=state,
         shedder=shedder,
@@ -262,8 +292,8 @@ def create_app(
     )
     if settings.server.cors_origins:
         # Outermost: a browser must be able to read every answer, the 401, 413 and 429 too.
-        app.add_middleware(
-            CORSMiddleware,
+        front = CORSMiddleware(
+            front,
             allow_origins=settings.server.cors_origins,
             allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],  # every method routes use
             allow_headers=[
@@ -283,4 +313,5 @@ def create_app(
                 "X-Cache",
             ],
         )
+    app.front = front
     return app

@@ -196,8 +196,8 @@ def v2_error_body(message: str) -> bytes:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """MlserveError, validation and HTTP errors become the error shape; anything else is
-    caught by the request middleware as a plain 500."""
+    """MlserveError, validation and HTTP errors become the error shape; anything else is a
+    plain 500 in the same shape (logged by the request middleware)."""
 
     async def on_mlserve_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, MlserveError)  # noqa: S101 - registered for this type only
@@ -227,6 +227,12 @@ def install_error_handlers(app: FastAPI) -> None:
                 )
         return error_response(request, exc.status_code, code, message, headers)
 
+    async def on_unhandled(request: Request, exc: Exception) -> Response:
+        # FastAPI's outermost handler answers with it, then re-raises: the request middleware
+        # (outside FastAPI) logs the error with its request id and counts it.
+        return error_response(request, 500, "internal_error", "internal server error")
+
+    app.add_exception_handler(Exception, on_unhandled)
     app.add_exception_handler(MlserveError, on_mlserve_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -21,7 +21,6 @@ from support.wait import wait_for
 from mlserve.config import Settings
 from mlserve.schemas import ModelMetadata
 from mlserve.server.app import create_app
-from mlserve.server.middleware.fastlane import FastPredictMiddleware
 
 from .conftest import error_of
 
@@ -54,11 +53,7 @@ def start(
     with ExitStack() as stack:
 
         def run(**sections: Any) -> TestClient:
-            app = create_app(make_settings(**sections))
-            if request.param == "route":
-                app.user_middleware = [
-                    m for m in app.user_middleware if m.cls is not FastPredictMiddleware
-                ]
+            app = create_app(make_settings(**sections), fast_lane=request.param != "route")
             return stack.enter_context(TestClient(app, raise_server_exceptions=False))
 
         yield run

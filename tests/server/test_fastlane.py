@@ -68,11 +68,7 @@ def pair(
     with ExitStack() as stack:
         clients = []
         for fast in (True, False):
-            app = create_app(make_settings())
-            if not fast:
-                app.user_middleware = [
-                    m for m in app.user_middleware if m.cls is not FastPredictMiddleware
-                ]
+            app = create_app(make_settings(), fast_lane=fast)
             clients.append(stack.enter_context(TestClient(app, raise_server_exceptions=False)))
         yield clients[0], clients[1]
 

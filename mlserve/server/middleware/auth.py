@@ -16,11 +16,9 @@ from mlserve.server.scope import route_path
 from mlserve.serving.metrics import ServerMetrics
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
     from mlserve.backends.redis import RedisBackend
 
-__all__ = ["AuthMiddleware", "install_auth"]
+__all__ = ["AuthMiddleware", "with_auth"]
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +66,10 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
-def install_auth(
-    app: FastAPI, settings: Settings, metrics: ServerMetrics, redis: RedisBackend | None = None
-) -> None:
-    """Add the auth middleware (raises ConfigError for broken auth settings)."""
+def with_auth(
+    app: ASGIApp, settings: Settings, metrics: ServerMetrics, redis: RedisBackend | None = None
+) -> ASGIApp:
+    """`app` behind the auth check (raises ConfigError for broken auth settings)."""
     policy = AccessPolicy.from_settings(settings.auth)
     authenticator = Authenticator.from_settings(settings, redis)
-    app.add_middleware(
-        AuthMiddleware,
-        authenticator=authenticator,
-        policy=policy,
-        metrics=metrics,
-    )
+    return AuthMiddleware(app, authenticator=authenticator, policy=policy, metrics=metrics)

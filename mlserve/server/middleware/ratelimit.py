@@ -19,8 +19,6 @@ from mlserve.server.scope import route_path
 from mlserve.serving.metrics import ServerMetrics
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
     from mlserve.backends.redis import RedisBackend
 
 # Probes and scrapes are never limited: a throttled readiness check takes a healthy pod out.
@@ -87,14 +85,14 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-def install_rate_limit(
-    app: FastAPI, settings: Settings, metrics: ServerMetrics, redis: RedisBackend | None = None
-) -> None:
-    """Add the rate-limit middleware when `rate_limit.enabled` (a no-op otherwise)."""
+def with_rate_limit(
+    app: ASGIApp, settings: Settings, metrics: ServerMetrics, redis: RedisBackend | None = None
+) -> ASGIApp:
+    """`app` behind the rate limiter when `rate_limit.enabled` (`app` itself otherwise)."""
     if not settings.rate_limit.enabled:
-        return
-    app.add_middleware(
-        RateLimitMiddleware,
+        return app
+    return RateLimitMiddleware(
+        app,
         limiter=make_rate_limiter(settings, redis),
         config=settings.rate_limit,
         metrics=metrics,
