@@ -97,21 +97,12 @@ class ServerSettings(Section):
     """Serve on a non-loopback address with auth off (no API keys, no JWT); refused otherwise."""
     model_control: Literal["none", "explicit"] = "none"
     """V2 repository load/unload: "none" refuses them (403); "explicit" allows them (admin role)."""
-
-
-class ModelsSettings(Section):
     max_loaded: int = Field(default=0, ge=0)
-    """Most model versions loaded at once per process (0: no limit). Set, or with
-    memory_budget_mb set, models load on their first request and the least recently used idle
-    one (no request queued or running) is unloaded to make room; it loads again when asked."""
+    """Most model versions loaded per process (0: no limit); the others load on demand."""
     memory_budget_mb: float = Field(default=0.0, ge=0)
-    """Estimated memory of the loaded models per process, in MB (2^20 bytes), past which idle
-    ones are unloaded (0: no budget). A model's estimate: the bytes its objects and arrays
-    hold (a deep walk after loading; at least the artifact's size), plus 32 KiB for its
-    batcher; memory freed by an unloaded model may stay with the process, so RSS lags."""
-    pinned: list[str] = Field(default_factory=list)
-    """Models never unloaded for max_loaded or memory_budget_mb, and loaded at startup (like the
-    models named with serve --model, which are never unloaded either)."""
+    """Estimated MB of loaded models per process (0: no limit); README "Many models"."""
+    pinned_models: list[str] = Field(default_factory=list)
+    """Models loaded at startup, never unloaded for max_loaded or memory_budget_mb."""
 
 
 class BatchingSettings(Section):
@@ -320,7 +311,6 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
-    models: ModelsSettings = Field(default_factory=ModelsSettings)
     client: ClientSettings = Field(default_factory=ClientSettings)
     loadtest: LoadtestSettings = Field(default_factory=LoadtestSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
