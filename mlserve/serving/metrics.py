@@ -86,7 +86,7 @@ class ServerMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
             registry=r,
         )
-        # models.max_loaded / memory_budget_mb: models loaded on demand, unloaded to make room.
+        # server.max_loaded / memory_budget_mb: models loaded on demand, unloaded to make room.
         self.model_loads = Counter(
             "mlserve_model_loads_total",
             "Model versions loaded (at startup, on a request, on a reload), by model.",
@@ -95,14 +95,14 @@ class ServerMetrics:
         )
         self.model_evictions = Counter(
             "mlserve_model_evictions_total",
-            "Model versions unloaded to fit models.max_loaded or memory_budget_mb, by model.",
+            "Model versions unloaded to fit server.max_loaded or memory_budget_mb, by model.",
             ["model"],
             registry=r,
         )
         self.cold_start_seconds = Histogram(
             "mlserve_model_cold_start_seconds",
             "Time a request waited for its model to load (a model not loaded because of "
-            "models.max_loaded or memory_budget_mb).",
+            "server.max_loaded or memory_budget_mb).",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
             registry=r,
         )
