@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 from mlserve.config import Settings
 from mlserve.errors import (
@@ -24,10 +22,22 @@ from mlserve.errors import (
 from mlserve.registry import ModelRef, Registry
 from mlserve.runtime.batcher import Batcher, BatchingConfig
 from mlserve.runtime.breaker import BreakerConfig, CircuitBreaker
-from mlserve.runtime.footprint import deep_size
 from mlserve.runtime.model import LoadedModel, Prediction
 from mlserve.schemas import ModelMetadata
+from mlserve.serving.budget import (
+    EVICT_GRACE_S,
+    RUNTIME_OVERHEAD_BYTES,
+    ModelBudget,
+    estimate_bytes,
+)
 from mlserve.serving.metrics import ServerMetrics
+from mlserve.serving.runtimes import KIND_FIELDS as KIND_FIELDS
+from mlserve.serving.runtimes import InputKind as InputKind
+from mlserve.serving.runtimes import Runtime as Runtime
+from mlserve.serving.runtimes import ServedModel as ServedModel
+from mlserve.serving.runtimes import ServedStatus as ServedStatus
+from mlserve.serving.runtimes import default_choice as default_choice
+from mlserve.serving.runtimes import loaded_runtimes
 
 log = logging.getLogger(__name__)
 
@@ -37,91 +47,6 @@ MAX_EXTRA_VERSIONS = 3  # versions a request names explicitly, kept loaded per m
 # shared cache lookup), still gets its answer from it instead of a "shutting down" 503.
 RETIRE_GRACE_S = 2.0
 ALIAS_REFRESH_S = 1.0  # an unknown alias re-reads the registry at most this often per model
-# Memory of a runtime beyond its model's objects (its batcher, model thread, metrics children):
-# about 25 KiB measured per loaded logistic regression, rounded up.
-RUNTIME_OVERHEAD_BYTES = 32 * 1024
-
-ServedStatus = Literal["loading", "loaded", "failed", "unloaded"]
-InputKind = Literal["text", "tabular"]
-"""What a model takes (InputSchema.kind), and what a request sends: text, or features."""
-KIND_FIELDS: dict[InputKind, str] = {"text": "text", "tabular": "features"}
-
-
-def default_choice(
-    kinds: Mapping[str, InputKind | None], kind: InputKind | None
-) -> str | list[str]:
-    """The model a request of input `kind` goes to when it names none and no default model is
-    set: the only model, else the only one taking `kind`. Otherwise the candidates (sorted) to
-    name in the error: the models taking `kind`, or every model when none (or no kind) fits.
-    `kinds` maps each model to what it takes (None: unknown, it is nobody's default)."""
-    if len(kinds) == 1:
-        return next(iter(kinds))
-    if kind is None:
-        return sorted(kinds)
-    fits = sorted(name for name, takes in kinds.items() if takes == kind)
-    if len(fits) == 1:
-        return fits[0]
-    return fits or sorted(kinds)
-
-
-@dataclass(eq=False)
-class Runtime:
-    """One loaded model version and its batcher."""
-
-    model: LoadedModel
-    batcher: Batcher[Prediction]
-    loaded_at: datetime
-    warnings: list[str] = field(default_factory=list)
-    predictions: int = 0
-    retired: bool = False
-    # Estimated memory (models.memory_budget_mb) and the manager's tick of its last lookup
-    # (least recently used runtimes are unloaded first).
-    estimated_bytes: int = 0
-    last_used: int = 0
-
-    @property
-    def version(self) -> int:
-        return self.model.version
-
-    @property
-    def degraded(self) -> bool:
-        """Failing fast after consecutive failed predictions (its circuit breaker tripped)."""
-        breaker = self.batcher.breaker
-        return breaker is not None and breaker.tripped
-
-
-@dataclass(eq=False)
-class ServedModel:
-    """A model name the server answers for, and the reference it follows (name@alias, name:3)."""
-
-    name: str
-    ref: ModelRef
-    status: ServedStatus = "loading"
-    current: Runtime | None = None
-    error: str | None = None
-    extra: collections.OrderedDict[int, Runtime] = field(default_factory=collections.OrderedDict)
-    aliases: dict[str, int] = field(default_factory=dict)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Versions kept loaded whatever requests name (A/B split and shadow versions).
-    pinned: frozenset[int] = frozenset()
-    aliases_read_at: float = float("-inf")  # last re-read because a request missed an alias
-    # What the serving version takes, from the registry metadata (known before it loads).
-    kind: InputKind | None = None
-    kind_read_at: float = float("-inf")  # last metadata read for an unknown kind
-    # Not loaded because of models.max_loaded / memory_budget_mb (at startup, or unloaded to
-    # make room): the next request loads it. Unlike an unload through the repository API.
-    on_demand: bool = False
-
-    @property
-    def health(self) -> tuple[str, str | None]:
-        """(status, error) for /api/models: the served status, or "degraded" (with the
-        reason) while the serving version fails fast."""
-        current = self.current
-        if current is not None and current.degraded:
-            breaker = current.batcher.breaker
-            assert breaker is not None  # noqa: S101 - degraded implies a breaker
-            return "degraded", f"version {current.version}: {breaker.reason}"
-        return self.status, self.error
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,18 +84,8 @@ class ModelManager:
             max_queue_delay_ms=settings.batching.max_queue_delay_ms,
         )
         self.models: dict[str, ServedModel] = {}
-        # models.max_loaded / memory_budget_mb (0: none); protected models are never unloaded.
-        self.max_loaded = settings.models.max_loaded
-        self.budget_bytes = int(settings.models.memory_budget_mb * 1024 * 1024)
-        self.limited = self.max_loaded > 0 or self.budget_bytes > 0
-        self.protected = frozenset(
-            [ModelRef.parse(r).name for r in settings.server.models] + settings.models.pinned
-        )
+        self.budget = ModelBudget(settings)  # server.max_loaded / memory_budget_mb
         self._ticks = itertools.count(1)  # Runtime.last_used: a counter, not a clock
-        # Loads under way and the bytes reserved for them (their artifacts' sizes), so
-        # concurrent loads cannot all take the same room.
-        self._loading = 0
-        self._loading_bytes = 0
         self._pending_loads: dict[tuple[str, int], asyncio.Task[Runtime]] = {}
         self.loading_done = False
         self._background: set[asyncio.Task[None]] = set()
@@ -250,15 +165,13 @@ class ModelManager:
 
     # ------------------------------------------------------------------ loading
     def _load_blocking(self, meta: ModelMetadata) -> tuple[LoadedModel, list[str], int]:
-        """The loaded model, the registry's warnings, and its estimated memory: the bytes its
-        objects and arrays hold (deep_size; at least the artifact's size, for memory a
-        native library keeps out of sight) plus RUNTIME_OVERHEAD_BYTES."""
+        """The loaded model, the registry's warnings, and its estimated memory."""
         started = time.perf_counter()
         artifact = self.registry.load(meta)
         model = LoadedModel(
             artifact.estimator, meta, max_text_length=self.settings.server.max_text_length
         )
-        estimated = max(deep_size(model), meta.size_bytes) + RUNTIME_OVERHEAD_BYTES
+        estimated = estimate_bytes(model)
         self.metrics.model_load_seconds.labels(meta.name).observe(time.perf_counter() - started)
         return model, artifact.warnings, estimated
 
@@ -266,14 +179,15 @@ class ModelManager:
         # Room is made before loading, for the artifact's size (all that is known yet), and
         # again once the loaded runtime is in place, for its measured estimate (_make_room).
         reserved = meta.size_bytes + RUNTIME_OVERHEAD_BYTES
-        self._loading += 1
-        self._loading_bytes += reserved
+        budget = self.budget
+        budget.loading += 1
+        budget.loading_bytes += reserved
         try:
             self._make_room()
             model, notes, estimated = await asyncio.to_thread(self._load_blocking, meta)
         finally:
-            self._loading -= 1
-            self._loading_bytes -= reserved
+            budget.loading -= 1
+            budget.loading_bytes -= reserved
         labels = (meta.name, str(meta.version))
         batch_hist = self.metrics.batch_size.labels(*labels)
         latency_hist = self.metrics.prediction_latency.labels(*labels)
@@ -326,7 +240,7 @@ class ModelManager:
         for ref in refs:
             self.models.setdefault(ref.name, ServedModel(name=ref.name, ref=ref))
         for served in list(self.models.values()):
-            if self.limited and served.name not in self.protected:
+            if self.budget.limited and served.name not in self.budget.protected:
                 # Loaded by its first request (and unloaded again when it makes room).
                 served.status, served.on_demand = "unloaded", True
                 continue
@@ -456,7 +370,7 @@ class ModelManager:
         return runtime
 
     async def _load_on_demand(self, served: ServedModel) -> Runtime:
-        """Load a model not loaded because of models.max_loaded / memory_budget_mb (a cold
+        """Load a model not loaded because of server.max_loaded / memory_budget_mb (a cold
         start: concurrent requests wait for the one load). A failed load marks it failed, as
         at startup; a reload (or a registry change) tries again."""
         started = time.perf_counter()
@@ -592,60 +506,10 @@ class ModelManager:
         return served
 
     # ------------------------------------------------------------------ memory budget
-    def _over(self, count: int, used: int) -> bool:
-        return (0 < self.max_loaded < count) or (0 < self.budget_bytes < used)
-
-    def _evictable(self, served: ServedModel, runtime: Runtime) -> bool:
-        """Whether the budget may unload `runtime`: not a protected model (serve --model,
-        models.pinned) nor a version its traffic settings keep (splits, shadow); its model not
-        being loaded or swapped (its lock is free); and idle: no request queued or running in
-        its batcher."""
-        batcher = runtime.batcher
-        return (
-            served.name not in self.protected
-            and runtime.version not in served.pinned
-            and not served.lock.locked()
-            and batcher.queue_depth == 0
-            and batcher.in_flight == 0
-        )
-
     def _make_room(self, keep: Runtime | None = None) -> None:
-        """Unload the least recently used idle runtimes (not `keep`: the one just loaded) until
-        the loaded ones and the loads under way fit models.max_loaded and memory_budget_mb.
-        When every other runtime is busy or protected the budget is exceeded for now (a
-        warning): requests are served rather than refused, and the next load evicts again."""
-        if not self.limited:
-            return
-        loaded = [
-            (served, runtime) for served in self.models.values() for runtime in _loaded(served)
-        ]
-        count = len(loaded) + self._loading
-        used = sum(runtime.estimated_bytes for _, runtime in loaded) + self._loading_bytes
-        if not self._over(count, used):
-            return
-        candidates = sorted(
-            (
-                (served, runtime)
-                for served, runtime in loaded
-                if runtime is not keep and self._evictable(served, runtime)
-            ),
-            key=lambda pair: pair[1].last_used,
-        )
-        for served, runtime in candidates:
-            if not self._over(count, used):
-                return
+        """Unload what the budget says no longer fits (least recently used idle first)."""
+        for served, runtime in self.budget.victims(self.models.values(), keep):
             self._evict(served, runtime)
-            count -= 1
-            used -= runtime.estimated_bytes
-        if self._over(count, used):
-            log.warning(
-                "over the model budget (%d loaded or loading, max_loaded %d; ~%.1f MB, "
-                "memory_budget_mb %.1f): the other loaded models are busy or pinned",
-                count,
-                self.max_loaded,
-                used / 2**20,
-                self.budget_bytes / 2**20,
-            )
 
     def _evict(self, served: ServedModel, runtime: Runtime) -> None:
         """Unload one runtime to make room; its model loads again on its next request."""
@@ -656,7 +520,7 @@ class ModelManager:
             served.on_demand = True
         else:
             served.extra.pop(runtime.version, None)
-        self._retire(runtime)
+        self._retire(runtime, grace_s=EVICT_GRACE_S)
         self.metrics.model_evictions.labels(served.name).inc()
         log.info(
             "unloaded %s to make room (least recently used idle model, ~%.1f MB)",
@@ -664,7 +528,7 @@ class ModelManager:
             runtime.estimated_bytes / 2**20,
         )
 
-    def _retire(self, runtime: Runtime) -> None:
+    def _retire(self, runtime: Runtime, *, grace_s: float = RETIRE_GRACE_S) -> None:
         """Stop a runtime once its queued requests are answered (in the background), after a
         grace period in which late requests that already picked it are still accepted."""
         if runtime.retired:
@@ -674,7 +538,7 @@ class ModelManager:
         async def stop() -> None:
             if not self._closing.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), RETIRE_GRACE_S)
+                    await asyncio.wait_for(self._closing.wait(), grace_s)
             await runtime.batcher.stop(drain=True)
             self.metrics.models_loaded.dec()
             self.metrics.models_estimated_bytes.dec(runtime.estimated_bytes)
@@ -688,7 +552,7 @@ class ModelManager:
 
     # ------------------------------------------------------------------ lifecycle
     def runtimes(self) -> list[Runtime]:
-        return [runtime for served in self.models.values() for runtime in _loaded(served)]
+        return [runtime for served in self.models.values() for runtime in loaded_runtimes(served)]
 
     async def close(self) -> None:
         self._closing.set()  # retiring runtimes stop now, without their grace period
@@ -732,10 +596,3 @@ class ModelManager:
         if runtimes:
             log.info("unloaded %s (versions %s)", name, ", ".join(str(r.version) for r in runtimes))
         return [r.version for r in runtimes]
-
-
-def _loaded(served: ServedModel) -> list[Runtime]:
-    """The runtimes of one model: its serving version, then the extra versions."""
-    out = [served.current] if served.current is not None else []
-    out.extend(served.extra.values())
-    return out

@@ -68,7 +68,7 @@ class AppState:
     @property
     def is_ready(self) -> bool:
         """Readiness (/api/ready, /v2/health/ready): loading done, not draining, and at least
-        one model serving (or loading on its first request: models.max_loaded)."""
+        one model serving (or loading on its first request: server.max_loaded)."""
         manager = self.manager
         return (
             manager.loading_done

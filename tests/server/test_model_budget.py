@@ -1,4 +1,4 @@
-"""models.max_loaded / memory_budget_mb: load on first request, unload the least recently used
+"""server.max_loaded / memory_budget_mb: load on first request, unload the least recently used
 idle model, never one with requests in flight nor a pinned one."""
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from support.servers import running
 from mlserve.config import Settings
 from mlserve.registry import Registry
 from mlserve.schemas import ModelMetadata
-from mlserve.serving.manager import RUNTIME_OVERHEAD_BYTES, ModelManager
+from mlserve.serving.budget import RUNTIME_OVERHEAD_BYTES
+from mlserve.serving.manager import ModelManager
 from mlserve.serving.metrics import ServerMetrics
 
 from . import broken_models
@@ -54,8 +55,8 @@ def five_models(
 
 
 def _manager(make_settings: Callable[..., Settings], registry: Registry, **kw: Any) -> ModelManager:
-    server = kw.pop("server", {})
-    return ModelManager(make_settings(models=kw, server=server), registry, ServerMetrics())
+    """A manager over the test registry; `kw` are server settings (max_loaded, ...)."""
+    return ModelManager(make_settings(server=kw), registry, ServerMetrics())
 
 
 def _run(
@@ -206,7 +207,7 @@ def test_pinned_models_load_at_startup_and_are_never_unloaded(
         assert _loaded(manager) == {"m0", "m1"}
         assert _sample(manager, "m0", "mlserve_model_evictions_total") == 0
 
-    _run(lambda: _manager(make_settings, registry, max_loaded=2, pinned=["m0"]), scenario)
+    _run(lambda: _manager(make_settings, registry, max_loaded=2, pinned_models=["m0"]), scenario)
 
 
 def test_models_named_with_serve_model_are_never_unloaded(
@@ -221,7 +222,7 @@ def test_models_named_with_serve_model_are_never_unloaded(
         assert _sample(manager, "m1", "mlserve_model_evictions_total") == 0
 
     _run(
-        lambda: _manager(make_settings, registry, max_loaded=1, server={"models": ["m0", "m1"]}),
+        lambda: _manager(make_settings, registry, max_loaded=1, models=["m0", "m1"]),
         scenario,
     )
 
@@ -243,7 +244,7 @@ def test_the_memory_budget_counts_each_models_estimate(
         for name in ["m0", "m1", "m2", "m3"]:
             await manager.get(name)
             held = [rt.estimated_bytes for rt in manager.runtimes()]
-            assert sum(held) <= manager.budget_bytes
+            assert sum(held) <= manager.budget.budget_bytes
         assert _loaded(manager) == {"m2", "m3"}  # room for two of them
         evicted = sum(_sample(manager, f"m{i}", "mlserve_model_evictions_total") for i in range(4))
         assert evicted == 2
@@ -282,7 +283,7 @@ def test_the_server_is_ready_and_lists_models_not_loaded_because_of_the_budget(
     labelled_estimators: list[Any],
     serve: Callable[..., TestClient],
 ) -> None:
-    client = serve(models={"max_loaded": 1})
+    client = serve(server={"max_loaded": 1})
 
     ready = client.get("/api/ready")
     assert ready.status_code == 200, ready.text
@@ -318,7 +319,7 @@ def test_a_real_server_with_max_loaded_2_serves_five_models_correctly(
     home: Any,
 ) -> None:
     sequence = ["m0", "m1", "m2", "m0", "m3", "m4", "m4", "m1", "m2", "m0", "m3", "m0"]
-    with running(registry.root, home, config={"models": {"max_loaded": 2}}) as server:
+    with running(registry.root, home, config={"server": {"max_loaded": 2}}) as server:
         for step, name in enumerate(sequence):
             flower = FLOWERS[step % len(FLOWERS)]
             response = server.post(
