@@ -1,13 +1,15 @@
 """Workers (issue 20): `mlserve serve --workers 1` against `--workers 2`, and memory per worker.
 
-Usage: python bench/workers.py [--models sample,heavy] [--duration 8] [--src DIR]
+Usage: python bench/workers.py [--models sample,heavy] [--duration 8] [--rounds 2]
+                               [--source registry|files] [--src DIR]
        python bench/workers.py --probe [--models sample,heavy]
 
 Load run: the server is not pinned (its workers share the 2 cores with wrk, a third process,
 `wrk -t1`), defaults otherwise, serving one joblib file with `--model-path`. After a warm-up,
 wrk at 64 connections for --duration seconds; then RSS and PSS (/proc/PID/smaps_rollup) of the
-supervisor and of each worker, read while the server is still up. Results:
-bench/out/workers-load.json.
+supervisor and of each worker, read while the server is still up. `--source files` serves with
+`--model-path` (the supervisor then smoke-checks the file itself, so it holds sklearn and the
+model's imports too). Results: bench/out/workers-load-<source>.json.
 
 --probe (no HTTP): what loading the model in worker processes costs in PSS, four ways, each
 with 2 "workers" that import what an mlserve worker imports (mlserve.server.app), load the model
@@ -80,12 +82,21 @@ def workers_of(pid: int) -> tuple[psutil.Process, list[psutil.Process]]:
     return parent, kids
 
 
-def load_run(model_path: Path, work: Path, workers: int, duration: int, src: Path | None) -> dict:
+def load_run(
+    model_path: Path, work: Path, workers: int, duration: int, src: Path | None, source: str
+) -> dict:
     prefix, env = mlserve_env(src)
     port = free_port()
-    env = {**env, "MLSERVE_HOME": str(work / f"home-{workers}")}
-    cmd = [*prefix, "serve", "--workers", str(workers), "--model-path", f"bench={model_path}",
-           "--port", str(port)]  # fmt: skip
+    home = work / f"home-{workers}-{source}"
+    env = {**env, "MLSERVE_HOME": str(home)}
+    if source == "files":
+        what = ["--model-path", f"bench={model_path}"]
+    else:  # the registry: the supervisor only checks it, the workers load the model
+        if not (home / "registry").exists():
+            subprocess.run([*prefix, "register", str(model_path), "--name", "bench", "--alias",
+                            "production"], env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        what = ["--no-sample"]
+    cmd = [*prefix, "serve", "--workers", str(workers), *what, "--port", str(port)]
     log = open(OUT / f"workers-{workers}.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
@@ -127,6 +138,7 @@ def load_run(model_path: Path, work: Path, workers: int, duration: int, src: Pat
         log.close()
 
 
+SKLEARN = "import sklearn.pipeline, sklearn.feature_extraction.text, sklearn.linear_model"
 PROBE_CHILD = textwrap.dedent(
     """
     import gc, json, os, sys, time
@@ -215,8 +227,9 @@ def probe(model_path: Path, texts: list[str], src: Path | None, workers: int = 2
     py = prefix[:-2]  # the interpreter (and -P), without "-m mlserve"
     out: dict[str, Any] = {"model_bytes": model_path.stat().st_size, **array_bytes(model_path)}
     arg = json.dumps(texts)
-    # the baseline: an interpreter that imported the same modules, no model
-    base = subprocess.Popen([*py, "-c", "import mlserve.server.app, sys; "
+    # the baseline: an interpreter that imported the same modules (the server's and what
+    # unpickling the model imports), no model
+    base = subprocess.Popen([*py, "-c", f"import mlserve.server.app, sys; {SKLEARN}; "
                              "print('ready', flush=True); sys.stdin.readline()"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             env=env)  # fmt: skip
@@ -265,6 +278,9 @@ def main() -> None:
     parser.add_argument("--models", default="sample,heavy")
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--src", type=Path, default=None, help="serve the mlserve in DIR")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of 1 and 2")
+    parser.add_argument("--source", choices=("registry", "files"), default="registry",
+                        help="serve from a registry (default) or with --model-path")  # fmt: skip
     parser.add_argument("--probe", action="store_true", help="the memory probe, no HTTP")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
@@ -273,6 +289,7 @@ def main() -> None:
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
         "mlserve_src": str(args.src) if args.src else "this checkout (working tree)",
+        "source": args.source,
     }
     results: dict[str, Any] = {}
     import csv
@@ -287,12 +304,15 @@ def main() -> None:
         if args.probe:
             results[which] = probe(model_path, texts, args.src)
         else:
+            # alternating rounds: a neighbour's burst hits both worker counts alike
             results[which] = {
-                str(n): load_run(model_path, work, n, args.duration, args.src) for n in (1, 2)
+                f"round{r}-{n}": load_run(model_path, work, n, args.duration, args.src, args.source)
+                for r in range(1, args.rounds + 1)
+                for n in (1, 2)
             }
         print(f"done: {which}", file=sys.stderr)  # noqa: T201
     meta["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    name = "workers-probe.json" if args.probe else "workers-load.json"
+    name = "workers-probe.json" if args.probe else f"workers-load-{args.source}.json"
     (OUT / name).write_text(json.dumps({**meta, "duration_s": args.duration, "models": results},
                                        indent=2))  # fmt: skip
     print(json.dumps(results, indent=1)[:6000])  # noqa: T201
