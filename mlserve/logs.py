@@ -6,10 +6,17 @@ import json
 import logging
 import re
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["JsonFormatter", "TextFormatter", "escape_controls", "setup_logging"]
+__all__ = [
+    "BlockStreamHandler",
+    "JsonFormatter",
+    "TextFormatter",
+    "escape_controls",
+    "setup_logging",
+]
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -90,13 +97,80 @@ class TextFormatter(logging.Formatter):
         return "\n".join(lines)
 
 
+class BlockStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler for a high-rate logger (the access log): records are written in blocks,
+    one write per block rather than one per line, at most `flush_s` after they were logged,
+    at once past `block_bytes`, and at close (interpreter exit, a graceful shutdown). A killed
+    process loses at most the last `flush_s` of lines."""
+
+    def __init__(self, stream: Any, *, flush_s: float = 0.1, block_bytes: int = 65536) -> None:
+        super().__init__(stream)
+        self.flush_s = flush_s
+        self.block_bytes = block_bytes
+        self.pending: list[str] = []
+        self.pending_bytes = 0
+        self.stopped = threading.Event()
+        self.flusher: threading.Thread | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
+        try:
+            line = self.format(record)
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
+            self.handleError(record)
+            return
+        self.pending.append(line)
+        self.pending_bytes += len(line) + 1
+        if self.pending_bytes >= self.block_bytes:
+            self._write()
+        elif self.flusher is None:
+            self.flusher = threading.Thread(
+                target=self._flush_periodically, name="log-flush", daemon=True
+            )
+            self.flusher.start()
+
+    def _write(self) -> None:
+        if not self.pending:
+            return
+        block = "\n".join(self.pending) + "\n"
+        self.pending.clear()
+        self.pending_bytes = 0
+        try:
+            self.stream.write(block)
+            self.stream.flush()
+        except Exception:  # noqa: BLE001 - a closed or full stream: as StreamHandler does
+            self.handleError(logging.makeLogRecord({"msg": "access log write failed"}))
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+
+    def _flush_periodically(self) -> None:
+        while not self.stopped.wait(self.flush_s):
+            self.flush()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.flush()
+        super().close()
+
+
 def setup_logging(*, level: str = "info", fmt: str = "text", verbose: bool = False) -> None:
-    """Configure the `mlserve` and `uvicorn` loggers to write to stderr."""
+    """Configure the `mlserve` and `uvicorn` loggers to write to stderr; the access log
+    (`mlserve.access`, one record per request) in blocks (BlockStreamHandler)."""
+    formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(formatter)
     numeric = logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO)
     for name in ("mlserve", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(numeric)
         logger.propagate = False
+    access = logging.getLogger("mlserve.access")
+    for old in access.handlers:
+        old.close()
+    blocks = BlockStreamHandler(sys.stderr)
+    blocks.setFormatter(formatter)
+    access.handlers[:] = [blocks]
+    access.setLevel(numeric)
+    access.propagate = False

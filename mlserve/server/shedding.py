@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 from collections.abc import Iterable
 
 from mlserve.server.errors import error_body, v2_error_body
+from mlserve.server.ids import new_request_id
 from mlserve.serving.manager import ModelManager
 from mlserve.serving.metrics import ServerMetrics
 
@@ -109,7 +109,7 @@ class Shedder:
                     rid = value
                 break
         if not rid:
-            rid = f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}".encode()
+            rid = new_request_id().encode()
         if template is _V2_TEMPLATE:
             body = self._v2_body
         else:

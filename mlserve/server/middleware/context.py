@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 from typing import Any
 
@@ -12,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlserve.server.errors import send_error
+from mlserve.server.ids import new_request_id
 from mlserve.server.shedding import SHED_MESSAGE, Shedder
 from mlserve.serving.metrics import ServerMetrics
 from mlserve.serving.state import AppState
@@ -205,13 +205,6 @@ def request_id_of_headers(scope: Scope) -> str:
                 return text
             break
     return new_request_id()
-
-
-def new_request_id() -> str:
-    """32 hex digits, time-ordered like a UUIDv7 (48-bit Unix milliseconds, then 80 random
-    bits): ids sort by time in logs, and the feedback store's id index is appended to rather
-    than written at random places (about 3x cheaper per recorded prediction)."""
-    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 def _content_length(scope: Scope) -> int | None:
