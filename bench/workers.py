@@ -3,6 +3,7 @@
 Usage: python bench/workers.py [--models sample,heavy] [--duration 8] [--rounds 2]
                                [--source registry|files] [--src DIR]
        python bench/workers.py --probe [--models sample,heavy]
+       python bench/workers.py --report   (markdown tables from the JSON in bench/out)
 
 Load run: the server is not pinned (its workers share the 2 cores with wrk, a third process,
 `wrk -t1`), defaults otherwise, serving one joblib file with `--model-path`. After a warm-up,
@@ -273,6 +274,59 @@ def probe(model_path: Path, texts: list[str], src: Path | None, workers: int = 2
     return out
 
 
+def report() -> list[str]:
+    """Markdown tables from the JSON files in bench/out (for docs/benchmarks.md)."""
+    out: list[str] = []
+    for source in ("registry", "files"):
+        path = OUT / f"workers-load-{source}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        out += [f"`--source {source}`, run {data['started']}, load average (1 min) before/after "
+                f"{data['loadavg_before'][0]} / {data['loadavg_after'][0]}, "
+                f"{data['duration_s']} s of wrk -t1 -c64 per run:", "",
+                "| model | run | workers | req/s c=64 | p99 ms | supervisor RSS / PSS MB "
+                "| each worker RSS / PSS / private dirty MB | total PSS MB |",
+                "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for model, runs in data["models"].items():
+            for key, row in runs.items():
+                if "unavailable" in row:
+                    out.append(f"| {model} | {key} | | not measured: {row['unavailable']} |||||")
+                    continue
+                mem = row["memory_after_load"]
+                sup, kids = mem["supervisor"], mem["workers"]
+                each = ", ".join(f"{k['rss_mb']} / {k['pss_mb']} / {k['private_dirty_mb']}"
+                                 for k in kids) or "(serves in the supervisor)"  # fmt: skip
+                total = sup["pss_mb"] + sum(k["pss_mb"] for k in kids)
+                wrk = row["wrk_c64"]
+                out.append(f"| {model} | {key.split('-')[0]} | {row['workers']} | "
+                           f"{wrk['rps']:,.0f} | {wrk['p99_ms']:.1f} | {sup['rss_mb']} / "
+                           f"{sup['pss_mb']} | {each} | {total:.1f} |")  # fmt: skip
+        out.append("")
+    path = OUT / "workers-probe.json"
+    if path.exists():
+        data = json.loads(path.read_text())
+        out += [f"Probe, run {data['started']}, load average (1 min) {data['loadavg_before'][0]}:",
+                "", "| model | arrays (mmap-able) | vocabulary (a dict, not mmap-able) | way | "
+                "each worker RSS / PSS / private dirty MB | parent PSS MB | total PSS MB |",
+                "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for model, res in data["models"].items():
+            base = res["imports_only"]
+            out.append(f"| {model} | {res['array_bytes'] / 1e6:.2f} MB | "
+                       f"{res['vocabulary_terms']:,} terms ({res['vocabulary_pickled_bytes'] / 1e6:.2f}"
+                       f" MB pickled) | imports only, no model | {base['rss_mb']} / {base['pss_mb']}"
+                       f" / {base['private_dirty_mb']} | | |")  # fmt: skip
+            for mode in ("spawn", "spawn+mmap", "fork", "fork+freeze"):
+                row = res[mode]
+                each = ", ".join(f"{k['rss_mb']} / {k['pss_mb']} / {k['private_dirty_mb']}"
+                                 for k in row["workers"])  # fmt: skip
+                parent = row["parent"]["pss_mb"] if row["parent"] else "-"
+                out.append(f"| {model} | | | {mode} | {each} | {parent} | {row['total_pss_mb']} |")
+        out.append("")
+    print("\n".join(out))  # noqa: T201
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="sample,heavy")
@@ -282,7 +336,11 @@ def main() -> None:
     parser.add_argument("--source", choices=("registry", "files"), default="registry",
                         help="serve from a registry (default) or with --model-path")  # fmt: skip
     parser.add_argument("--probe", action="store_true", help="the memory probe, no HTTP")
+    parser.add_argument("--report", action="store_true", help="tables from bench/out, no run")
     args = parser.parse_args()
+    if args.report:
+        report()
+        return
     OUT.mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="mlserve-workers-"))
     meta = {
