@@ -353,7 +353,9 @@ def plot(results: list[dict[str, Any]]) -> None:
             xs = [j + i * width for j in range(len(names))]
             ax.bar(xs, values, width, label=f"{res['model']} model")
         ax.set_xticks([j + width * (len(results) - 1) / 2 for j in range(len(names))])
-        ax.set_xticklabels([n.replace(" (", "\n(") for n in names], fontsize=7)
+        short = [n.replace("adaptive batching", "batching").replace("batchable API", "batchable")
+                 .replace("access log off", "log off").replace(" (", "\n(") for n in names]  # fmt: skip
+        ax.set_xticklabels(short, fontsize=7)
         ax.set(title=title, yscale=scale)
         ax.grid(alpha=0.3, axis="y")
     axes[0].legend(fontsize=8)
