@@ -1,7 +1,8 @@
 """Many-models benchmark (not CI): 200 small models behind one `mlserve serve`, a Zipf mix.
 
-A registry of --models small logistic regressions (random data, --features features, 3
-classes) is served three ways: with server.max_loaded (--max-loaded), with
+A registry of --models small models (--kind tree: fully grown decision trees, about as many
+nodes as --rows, so --rows sets their size; or logistic regressions; --features features, 3
+random classes) is served three ways: with server.max_loaded (--max-loaded), with
 server.memory_budget_mb (--budget-mb), and with no budget (every model loaded at startup). Each
 server gets the same request sequence: model ranks drawn from a Zipf law (numpy zipf,
 a=--zipf, ranks above --models drawn again), sent by a closed loop of --concurrency httpx
@@ -15,7 +16,7 @@ evictions, mlserve_model_cold_start_seconds) are reported next to it.
 
 Usage: flock /tmp/bench.lock python bench/many_models.py [--models 200] [--max-loaded 20]
          [--budget-mb 1.0] [--requests 6000] [--duration 60] [--concurrency 2]
-Results: a summary on stdout and bench/out/many-models.json.
+Results: a summary on stdout and bench/out/many-models.json (--out).
 """
 
 from __future__ import annotations
@@ -278,6 +279,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--zipf", type=float, default=1.2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="many-models.json", help="file name in bench/out/")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mlserve-many-"))
@@ -326,8 +328,8 @@ def main() -> int:
             "runs": results,
         }
         OUT.mkdir(exist_ok=True)
-        (OUT / "many-models.json").write_text(json.dumps(report, indent=1) + "\n")
-        print(f"wrote {OUT / 'many-models.json'}")
+        (OUT / args.out).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {OUT / args.out}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
