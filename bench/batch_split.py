@@ -22,7 +22,7 @@ from mlserve.registry import Registry
 from mlserve.runtime.model import LoadedModel
 from mlserve.schemas import BatchPredictRequest
 from mlserve.server.jsonbody import loads
-from mlserve.server.routes.predict import _item
+from mlserve.serving.service import prediction_fields as _item
 
 
 def timed(label: str, fn: Callable[[], Any], n: int = 300) -> Any:

@@ -44,6 +44,8 @@ def escape_controls(text: str) -> str:
     """`text` with every control character written as an escape (`\\n`, `\\x1b`, `\\u2028`):
     it stays on one line and cannot move the cursor, recolour or reorder what a terminal shows.
     Backslashes are left as they are: an escape is for reading, not for decoding."""
+    if text.isascii() and text.isprintable():  # the common case, checked in C
+        return text
     return _UNSAFE.sub(_escape, text)
 
 

@@ -8,6 +8,7 @@ and the request id that names the prediction for feedback.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -174,5 +175,9 @@ def count_predictions(
     if not model.classes:
         counter.labels(name, version, "").inc(len(predictions))
         return
-    for p in predictions:
-        counter.labels(name, version, str(p.label)).inc()
+    if len(predictions) == 1:
+        counter.labels(name, version, str(predictions[0].label)).inc()
+        return
+    # One series update per class rather than per row (a batch holds few distinct classes).
+    for label, n in collections.Counter(str(p.label) for p in predictions).items():
+        counter.labels(name, version, label).inc(n)
