@@ -16,9 +16,8 @@ wrk on core 1 (as in bench/run.py), and gets the same one English sentence per r
 - BentoML with a batchable API (`bench/apps/bentoml_service.py`, `max_batch_size` 64);
 - the bare-FastAPI ceiling (`bench/apps/bare_fastapi.py`: fixed JSON, no model).
 
-The peers run from throwaway virtualenvs (`$BENCH_PEER_VENVS`, default the temp folder:
-`peer-mlserver`, `peer-bentoml`), created
-with pip when missing. A peer that cannot be installed or started is recorded with the reason,
+The peers run from throwaway virtualenvs (`peer-mlserver`, `peer-bentoml` in $BENCH_PEER_VENVS,
+default the temp folder), created with pip when missing. A peer that cannot be installed or started is recorded with the reason,
 never with a number. Every server is checked with one request before it is measured, and that
 answer is kept in the JSON. Results: bench/out/peers-<model>.json; the markdown block between
 the `peers` markers in docs/benchmarks.md is rebuilt from every peers-*.json present.
