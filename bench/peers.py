@@ -17,9 +17,9 @@ wrk on core 1 (as in bench/run.py), and gets the same one English sentence per r
 - the bare-FastAPI ceiling (`bench/apps/bare_fastapi.py`: fixed JSON, no model).
 
 The peers run from throwaway virtualenvs (`peer-mlserver`, `peer-bentoml` in $BENCH_PEER_VENVS,
-default the temp folder), created with pip when missing. A peer that cannot be installed or started is recorded with the reason,
-never with a number. Every server is checked with one request before it is measured, and that
-answer is kept in the JSON. Results: bench/out/peers-<model>.json; the markdown block between
+default the temp folder), created with pip when missing. A peer that cannot be installed or
+started is recorded with the reason, never with a number. Every server is checked with one
+request before it is measured, and that answer is kept in the JSON. Results: bench/out/peers-<model>.json; the markdown block between
 the `peers` markers in docs/benchmarks.md is rebuilt from every peers-*.json present.
 """
 
