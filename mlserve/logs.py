@@ -136,10 +136,15 @@ class BlockStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         block = "\n".join(self.pending) + "\n"
         self.pending.clear()
         self.pending_bytes = 0
+        if getattr(self.stream, "closed", False):
+            # The stream was closed under us (a test runner's captured stderr, a shutdown):
+            # nothing can be written to it any more; stop rather than report every block.
+            self.stopped.set()
+            return
         try:
             self.stream.write(block)
             self.stream.flush()
-        except Exception:  # noqa: BLE001 - a closed or full stream: as StreamHandler does
+        except Exception:  # noqa: BLE001 - a full or broken stream: as StreamHandler does
             self.handleError(logging.makeLogRecord({"msg": "access log write failed"}))
 
     def flush(self) -> None:

@@ -62,3 +62,15 @@ def test_close_writes_what_is_pending() -> None:
     assert "last words" not in stream.getvalue()
     handler.close()
     assert "last words" in stream.getvalue()
+
+
+def test_a_stream_closed_under_the_handler_stops_it_quietly() -> None:
+    stream = CountingStream()
+    handler = BlockStreamHandler(stream, flush_s=60)
+    handler.setFormatter(TextFormatter())
+    logger = logger_with(handler, "test.blocks.closed")
+    logger.info("before")
+    stream.close()  # as a test runner closes the stderr it captured
+    handler.flush()
+    assert handler.stopped.is_set()
+    handler.close()

@@ -26,7 +26,9 @@ DependencyStatus = Literal["up", "down"]
 class ModelHealth(BaseModel):
     name: str
     version: int | None
-    status: Literal["healthy", "degraded"]
+    # unloaded: not in memory now and loaded by its next request (server.max_loaded,
+    # server.memory_budget_mb); no smoke prediction, and not counted against the server.
+    status: Literal["healthy", "degraded", "unloaded"]
     latency_ms: float | None = None
     error: str | None = None
 

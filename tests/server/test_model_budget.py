@@ -288,6 +288,11 @@ def test_the_server_is_ready_and_lists_models_not_loaded_because_of_the_budget(
     ready = client.get("/api/ready")
     assert ready.status_code == 200, ready.text
     assert set(ready.json()["models"].values()) == {"unloaded"}
+    # Not loaded because of the budget is not a fault: health stays healthy, no smoke run.
+    health = client.get("/api/health")
+    assert health.status_code == 200, health.text
+    assert health.json()["status"] == "healthy"
+    assert {m["status"] for m in health.json()["models"]} == {"unloaded"}
 
     for name in ["m0", "m1", "m0"]:
         response = _predict(client, name, FLOWERS[0])
@@ -304,6 +309,8 @@ def test_the_server_is_ready_and_lists_models_not_loaded_because_of_the_budget(
     assert info.status_code == 200, info.text
     assert info.json()["loaded"] is False
     assert client.get("/api/ready").status_code == 200
+    by_name = {m["name"]: m for m in client.get("/api/health").json()["models"]}
+    assert by_name["m0"]["status"] == "healthy" and by_name["m1"]["status"] == "unloaded"
 
     samples = scrape(client)
     assert matching(samples, "mlserve_model_loads_total", model="m0") == [2.0]

@@ -107,6 +107,8 @@ async def ready(state: StateDep) -> Response:
 
 async def _smoke(served: ServedModel) -> ModelHealth:
     runtime = served.current
+    if runtime is None and served.on_demand and served.error is None:
+        return ModelHealth(name=served.name, version=None, status="unloaded")
     if runtime is None:
         return ModelHealth(
             name=served.name, version=None, status="degraded", error=served.error or "not loaded"
@@ -148,10 +150,12 @@ async def _health(state: AppState) -> tuple[str, list[ModelHealth], dict[str, De
     results = await asyncio.gather(*(_smoke(s) for s in state.manager.models.values()))
     dependencies = _dependencies(state)
     healthy = sum(r.status == "healthy" for r in results)
-    if results and healthy == len(results):
+    # Models unloaded by the budget load on their next request: they count for nothing.
+    judged = [r for r in results if r.status != "unloaded"]
+    if results and healthy == len(judged):
         # A shared service down costs features (shared limits, cache, jobs), not predictions.
         overall = "healthy" if all(v == "up" for v in dependencies.values()) else "degraded"
-    elif healthy:
+    elif healthy or len(judged) < len(results):  # some model can still answer
         overall = "degraded"
     else:
         overall = "unhealthy"
