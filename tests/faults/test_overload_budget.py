@@ -8,11 +8,13 @@ answered within the budget (plus slack for a noisy machine), not after the whole
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import pytest
 from server.broken_models import SlowClassifier
 from support.data import IRIS_FEATURES
 from support.metrics import value
-from support.servers import running
+from support.servers import MlserveProcess, running
 
 from mlserve.registry import Registry
 
@@ -53,14 +55,13 @@ def assert_refused(response: httpx.Response, seconds: float) -> None:
     assert seconds < FAST_S, seconds
 
 
-def test_a_burst_beyond_the_latency_budget_is_refused_fast_and_the_rest_answered_in_time(
-    tmp_path: Path,
-) -> None:
+@contextlib.contextmanager
+def slow_server(tmp_path: Path) -> Iterator[MlserveProcess]:
+    """A real server over one model taking CALL_S per call, one row a call, budget BUDGET_MS."""
     root = tmp_path / "registry"
     x = np.random.default_rng(0).normal(size=(20, 4))
-    y = np.arange(20) % 2
     Registry(root).register_estimator(
-        SlowClassifier(delay_s=CALL_S).fit(x, y),
+        SlowClassifier(delay_s=CALL_S).fit(x, np.arange(20) % 2),
         name="slow",
         aliases=["production"],
         feature_names=IRIS_FEATURES,
@@ -70,8 +71,36 @@ def test_a_burst_beyond_the_latency_budget_is_refused_fast_and_the_rest_answered
         "batching": {"max_batch_size": 1, "max_queue_delay_ms": BUDGET_MS},
         "traffic": {"watch_interval_s": 0},
     }
+    with running(root, tmp_path / "home", config=config) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def saturated(url: str, clients: int = 16) -> Iterator[None]:
+    """`clients` threads predicting non-stop (at most 30 s) for the duration of the block:
+    the slow model's queue stays over its budget nearly all the time."""
+    stop = threading.Event()
+
+    def keep_busy() -> None:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            deadline = time.monotonic() + 30
+            while not stop.is_set() and time.monotonic() < deadline:
+                http.post("/api/predict", json={"features": FLOWER})
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        for _ in range(clients):
+            pool.submit(keep_busy)
+        try:
+            yield
+        finally:
+            stop.set()
+
+
+def test_a_burst_beyond_the_latency_budget_is_refused_fast_and_the_rest_answered_in_time(
+    tmp_path: Path,
+) -> None:
     with (
-        running(root, tmp_path / "home", config=config) as server,
+        slow_server(tmp_path) as server,
         concurrent.futures.ThreadPoolExecutor(BURST) as pool,
     ):
         body = {"features": FLOWER}
@@ -95,45 +124,20 @@ def test_while_overloaded_a_prediction_is_refused_before_its_body_is_read(
     tmp_path: Path,
 ) -> None:
     """A malformed body (a 422 when there is room) gets the 503: the decision came first."""
-    root = tmp_path / "registry"
-    x = np.random.default_rng(0).normal(size=(20, 4))
-    Registry(root).register_estimator(
-        SlowClassifier(delay_s=CALL_S).fit(x, np.arange(20) % 2),
-        name="slow",
-        aliases=["production"],
-        feature_names=IRIS_FEATURES,
-        check=False,
-    )
-    config = {
-        "batching": {"max_batch_size": 1, "max_queue_delay_ms": BUDGET_MS},
-        "traffic": {"watch_interval_s": 0},
-    }
     malformed = {"content": b"{not json", "headers": {"content-type": "application/json"}}
-    stop = threading.Event()
-    with running(root, tmp_path / "home", config=config) as server:
+    with slow_server(tmp_path) as server:
         assert post(server.url, json={"features": FLOWER})[0].status_code == 200
         assert post(server.url, **malformed)[0].status_code == 422  # room: parsed, refused
 
-        def keep_busy() -> None:
-            with httpx.Client(base_url=server.url, timeout=60) as http:
-                deadline = time.monotonic() + 30
-                while not stop.is_set() and time.monotonic() < deadline:
-                    http.post("/api/predict", json={"features": FLOWER})
-
-        with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            for _ in range(16):
-                pool.submit(keep_busy)
-            try:
-                shed = None
-                for _ in range(50):  # bounded: the queue is over budget nearly all the time
-                    response, seconds = post(server.url, **malformed)
-                    if response.status_code == 503:
-                        shed = (response, seconds)
-                        break
-                    assert response.status_code == 422, response.text
-                    time.sleep(0.05)
-            finally:
-                stop.set()
+        with saturated(server.url):
+            shed = None
+            for _ in range(50):  # bounded: the queue is over budget nearly all the time
+                response, seconds = post(server.url, **malformed)
+                if response.status_code == 503:
+                    shed = (response, seconds)
+                    break
+                assert response.status_code == 422, response.text
+                time.sleep(0.05)
         assert shed is not None, "never refused before parsing"
         assert_refused(*shed)
 
@@ -158,56 +162,33 @@ def test_refusals_are_answered_by_the_connection_which_stays_open(tmp_path: Path
     """While saturated, a raw-socket client's predictions get 503 before their (malformed)
     body is parsed, on one kept-alive connection; each is counted in the request metrics, and
     the log says so in one line, not one line per refusal."""
-    root = tmp_path / "registry"
-    x = np.random.default_rng(0).normal(size=(20, 4))
-    Registry(root).register_estimator(
-        SlowClassifier(delay_s=CALL_S).fit(x, np.arange(20) % 2),
-        name="slow",
-        aliases=["production"],
-        feature_names=IRIS_FEATURES,
-        check=False,
-    )
-    config = {
-        "batching": {"max_batch_size": 1, "max_queue_delay_ms": BUDGET_MS},
-        "traffic": {"watch_interval_s": 0},
-    }
-    stop = threading.Event()
     body = b"{not json"
     request = (
         b"POST /api/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
         b"x-request-id: raw-client-1\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
     )
-    with running(root, tmp_path / "home", config=config) as server:
+    with slow_server(tmp_path) as server:
         assert post(server.url, json={"features": FLOWER})[0].status_code == 200
 
-        def keep_busy() -> None:
-            with httpx.Client(base_url=server.url, timeout=60) as http:
-                deadline = time.monotonic() + 30
-                while not stop.is_set() and time.monotonic() < deadline:
-                    http.post("/api/predict", json={"features": FLOWER})
-
         answers: list[tuple[bytes, bytes]] = []
-        with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            for _ in range(16):
-                pool.submit(keep_busy)
-            try:
-                with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-                    for _ in range(200):  # bounded: saturated nearly all the time
-                        sock.sendall(request)
-                        head, answer, extra = read_answer(sock)
-                        assert not extra
-                        if head.startswith(b"HTTP/1.1 503"):
-                            answers.append((head, answer))
-                            if len(answers) == 5:
-                                break
-                        else:
-                            assert head.startswith(b"HTTP/1.1 422"), head
-                            time.sleep(0.05)
-                    # The same connection still serves (a GET, never shed).
-                    sock.sendall(b"GET /api/live HTTP/1.1\r\nhost: x\r\n\r\n")
-                    live_head, _, _ = read_answer(sock)
-            finally:
-                stop.set()
+        with (
+            saturated(server.url),
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock,
+        ):
+            for _ in range(200):  # bounded: saturated nearly all the time
+                sock.sendall(request)
+                head, answer, extra = read_answer(sock)
+                assert not extra
+                if head.startswith(b"HTTP/1.1 503"):
+                    answers.append((head, answer))
+                    if len(answers) == 5:
+                        break
+                else:
+                    assert head.startswith(b"HTTP/1.1 422"), head
+                    time.sleep(0.05)
+            # The same connection still serves (a GET, never shed).
+            sock.sendall(b"GET /api/live HTTP/1.1\r\nhost: x\r\n\r\n")
+            live_head, _, _ = read_answer(sock)
         metrics = server.metrics()
         log = server.output()
 
