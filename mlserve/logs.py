@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "BlockStreamHandler",
+    "StderrHandler",
     "JsonFormatter",
     "TextFormatter",
     "escape_controls",
@@ -99,6 +100,23 @@ class TextFormatter(logging.Formatter):
         return "\n".join(lines)
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler writing to `sys.stderr` as it is when each record is written, not as it
+    was when logging was set up: a command run in-process (a test runner's captured stderr,
+    later closed) does not leave the handler bound to a dead stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 class BlockStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A StreamHandler for a high-rate logger (the access log): records are written in blocks,
     one write per block rather than one per line, at most `flush_s` after they were logged,
@@ -165,7 +183,7 @@ def setup_logging(*, level: str = "info", fmt: str = "text", verbose: bool = Fal
     """Configure the `mlserve` and `uvicorn` loggers to write to stderr; the access log
     (`mlserve.access`, one record per request) in blocks (BlockStreamHandler)."""
     formatter = JsonFormatter() if fmt == "json" else TextFormatter()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(formatter)
     numeric = logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO)
     for name in ("mlserve", "uvicorn", "uvicorn.error"):

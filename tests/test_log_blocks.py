@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 
+import pytest
 from support.wait import wait_for
 
-from mlserve.logs import BlockStreamHandler, TextFormatter
+from mlserve.logs import BlockStreamHandler, StderrHandler, TextFormatter
 
 
 class CountingStream(io.StringIO):
@@ -74,3 +76,18 @@ def test_a_stream_closed_under_the_handler_stops_it_quietly() -> None:
     handler.flush()
     assert handler.stopped.is_set()
     handler.close()
+
+
+def test_the_stderr_handler_writes_to_the_stderr_of_the_moment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    handler = StderrHandler()
+    handler.setFormatter(TextFormatter())
+    logger = logger_with(handler, "test.blocks.stderr")
+    logger.warning("one")
+    first.close()  # as a test runner closes the stderr it captured
+    monkeypatch.setattr(sys, "stderr", second)
+    logger.warning("two")
+    assert "two" in second.getvalue()
