@@ -21,7 +21,7 @@ __all__ = [
 MAX_COMPARE_MODELS = 10
 """How many models one comparison may ask (each is a prediction of its own)."""
 
-# Request ids shaped like the server's (server.middleware.new_request_id).
+# Request ids shaped like the server's (server.ids.RequestIds).
 _REQUEST_ID = "019ad0aa2c4b7e1f93d0a5b8e6c71f02"
 
 COMPARE_REQUEST: list[JsonValue] = [

@@ -34,7 +34,7 @@ __all__ = [
     "VERSION_INFO",
 ]
 
-# Request ids shaped like the server's (server.middleware.new_request_id).
+# Request ids shaped like the server's (server.ids.RequestIds).
 _REQUEST_ID = "019ad0aa1b5c8e41f27a09d3b6c54a17"
 _BATCH_ID = "019ad0aa21e73c9b5e0d74a2f8161bd9"
 _JOB_ID = "6f1c2d0e9b7a4c3f8e5d4c3b2a190817"

@@ -24,6 +24,7 @@ from mlserve.registry import open_models
 from mlserve.schemas import v2 as schemas_v2
 from mlserve.server.auth import AccessPolicy
 from mlserve.server.errors import install_error_handlers
+from mlserve.server.ids import RequestIds
 from mlserve.server.middleware.auth import with_auth
 from mlserve.server.middleware.context import RequestContextMiddleware
 from mlserve.server.middleware.fastlane import FastPredictMiddleware
@@ -154,7 +155,8 @@ def create_app(
         )
         state.feedback = state.quality.recorder
 
-    shedder = Shedder(manager, metrics)
+    ids = RequestIds()  # one per app: the request middleware and the protocol's refusals
+    shedder = Shedder(manager, metrics, ids)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -287,6 +289,7 @@ def create_app(
         metrics=metrics,
         app_state=state,
         shedder=shedder,
+        ids=ids,
         max_body_bytes=settings.server.max_body_bytes,
         access_log_enabled=settings.logging.access_log,
     )

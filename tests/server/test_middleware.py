@@ -75,11 +75,15 @@ def test_an_unsafe_request_id_is_replaced_by_a_generated_one(
 
 
 def test_a_request_id_with_a_trailing_newline_is_replaced() -> None:
+    from mlserve.server.ids import RequestIds
     from mlserve.server.middleware.context import request_id_of_headers
 
-    assert GENERATED_ID.match(request_id_of_headers({"headers": [(b"x-request-id", b"abc\n")]}))
-    assert request_id_of_headers({"headers": [(b"x-request-id", b"abc")]}) == "abc"
-    assert request_id_of_headers({"headers": [(b"x-request-id", b"x" * 128)]}) == "x" * 128
+    ids = RequestIds()
+    assert GENERATED_ID.match(
+        request_id_of_headers({"headers": [(b"x-request-id", b"abc\n")]}, ids)
+    )
+    assert request_id_of_headers({"headers": [(b"x-request-id", b"abc")]}, ids) == "abc"
+    assert request_id_of_headers({"headers": [(b"x-request-id", b"x" * 128)]}, ids) == "x" * 128
 
 
 SLOW_S = 0.1  # how long SlowClassifier takes per prediction in the process-time test

@@ -6,11 +6,12 @@ import os
 import re
 import time
 
-from mlserve.server.ids import new_request_id
+from mlserve.server.ids import RequestIds
 
 
 def test_ids_are_unique_hex_and_ordered_by_their_millisecond() -> None:
-    ids = [new_request_id() for _ in range(5000)]  # several refills of the random block
+    make = RequestIds()
+    ids = [make.new() for _ in range(5000)]  # several refills of the random block
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
     assert len(set(ids)) == len(ids)
     assert len({i[12:] for i in ids}) == len(ids)  # the random part alone never repeats
@@ -20,17 +21,18 @@ def test_ids_are_unique_hex_and_ordered_by_their_millisecond() -> None:
 
 
 def test_a_forked_child_draws_its_own_random_digits() -> None:
-    new_request_id()  # the parent holds a partly used block
+    make = RequestIds()
+    make.new()  # the parent holds a partly used block
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its next id, to the parent
         try:
-            os.write(write, new_request_id().encode())
+            os.write(write, make.new().encode())
         finally:
             os._exit(0)
     os.close(write)
     os.waitpid(pid, 0)
     child = os.read(read, 64).decode()
     os.close(read)
-    parent = new_request_id()
+    parent = make.new()
     assert child[12:] != parent[12:]

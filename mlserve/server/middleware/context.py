@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlserve.server.errors import send_error
-from mlserve.server.ids import new_request_id
+from mlserve.server.ids import RequestIds
 from mlserve.server.shedding import SHED_MESSAGE, Shedder
 from mlserve.serving.metrics import ServerMetrics
 from mlserve.serving.state import AppState
@@ -38,11 +38,13 @@ class RequestContextMiddleware:
         metrics: ServerMetrics,
         app_state: AppState,
         shedder: Shedder,
+        ids: RequestIds,
         max_body_bytes: int,
         access_log_enabled: bool = True,
     ) -> None:
         self.app = app
         self.shedder = shedder
+        self.ids = ids
         self.metrics = metrics
         self.app_state = app_state
         self.max_body_bytes = max_body_bytes
@@ -53,7 +55,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = request_id_of_headers(scope)
+        request_id = request_id_of_headers(scope, self.ids)
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         status_holder = [500]
@@ -197,14 +199,15 @@ def _percent_encode(match: re.Match[str]) -> str:
     return "".join(f"%{byte:02X}" for byte in match.group().encode())
 
 
-def request_id_of_headers(scope: Scope) -> str:
+def request_id_of_headers(scope: Scope, ids: RequestIds) -> str:
+    """The client's X-Request-ID when it is safe to echo, else a new one."""
     for key, value in scope.get("headers", ()):
         if key == b"x-request-id":
             text: str = value.decode("latin-1")
             if SAFE_REQUEST_ID.fullmatch(text):  # match() would let "id\n" through ($)
                 return text
             break
-    return new_request_id()
+    return ids.new()
 
 
 def _content_length(scope: Scope) -> int | None:
