@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -153,6 +154,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # dropped; then the connection is kept (or closed when the request asked to).
         self.shedding = False
         self.shed_keep_alive = False
+        self.started = 0.0  # perf_counter at the current request's first byte
 
     # Feeding the parser
 
@@ -239,6 +241,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # Parser callbacks
 
     def on_message_begin(self) -> None:
+        self.started = time.perf_counter()  # a refusal's time (shed_now) counts from here
         self.url_bytes = 0
         self.header_count = 0
         super().on_message_begin()
@@ -309,6 +312,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.headers,
             keep_alive=keep_alive,
             default_headers=self.server_state.default_headers,
+            started=self.started,
         )
         if answer is None:
             return False

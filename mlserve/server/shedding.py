@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable
 
 from mlserve.server.errors import error_body, v2_error_body
-from mlserve.server.ids import new_request_id
+from mlserve.server.ids import RequestIds
 from mlserve.serving.manager import ModelManager
 from mlserve.serving.metrics import ServerMetrics
 
@@ -43,9 +43,10 @@ _RID = "@@request-id@@"  # where the request id goes in a pre-rendered body
 class Shedder:
     """Which prediction requests to refuse now, and the bytes of the refusal."""
 
-    def __init__(self, manager: ModelManager, metrics: ServerMetrics) -> None:
+    def __init__(self, manager: ModelManager, metrics: ServerMetrics, ids: RequestIds) -> None:
         self.manager = manager
         self.metrics = metrics
+        self.ids = ids
         self.refused = 0  # since the last summary line
         self.first_refused = 0.0  # when the first of those was refused
         self.logged_at = float("-inf")  # the first refusal after a quiet spell is logged at once
@@ -63,10 +64,10 @@ class Shedder:
             return _V2_TEMPLATE
         return None
 
-    def count(self, template: str) -> None:
+    def count(self, template: str, elapsed: float) -> None:
         """Count one refusal (request metrics, error counter, the periodic log summary)."""
         self.metrics.requests.labels("POST", template, "503").inc()
-        self.metrics.request_latency.labels("POST", template, "503").observe(0.0)
+        self.metrics.request_latency.labels("POST", template, "503").observe(elapsed)
         self.metrics.errors.labels("overloaded").inc()
         now = time.monotonic()
         if not self.refused:
@@ -89,9 +90,11 @@ class Shedder:
         *,
         keep_alive: bool,
         default_headers: Iterable[tuple[bytes, bytes]],
+        started: float,
     ) -> bytes | None:
         """The complete HTTP/1.1 503 answer to a POST to `path` when it is to be refused now,
-        else None. The X-Request-ID is the client's (when safe) or a new one, as everywhere."""
+        else None; `started` (perf_counter) is when the request began, for its timing. The
+        X-Request-ID is the client's (when safe) or a new one, as everywhere."""
         try:
             text = path.decode("ascii")
         except UnicodeDecodeError:
@@ -101,7 +104,8 @@ class Shedder:
         template = self.saturated_route(text)
         if template is None:
             return None
-        self.count(template)
+        elapsed = time.perf_counter() - started  # since the request's first byte was parsed
+        self.count(template, elapsed)
         rid = b""
         for name, value in headers:
             if name == b"x-request-id":
@@ -109,7 +113,7 @@ class Shedder:
                     rid = value
                 break
         if not rid:
-            rid = new_request_id().encode()
+            rid = self.ids.new().encode()
         if template is _V2_TEMPLATE:
             body = self._v2_body
         else:
@@ -120,7 +124,7 @@ class Shedder:
             b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
             b"retry-after: 1\r\nx-request-id: ",
             rid,
-            b"\r\nx-process-time: 0.000\r\n",
+            b"\r\nx-process-time: %.3f\r\n" % (elapsed * 1000.0),
             b"\r\n" if keep_alive else b"connection: close\r\n\r\n",
             body,
         ]
