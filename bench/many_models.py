@@ -27,9 +27,7 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,21 +38,7 @@ import httpx
 import numpy as np
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
-
-HERE = Path(__file__).resolve().parent
-OUT = HERE / "out"
-PY = sys.executable
-TASKSET = shutil.which("taskset")
-
-
-def pinned(core: int, cmd: list[str]) -> list[str]:
-    return [TASKSET, "-c", str(core), *cmd] if TASKSET else cmd
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from run import OUT, PY, free_port, pinned  # the bench's shared helpers
 
 
 def percentile(values: list[float], q: float) -> float | None:

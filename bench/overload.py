@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,22 +44,9 @@ from typing import Any
 
 import httpx
 import psutil
+from run import OUT, PY, WRK, free_port, pinned  # the bench's shared helpers
 
-HERE = Path(__file__).resolve().parent
-OUT = HERE / "out"
-PY = sys.executable
-TASKSET = shutil.which("taskset")
 PROBE_TEXT = "The staff were lovely and the room was spotless"
-
-
-def pinned(core: int, cmd: list[str]) -> list[str]:
-    return [TASKSET, "-c", str(core), *cmd] if TASKSET else cmd
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -82,7 +68,6 @@ def loadtest(url: str, args: list[str], report: Path, limit_s: float) -> dict[st
     return data
 
 
-WRK = shutil.which("wrk")
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
