@@ -68,6 +68,7 @@ from mlserve.schemas.predict import (
     PredictRequest,
     PredictResponse,
 )
+from mlserve.schemas.rollouts import RolloutInfo, RolloutRequest
 from mlserve.schemas.traffic import TrafficInfo, TrafficUpdate
 
 __all__ = [
@@ -125,6 +126,8 @@ __all__ = [
     "ReadyResponse",
     "ReloadResponse",
     "RollingFigures",
+    "RolloutInfo",
+    "RolloutRequest",
     "TaskKind",
     "TrafficInfo",
     "TrafficUpdate",
