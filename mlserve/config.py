@@ -220,6 +220,8 @@ class TrafficSettings(Section):
     """Consecutive failed model calls that mark a version degraded (503 for the cooldown)."""
     failure_cooldown_s: float = Field(default=30.0, gt=0)
     """Seconds a degraded version fails fast before it is tried again."""
+    rollout_interval_s: float = Field(default=1.0, gt=0, le=60)
+    """Seconds between rollout rounds: each replica reports its counts; the lease holder judges."""
 
 
 class RedisSettings(Section):
@@ -302,8 +304,7 @@ class Settings(BaseSettings):
     @field_validator("home", mode="before")
     @classmethod
     def _empty_home_is_unset(cls, value: Any) -> Any:
-        # MLSERVE_HOME="" (an unset-by-blanking in a shell or a compose file) means the default,
-        # not "." — which would scatter a registry and key files into the current directory.
+        # MLSERVE_HOME="" means the default, not "." (a registry scattered in the cwd).
         if isinstance(value, str) and not value.strip():
             return Path("~/.mlserve").expanduser()
         return value

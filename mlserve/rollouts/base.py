@@ -73,7 +73,7 @@ class Guards:
 
     max_error_rate: float | None = 0.01
     max_p99_ms: float | None = None
-    max_accuracy_drop: float | None = None
+    max_accuracy_drop: float | None = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +126,10 @@ class RolloutState:
 
     @property
     def weight(self) -> float:
-        """The candidate's share of traffic now (0 once the rollout ended)."""
+        """The candidate's share of traffic now: all of it once promoted (the alias names
+        it), none once rolled back or aborted."""
+        if self.status == "promoted":
+            return 100.0
         if not self.active:
             return 0.0
         return self.plan.steps[self.step]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from mlserve.schemas.common import INTEGRAL
 
@@ -27,7 +27,7 @@ GuardName = Literal["error_rate", "p99_ms", "accuracy"]
 GuardStatus = Literal["ok", "waiting", "breached", "off"]
 RolloutStatusName = Literal["running", "promoted", "rolled_back", "aborted"]
 
-ROLLOUT_EXAMPLE = {
+ROLLOUT_EXAMPLE: dict[str, JsonValue] = {
     "candidate": 2,
     "steps": [5, 25, 50, 100],
     "step_seconds": 300,

@@ -69,7 +69,8 @@ class TrafficInfo(TrafficUpdate):
     serving_version: int | None = Field(
         description="Version requests get without a split (what the model's alias points at)."
     )
-    source: Literal["settings", "runtime"] | None = Field(
+    source: Literal["settings", "runtime", "rollout"] | None = Field(
         description="Where the split and shadow come from: settings (traffic.splits, "
-        "traffic.shadow) or an admin PUT on this server process; null when neither is set."
+        "traffic.shadow), an admin PUT on this server process, or a running rollout (its split); "
+        "null when none is set."
     )

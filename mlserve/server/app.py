@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mlserve import __version__, schemas
 from mlserve.cache import make_prediction_cache
 from mlserve.config import Settings
+from mlserve.errors import MlserveError
 from mlserve.registry import open_models
 from mlserve.schemas import v2 as schemas_v2
 from mlserve.server.auth import AccessPolicy
@@ -30,7 +31,17 @@ from mlserve.server.middleware.context import RequestContextMiddleware
 from mlserve.server.middleware.fastlane import FastPredictMiddleware
 from mlserve.server.middleware.ratelimit import EXEMPT_PATHS, with_rate_limit
 from mlserve.server.openapi import install_openapi
-from mlserve.server.routes import aliases, compare, feedback, health, jobs, models, predict, v2
+from mlserve.server.routes import (
+    aliases,
+    compare,
+    feedback,
+    health,
+    jobs,
+    models,
+    predict,
+    rollouts,
+    v2,
+)
 from mlserve.server.shedding import SHED_STATE_KEY, Shedder
 from mlserve.serving.jobrunner import start_jobs
 from mlserve.serving.manager import ModelManager
@@ -105,6 +116,25 @@ def _share_cache(state: AppState, redis: RedisBackend) -> None:
     state.metrics.cache_entries.set_function(cache.__len__)  # held in Redis, not here
 
 
+async def _start_rollouts(state: AppState) -> None:
+    """Open the rollout store (Redis with redis.url, else SQLite beside the job store) and
+    start following rollouts; a store that cannot be opened is logged, not fatal (rollout
+    requests answer 503)."""
+    import sqlite3
+
+    from mlserve.rollouts import open_rollout_store
+
+    state.rollouts.quality = state.quality
+    try:
+        store = await open_rollout_store(state.settings, redis=state.redis)
+    except (OSError, sqlite3.Error, MlserveError) as exc:
+        error = "the rollout store cannot be opened"
+        log.error("%s; rollouts are off: %s", error, exc)
+        await state.rollouts.start(None, error)
+        return
+    await state.rollouts.start(store)
+
+
 class MlserveApp(FastAPI):
     """FastAPI whose HTTP requests first pass mlserve's own layers as plain ASGI (`front`:
     request context, auth, rate limits, the predict fast lane), so that FastAPI's per-request
@@ -171,6 +201,7 @@ def create_app(
         if state.quality is not None:
             await state.quality.start()  # a store that cannot open is logged, not fatal
         state.traffic.start(loader)  # split/shadow preloads, then the registry watcher
+        await _start_rollouts(state)
         restore = drain_on_signals(state)
         try:
             # The lifespan state reaches the connections: the protocol refuses predictions at
@@ -182,6 +213,7 @@ def create_app(
             if not loader.done():
                 loader.cancel()
             await stop_jobs()  # before the models: a job's chunk in flight needs its batcher
+            await state.rollouts.close()
             await state.traffic.close()
             await manager.close()
             if state.quality is not None:
@@ -210,6 +242,7 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(feedback.router)
     app.include_router(aliases.router)
+    app.include_router(rollouts.router)
 
     @app.get(
         "/",

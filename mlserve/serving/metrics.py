@@ -273,6 +273,28 @@ class ServerMetrics:
             multiprocess_mode="livemostrecent",
         )
 
+        self.rollout_step = Gauge(
+            "mlserve_rollout_step",
+            "Step of the model's running rollout (1 is the first; 0: none running).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.rollout_weight = Gauge(
+            "mlserve_rollout_weight_percent",
+            "The rollout candidate's share of the model's traffic, percent (0: none running).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.rollout_events = Counter(
+            "mlserve_rollout_events_total",
+            "Rollout events by model: started, step (moved to the next), promoted, "
+            "rolled_back, aborted.",
+            ["model", "event"],
+            registry=r,
+        )
+
     def close(self) -> None:
         """In multiprocess mode, drop this process's live gauges (in-flight requests, models
         loaded) from the aggregate when it stops."""

@@ -9,11 +9,12 @@ and the request id that names the prediction for feedback.
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlserve.errors import InvalidInputError
+from mlserve.errors import InvalidInputError, MlserveError
 from mlserve.runtime.model import Prediction
 from mlserve.serving.manager import InputKind, ModelManager, Runtime
 from mlserve.serving.metrics import ServerMetrics
@@ -21,6 +22,7 @@ from mlserve.serving.traffic import TrafficController
 
 if TYPE_CHECKING:
     from mlserve.feedback import FeedbackRecorder
+    from mlserve.serving.rollout import RolloutController
 
 __all__ = [
     "ClientKey",
@@ -90,6 +92,8 @@ class PredictionService:
         self.traffic = traffic
         self.metrics = metrics
         self.feedback = feedback  # set in the lifespan once the store is open
+        # Counts each version's answers while its model has a rollout running (the guards).
+        self.rollouts: RolloutController | None = None
 
     async def choose(
         self,
@@ -118,10 +122,19 @@ class PredictionService:
         input_kind(text, features)
         row = runtime.model.prepare(text=text, features=features)
         traffic = self.traffic
-        if traffic.cache is None:
-            result, hit = await runtime.batcher.submit(row), None
-        else:
-            result, hit = await traffic.predict(runtime, row)
+        rollouts = self._watching(runtime)
+        started = time.perf_counter() if rollouts is not None else 0.0
+        try:
+            if traffic.cache is None:
+                result, hit = await runtime.batcher.submit(row), None
+            else:
+                result, hit = await traffic.predict(runtime, row)
+        except Exception as exc:
+            if rollouts is not None:
+                rollouts.observe(runtime, time.perf_counter() - started, failed=_is_5xx(exc))
+            raise
+        if rollouts is not None:
+            rollouts.observe(runtime, time.perf_counter() - started, failed=False)
         self.count(runtime, (result,))
         if traffic.shadows:
             traffic.mirror(runtime, (row,), (result,))
@@ -142,10 +155,20 @@ class PredictionService:
         """Score prepared rows in one model call (the cache's misses only, when it is on);
         with feedback on, row i is remembered as `<request_id>-<i>`."""
         traffic = self.traffic
-        if use_cache:
-            results, hits = await traffic.predict_many(runtime, rows)
-        else:
-            results, hits = await runtime.batcher.submit_many(rows), None
+        rollouts = self._watching(runtime)
+        started = time.perf_counter() if rollouts is not None else 0.0
+        try:
+            if use_cache:
+                results, hits = await traffic.predict_many(runtime, rows)
+            else:
+                results, hits = await runtime.batcher.submit_many(rows), None
+        except Exception as exc:
+            if rollouts is not None:
+                seconds = time.perf_counter() - started
+                rollouts.observe(runtime, seconds, failed=_is_5xx(exc), n=len(rows))
+            raise
+        if rollouts is not None:
+            rollouts.observe(runtime, time.perf_counter() - started, failed=False, n=len(rows))
         self.count(runtime, results)
         if traffic.shadows:
             traffic.mirror(runtime, rows, results)
@@ -155,9 +178,22 @@ class PredictionService:
             feedback.record_many(request_id, model.name, model.version, rows, results)
         return ScoredBatch(runtime=runtime, predictions=results, cache_hits=hits)
 
+    def _watching(self, runtime: Runtime) -> RolloutController | None:
+        """The rollout controller when runtime's model has a rollout running here, else None
+        (one dict test on the request path while none runs)."""
+        rollouts = self.rollouts
+        if rollouts is None or not rollouts.watching or runtime.model.name not in rollouts.watching:
+            return None
+        return rollouts
+
     def count(self, runtime: Runtime, predictions: Sequence[Prediction]) -> None:
         """Count answers per model, version and predicted class."""
         count_predictions(self.metrics, runtime, predictions)
+
+
+def _is_5xx(exc: BaseException) -> bool:
+    """A failure of the version (5xx), not of the request (4xx)."""
+    return not isinstance(exc, MlserveError) or exc.status_code >= 500
 
 
 def count_predictions(

@@ -13,6 +13,7 @@ from mlserve.jobs import JobDispatcher, JobStore
 from mlserve.registry import Registry
 from mlserve.serving.manager import ModelManager
 from mlserve.serving.metrics import ServerMetrics
+from mlserve.serving.rollout import RolloutController
 from mlserve.serving.service import PredictionService
 from mlserve.serving.traffic import TrafficController
 
@@ -46,6 +47,8 @@ class AppState:
     traffic: TrafficController = field(init=False)
     # The one prediction path every route, the fast lane and the job runner call.
     service: PredictionService = field(init=False)
+    # Canary rollouts (their store is opened in the lifespan).
+    rollouts: RolloutController = field(init=False)
 
     def __post_init__(self) -> None:
         self.process.cpu_percent(interval=None)  # start the first measurement interval
@@ -55,6 +58,10 @@ class AppState:
         self.service = PredictionService(
             manager=self.manager, traffic=self.traffic, metrics=self.metrics
         )
+        self.rollouts = RolloutController(
+            settings=self.settings, manager=self.manager, traffic=self.traffic, metrics=self.metrics
+        )
+        self.service.rollouts = self.rollouts
 
     @property
     def feedback(self) -> FeedbackRecorder | None:

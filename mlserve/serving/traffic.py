@@ -3,7 +3,8 @@
 Every prediction path goes through the one PredictionService (service.py), which asks this
 TrafficController for the version and the cache, so they behave the same. Everything here is
 per process: a split or shadow set through the admin endpoint lives in this process only (with
-several workers or replicas, configure each, or use settings).
+several workers or replicas, configure each, or use settings). A rollout's split is the
+exception: every replica follows the one in the rollout store (serving/rollout.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prometheus_client import Counter
 from mlserve.cache import PredictionCache, make_prediction_cache
 from mlserve.config import Settings
 from mlserve.errors import ConfigError, InvalidInputError, MlserveError
+from mlserve.rollouts.base import RolloutConflictError
 from mlserve.runtime.model import LoadedModel, Prediction
 from mlserve.serving.manager import InputKind, ModelManager, Runtime
 from mlserve.serving.metrics import ServerMetrics
@@ -34,7 +36,7 @@ MAX_SPLIT_VERSIONS = 10
 SHADOW_MAX_QUEUE = 1000  # mirrored requests waiting per shadow version; beyond: dropped
 SHADOW_MAX_BATCH = 64  # mirrored rows sent to the shadow in one call
 SPLIT_RETRY_S = 30.0  # a split version that failed to load is tried again after this
-Source = Literal["settings", "runtime"]
+Source = Literal["settings", "runtime", "rollout"]
 
 
 # ---------------------------------------------------------------------------- A/B split
@@ -408,6 +410,7 @@ class TrafficController:
         """Replace a model's split and shadow (this process only). Every version named must
         exist and load; nothing changes when one does not."""
         served = self.manager.served(name)
+        self._refuse_during_rollout(name)
         parsed = Split.parse(split) if split is not None else None
         versions = set(parsed.versions if parsed is not None else ()) | (
             {shadow} if shadow is not None else set()
@@ -432,9 +435,37 @@ class TrafficController:
         )
         return self.describe(name)
 
+    async def follow_rollout(self, name: str, baseline: int, candidate: int, weight: float) -> None:
+        """Split `name` between a rollout's baseline and candidate (`weight` percent to the
+        candidate), both loaded before the split changes; the shadow stays as it is."""
+        split = Split.parse({str(baseline): 100.0 - weight, str(candidate): weight})
+        async with self._lock:
+            served = self.manager.served(name)
+            self.manager.pin(name, served.pinned | {baseline, candidate})
+            for version in (baseline, candidate):
+                try:
+                    await self.manager.get(name, version)
+                except MlserveError as exc:  # its share goes to the serving version
+                    log.error("rollout of %s: cannot load version %d: %s", name, version, exc)
+            await self._apply(name, split, self.shadows.get(name), "rollout")
+
+    async def end_rollout(self, name: str) -> None:
+        """Remove a rollout's split (a manual split or shadow set since is kept)."""
+        async with self._lock:
+            if self.sources.get(name) == "rollout":
+                await self._apply(name, None, self.shadows.get(name), "runtime")
+
+    def _refuse_during_rollout(self, name: str) -> None:
+        if self.sources.get(name) == "rollout" and name in self.splits:
+            raise RolloutConflictError(
+                f"model '{name}' has a rollout running: its split follows the rollout "
+                "(abort it first: DELETE /api/models/{name}/rollout)"
+            )
+
     async def clear(self, name: str) -> dict[str, Any]:
         """Remove a model's split and shadow (this process only, settings included)."""
         self.manager.served(name)
+        self._refuse_during_rollout(name)
         async with self._lock:
             await self._apply(name, None, None, "runtime")
         log.info("traffic for %s cleared", name)

@@ -169,6 +169,9 @@ class MlserveProcess:
     def post(self, path: str, body: Any, **kwargs: Any) -> httpx.Response:
         return httpx.post(self.url + path, json=body, timeout=10, **kwargs)
 
+    def put_json(self, path: str, body: Any, **kwargs: Any) -> httpx.Response:
+        return httpx.put(self.url + path, json=body, timeout=10, **kwargs)
+
     def metrics(self) -> Samples:
         return scrape(self.url + "/metrics")
 
