@@ -73,7 +73,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "rollouts.sqlite"
+    return tmp_path / "state" / "rollouts.sqlite3"
 
 
 @pytest.fixture
@@ -314,7 +314,7 @@ def test_a_file_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
     blocker = tmp_path / "state"
     blocker.write_text("a file where the folder should be")
     with pytest.raises(RolloutsUnavailableError, match="rollout store"):
-        asyncio.run(SqliteRolloutStore.open(blocker / "rollouts.sqlite"))
+        asyncio.run(SqliteRolloutStore.open(blocker / "rollouts.sqlite3"))
     not_a_database = tmp_path / "garbage.sqlite"
     not_a_database.write_bytes(b"this is not a database" * 100)
     with pytest.raises(RolloutsUnavailableError, match="rollout store"):
@@ -338,7 +338,7 @@ def test_the_factory_opens_sqlite_in_the_state_directory(tmp_path: Path) -> None
     moved, taken, (stored, windows) = asyncio.run(scenario())
     assert isinstance(moved, RolloutState) and stored == moved and taken
     assert windows == {2: counts(3)}
-    assert (settings.state_dir / "rollouts.sqlite").is_file()
+    assert (settings.state_dir / "rollouts.sqlite3").is_file()
 
 
 # ---------------------------------------------------------------------------- processes

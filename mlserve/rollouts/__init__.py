@@ -43,7 +43,7 @@ __all__ = [
     "open_rollout_store",
 ]
 
-ROLLOUTS_DATABASE = "rollouts.sqlite"  # in the state directory (settings.state_dir)
+ROLLOUTS_DATABASE = "rollouts.sqlite3"  # in the state directory (settings.state_dir)
 
 
 async def open_rollout_store(

@@ -362,7 +362,7 @@ def test_the_factory_uses_redis_when_there_is_a_backend(
     created = run(store.create(running_state()))
     assert run(store.get("iris")) == created
     run(store.close())
-    assert not (settings.state_dir / "rollouts.sqlite").exists()
+    assert not (settings.state_dir / "rollouts.sqlite3").exists()
 
 
 def test_an_unreachable_redis_makes_rollouts_unavailable(
