@@ -1,4 +1,4 @@
-"""Run the app on uvicorn: one process, or N workers sharing one socket."""
+"""Run the app on uvicorn: one process, or N workers sharing one socket (forked on Linux)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import signal
 import socket
 import tempfile
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import uvicorn
 
 from mlserve.config import Settings, load_settings
 from mlserve.errors import ConfigError
+from mlserve.server.prefork import can_fork, exit_cleanly, serve_forked
 from mlserve.server.protocol import HeaderLimits, ServerConfig
 
 log = logging.getLogger(__name__)
@@ -27,13 +27,9 @@ WORKER_ENV = "_MLSERVE_WORKER_SETTINGS"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
-    """After uvicorn's graceful shutdown it re-raises the signal it caught; exit 0 then."""
-    raise SystemExit(0)
-
-
 def worker_app() -> Any:
-    """App factory for worker processes: rebuilds the parent's settings from the environment."""
+    """App factory for spawned worker processes (where there is no fork: see run): rebuilds
+    the parent's settings from the environment."""
     from mlserve.logs import setup_logging
     from mlserve.server.app import create_app
 
@@ -110,23 +106,24 @@ def run(
     sock: socket.socket | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT on `sock` (bound here when not given); returns after a
-    graceful shutdown."""
-    from mlserve.server.app import create_app
-
+    graceful shutdown. With server.workers > 1, on Linux, this process imports the app and
+    reads the models once and forks the workers (mlserve.server.prefork); elsewhere uvicorn's
+    supervisor spawns them, each importing and loading on its own."""
     if settings.server.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ConfigError(
             "server.loop = 'uvloop' needs the uvloop package (pip install uvloop), "
             "or leave server.loop at 'asyncio'"
         )
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _exit_cleanly)
+        signal.signal(sig, exit_cleanly)
     sock = sock or bind_socket(settings)
     workers = settings.server.workers
     if workers <= 1:
+        from mlserve.server.app import create_app
+
         app = create_app(settings, background_load=True, freeze_heap=True)
         uvicorn.Server(ServerConfig(app, **uvicorn_options(settings))).run(sockets=[sock])
         return
-    os.environ[WORKER_ENV] = json.dumps({"config": config_path, "overrides": overrides or {}})
     # /metrics must count every worker's requests, not the one that answers the scrape:
     # prometheus_client's multiprocess mode, in a folder made for this run.
     metrics_dir = None
@@ -136,6 +133,10 @@ def run(
     else:
         _clean_metrics_dir(Path(os.environ[MULTIPROC_ENV]))
     try:
+        if can_fork():
+            serve_forked(settings, uvicorn_options(settings), sock)
+            return
+        os.environ[WORKER_ENV] = json.dumps({"config": config_path, "overrides": overrides or {}})
         config = ServerConfig(
             "mlserve.server.run:worker_app",
             factory=True,
