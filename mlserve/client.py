@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -24,6 +25,8 @@ from mlserve.schemas import (
     PredictResponse,
     QualityReport,
     ReadyResponse,
+    RolloutInfo,
+    RolloutRequest,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -77,6 +80,15 @@ def _quality_params(version: int | None, window: int | None) -> dict[str, int]:
     if window is not None:
         params["window"] = window
     return params
+
+
+def _rollout_path(name: str) -> str:
+    return f"/api/models/{quote(name, safe='')}/rollout"
+
+
+def _rollout_body(request: RolloutRequest) -> dict[str, Any]:
+    # Only what the caller set: the server fills in its own defaults (the alias above all).
+    return request.model_dump(mode="json", exclude_unset=True)
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -276,6 +288,19 @@ class Client:
         params = _quality_params(version, window)
         return self._call(QualityReport, "GET", f"/api/models/{model}/quality", params=params)
 
+    def start_rollout(self, name: str, request: RolloutRequest) -> RolloutInfo:
+        """Start a canary rollout of `request.candidate` (admin); 409 when one is running."""
+        body = _rollout_body(request)
+        return self._call(RolloutInfo, "PUT", _rollout_path(name), json=body)
+
+    def rollout(self, name: str) -> RolloutInfo:
+        """The model's running rollout, else its latest ended one; 404 when it has none."""
+        return self._call(RolloutInfo, "GET", _rollout_path(name))
+
+    def abort_rollout(self, name: str) -> RolloutInfo:
+        """Abort the running rollout and restore the baseline (admin); 409 when it ended."""
+        return self._call(RolloutInfo, "DELETE", _rollout_path(name))
+
     def index(self) -> dict[str, Any]:
         response = self.request("GET", "/")
         data = _decode(response)
@@ -380,6 +405,19 @@ class AsyncClient:
         """Live accuracy, confusion matrix and drift per version, with training figures."""
         params = _quality_params(version, window)
         return await self._call(QualityReport, "GET", f"/api/models/{model}/quality", params=params)
+
+    async def start_rollout(self, name: str, request: RolloutRequest) -> RolloutInfo:
+        """Start a canary rollout of `request.candidate` (admin); 409 when one is running."""
+        body = _rollout_body(request)
+        return await self._call(RolloutInfo, "PUT", _rollout_path(name), json=body)
+
+    async def rollout(self, name: str) -> RolloutInfo:
+        """The model's running rollout, else its latest ended one; 404 when it has none."""
+        return await self._call(RolloutInfo, "GET", _rollout_path(name))
+
+    async def abort_rollout(self, name: str) -> RolloutInfo:
+        """Abort the running rollout and restore the baseline (admin); 409 when it ended."""
+        return await self._call(RolloutInfo, "DELETE", _rollout_path(name))
 
     async def live(self) -> bool:
         return (await self.request("GET", "/api/live")).status_code == 200

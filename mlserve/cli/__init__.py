@@ -17,6 +17,7 @@ from mlserve.cli import (
     models_cmd,
     predict_cmd,
     register_cmd,
+    rollout_cmd,
     serve_cmd,
     train_cmd,
     worker_cmd,
@@ -68,6 +69,7 @@ models_cmd.app.command("import")(models_bundle_cmd.import_version)
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(rollout_cmd.app, name="rollout")
 
 
 def main() -> None:

@@ -24,6 +24,8 @@ import mlserve
         ("models", "--help"),
         ("models", "show", "--help"),
         ("config", "show", "--help"),
+        ("rollout", "--help"),
+        ("rollout", "status", "--help"),
     ],
     ids=lambda a: " ".join(a) or "import-only",
 )
@@ -53,19 +55,22 @@ def test_version_flag_prints_the_version(cli: Callable[..., Result]) -> None:
 def test_help_lists_every_command_with_its_summary(cli: Callable[..., Result]) -> None:
     result = cli("--help")
     assert result.exit_code == 0
-    for command in ("train", "register", "models", "config"):
+    for command in ("train", "register", "models", "config", "rollout"):
         assert command in result.stdout
     assert "Train a model" in result.stdout
     assert "Validate a joblib model file" in result.stdout
 
 
-@pytest.mark.parametrize("group", [("models",), ("config",)], ids=lambda g: " ".join(g))
+@pytest.mark.parametrize(
+    "group", [("models",), ("config",), ("rollout",)], ids=lambda g: " ".join(g)
+)
 def test_group_help_lists_subcommands(cli: Callable[..., Result], group: tuple[str]) -> None:
     result = cli(*group, "--help")
     assert result.exit_code == 0
     expected = {
         "models": ("list", "show", "alias", "unalias", "delete"),
         "config": ("init", "show"),
+        "rollout": ("start", "status", "abort"),
     }[group[0]]
     for sub in expected:
         assert sub in result.stdout
