@@ -5,6 +5,8 @@ rolled back by the accuracy guard once the true labels come back."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -67,6 +69,17 @@ def test_a_candidate_that_answers_errors_is_rolled_back_at_the_first_step(
                                                           "petal_length": 1.4, "petal_width": 0.2}}
     )  # fmt: skip
     assert (after.status_code, after.json()["version"]) == (200, 1)
+    # What a CI pipeline runs: `status --wait` exits 1 for a rollback, and says why.
+    waited = subprocess.run(
+        [sys.executable, "-m", "mlserve", "rollout", "status", "broken", "--wait"]
+        + ["--timeout", "30", "--url", server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert waited.returncode == 1, waited.stdout + waited.stderr
+    assert "error rate" in waited.stderr
 
 
 def test_a_candidate_trained_on_flipped_labels_is_rolled_back_on_accuracy(
