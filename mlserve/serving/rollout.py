@@ -203,6 +203,15 @@ class RolloutController:
         """Judge the current step; write what follows (rollback, next step, promotion)."""
         store = self._require_store()
         plan = state.plan
+        try:  # loaded already (pinned), unless this replica cannot load it at all
+            await self.manager.get(plan.model, plan.candidate)
+        except MlserveError as exc:
+            reason = (
+                f"rolled back at step {state.step + 1} ({state.weight:g} %): version "
+                f"{plan.candidate} cannot be loaded: {exc.message}"
+            )
+            await self._end(state, "rolled_back", reason, state.figures)
+            return
         now = self.clock()
         windows = await store.windows(state.id, state.step)
         accuracy = await self._accuracy(state, now) if plan.min_labels > 0 else None

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from support.data import FLOWERS, IRIS_FEATURES
+from support.data import FLOWERS, IRIS_FEATURES, tamper
 from support.metrics import scrape, value
+from support.wait import wait_for
 
 from mlserve.keys import hash_key
 from mlserve.registry import Registry
@@ -191,3 +192,24 @@ def test_starting_a_rollout_needs_the_admin_role(
     assert client.put(PATH, json=body, headers={"X-API-Key": "a" * 32}).status_code == 201
     assert client.get(PATH, headers={"X-API-Key": "p" * 32}).json()["status"] == "running"
     error_of(client.delete(PATH, headers={"X-API-Key": "p" * 32}), 403)
+
+
+def test_a_candidate_that_no_longer_loads_is_rolled_back(
+    server: TestClient, iris_versions: Registry
+) -> None:
+    assert server.put(PATH, json={"candidate": 2, "step_seconds": 600}).status_code == 201
+    # This replica loses the candidate and cannot load it again (its artifact changed).
+    tamper(iris_versions, iris_versions.metadata("iris", 2))
+    served = server.app.state.mlserve.manager.served("iris")  # type: ignore[attr-defined]
+    served.extra.pop(2)
+
+    final = wait_for(
+        lambda: (r := server.get(PATH).json())["status"] != "running" and r,
+        "the rollout ended",
+        30,
+    )
+
+    assert final["status"] == "rolled_back"
+    assert "version 2 cannot be loaded" in final["reason"]
+    assert server.get("/api/models/iris/traffic").json()["split"] is None
+    assert predict(server, 1).json()["version"] == 1
