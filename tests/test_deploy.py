@@ -484,6 +484,8 @@ def test_dashboard_covers_the_required_views() -> None:
         "mlserve_jobs_running{",
         "histogram_quantile(0.95, sum by (model, le) (rate(mlserve_job_chunk_duration_seconds",
         "histogram_quantile(0.99, sum by (le, status) (rate(mlserve_http_request_duration_seconds",
+        "(mlserve_build_info{",
+        "(mlserve_model_info{",
     ):
         assert needle in exprs, needle
 
@@ -511,6 +513,13 @@ def test_alert_test_series_carry_the_labels_the_server_exports(live_metrics: str
             assert labels - {"job", "instance"} == exported[name], series["series"]
             checked += 1
     assert checked
+
+
+def test_live_metrics_follow_the_naming_conventions(live_metrics: str) -> None:
+    names = exported_names(live_metrics)
+    assert {"mlserve_build_info", "mlserve_model_info", "process_cpu_seconds_total"} <= names
+    assert not [n for n in names if n.endswith(("_percent", "_created", "_accuracy"))]
+    assert "_created" not in live_metrics
 
 
 def test_dashboard_and_alerts_use_only_exported_metrics(live_metrics: str) -> None:

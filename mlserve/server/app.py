@@ -169,6 +169,7 @@ def create_app(
     registry = open_models(settings)  # server.model_paths: the files, no registry
     metrics = ServerMetrics()
     manager = ModelManager(settings, registry, metrics)
+    metrics.export_models(lambda: [runtime.model.metadata for runtime in manager.runtimes()])
     redis = _redis_backend(settings, metrics)
     state = AppState(
         settings=settings, registry=registry, metrics=metrics, manager=manager, redis=redis

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import os
+import platform
+from collections.abc import Callable, Iterable, Iterator
+from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
+
+from mlserve import __version__
+from mlserve.schemas import ModelMetadata
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
@@ -20,12 +32,70 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 CHUNK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+def multiprocess() -> bool:
+    """prometheus_client's multiprocess mode (`serve --workers N`): every process writes its
+    samples to files in PROMETHEUS_MULTIPROC_DIR, and a scrape adds them up."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def _distribution_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return ""
+
+
+class InfoCollector(Collector):
+    """`mlserve_build_info` (this build) and `mlserve_model_info` (each loaded model version),
+    value 1, read when scraped: a version unloaded, evicted or swapped out is gone from the
+    next scrape without anyone removing it."""
+
+    def __init__(self) -> None:
+        self.build = (
+            __version__,
+            platform.python_version(),
+            _distribution_version("scikit-learn"),
+        )
+        self.models: Callable[[], Iterable[ModelMetadata]] = tuple
+
+    def collect(self) -> Iterator[Metric]:
+        build = GaugeMetricFamily(
+            "mlserve_build_info",
+            "This server's build: mlserve, Python and scikit-learn versions (value 1).",
+            labels=["version", "python", "sklearn"],
+        )
+        build.add_metric(list(self.build), 1)
+        yield build
+        models = GaugeMetricFamily(
+            "mlserve_model_info",
+            "One series (value 1) per model version loaded in this process: its registry "
+            "version, artifact checksum and format.",
+            labels=["model", "version", "sha256", "format"],
+        )
+        for meta in self.models():
+            models.add_metric([meta.name, str(meta.version), meta.sha256, meta.format], 1)
+        yield models
+
+
 class ServerMetrics:
     """Every collector the server exports, bound to one CollectorRegistry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # No `_created` series (the creation time of every counter and histogram child, which
+        # doubles the series for little use). The switch is prometheus_client's, process-wide.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        # Read at scrape time; in multiprocess mode they are added to the merged scrape (render).
+        self.info = InfoCollector()
+        self.platform = PlatformCollector(registry=None)  # python_info
+        # process_* and python_gc_*: in multiprocess mode they are left out, as each
+        # process's CPU, memory and collections cannot be added up across the workers.
+        if not multiprocess():
+            r.register(self.info)
+            r.register(self.platform)
+            ProcessCollector(registry=r)
+            GCCollector(registry=r)
         self.requests = Counter(
             "mlserve_http_requests_total",
             "HTTP requests by method, route template and status code.",
@@ -236,22 +306,25 @@ class ServerMetrics:
             registry=r,
         )
         self.live_accuracy = Gauge(
-            "mlserve_model_live_accuracy",
-            "Accuracy of the last feedback.window labelled predictions of a model version.",
+            "mlserve_model_live_accuracy_ratio",
+            "Accuracy (0 to 1) of the last feedback.window labelled predictions of a model "
+            "version.",
             ["model", "version"],
             registry=r,
             multiprocess_mode="livemostrecent",
         )
         self.live_labelled = Gauge(
             "mlserve_model_live_labelled",
-            "Labelled predictions behind mlserve_model_live_accuracy (at most feedback.window).",
+            "Labelled predictions behind mlserve_model_live_accuracy_ratio (at most "
+            "feedback.window).",
             ["model", "version"],
             registry=r,
             multiprocess_mode="livemostrecent",
         )
         self.holdout_accuracy = Gauge(
-            "mlserve_model_holdout_accuracy",
-            "Accuracy on the hold-out set recorded in the registry when the version was trained.",
+            "mlserve_model_holdout_accuracy_ratio",
+            "Accuracy (0 to 1) on the hold-out set recorded in the registry when the version "
+            "was trained.",
             ["model", "version"],
             registry=r,
             multiprocess_mode="livemostrecent",
@@ -281,8 +354,8 @@ class ServerMetrics:
             multiprocess_mode="livemax",
         )
         self.rollout_weight = Gauge(
-            "mlserve_rollout_weight_percent",
-            "The rollout candidate's share of the model's traffic, percent (0: none running).",
+            "mlserve_rollout_weight_ratio",
+            "The rollout candidate's share of the model's traffic, 0 to 1 (0: none running).",
             ["model"],
             registry=r,
             multiprocess_mode="livemax",
@@ -298,13 +371,21 @@ class ServerMetrics:
     def close(self) -> None:
         """In multiprocess mode, drop this process's live gauges (in-flight requests, models
         loaded) from the aggregate when it stops."""
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if multiprocess():
             mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
+    def export_models(self, loaded: Callable[[], Iterable[ModelMetadata]]) -> None:
+        """Read `loaded` (the metadata of every model version loaded) at each scrape for
+        `mlserve_model_info`."""
+        self.info.models = loaded
+
     def render(self) -> bytes:
-        """The text exposition; aggregates all workers when multiprocess mode is on."""
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        """The text exposition; aggregates all workers when multiprocess mode is on (with the
+        build, model and Python information of the process answering the scrape)."""
+        if multiprocess():
             merged = CollectorRegistry()
             MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            merged.register(self.info)
+            merged.register(self.platform)
             return generate_latest(merged)
         return generate_latest(self.registry)

@@ -183,7 +183,7 @@ class RolloutController:
                 versions=frozenset((plan.baseline, plan.candidate)),
             )
         self.metrics.rollout_step.labels(name).set(state.step + 1)
-        self.metrics.rollout_weight.labels(name).set(state.weight)
+        self.metrics.rollout_weight.labels(name).set(state.weight / 100)  # a percent: 0 to 1
 
     async def _settle(self, name: str, state: RolloutState | None) -> None:
         """A rollout followed here has ended: serve the promoted version (the alias moved),

@@ -406,11 +406,13 @@ def test_metrics_report_live_and_hold_out_accuracy(client: TestClient) -> None:
     refresh_metrics(client)
 
     labels = {"model": "sentiment", "version": str(served[0]["version"])}
-    assert metric(client, "mlserve_model_live_accuracy", **labels) == 0.75
+    assert metric(client, "mlserve_model_live_accuracy_ratio", **labels) == 0.75
     assert metric(client, "mlserve_model_live_labelled", **labels) == 4
-    assert metric(client, "mlserve_model_holdout_accuracy", **labels) == TEXT_METRICS["accuracy"]
+    assert (
+        metric(client, "mlserve_model_holdout_accuracy_ratio", **labels) == TEXT_METRICS["accuracy"]
+    )
     # iris has no labels: a hold-out figure, no live one.
-    assert metric(client, "mlserve_model_live_accuracy", model="iris") is None
+    assert metric(client, "mlserve_model_live_accuracy_ratio", model="iris") is None
     assert metric(client, "mlserve_prediction_drift_psi", model="sentiment") is None  # no figures
 
 
@@ -424,10 +426,10 @@ def test_metrics_refresh_on_their_interval(
     send(client, answer["request_id"], answer["prediction"])
 
     deadline = time.monotonic() + 10
-    while metric(client, "mlserve_model_live_accuracy", model="sentiment") is None:
+    while metric(client, "mlserve_model_live_accuracy_ratio", model="sentiment") is None:
         assert time.monotonic() < deadline, "the live accuracy metric never appeared"
         time.sleep(0.05)  # polling for the background refresh
-    assert metric(client, "mlserve_model_live_accuracy", model="sentiment") == 1.0
+    assert metric(client, "mlserve_model_live_accuracy_ratio", model="sentiment") == 1.0
 
 
 # ---------------------------------------------------------------------------- off, or no store

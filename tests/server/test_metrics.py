@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from support.data import IRIS_FEATURES
-from support.metrics import scrape, value
+from support.metrics import parse, scrape, value
 
 from mlserve.schemas import ModelMetadata
 
@@ -182,3 +182,84 @@ def test_request_latency_is_labelled_by_status(client: TestClient) -> None:
     name = "mlserve_http_request_duration_seconds_count"
     assert value(samples, name, method="POST", route="/api/predict", status="200") == 1
     assert value(samples, name, method="POST", route="/api/predict", status="404") == 1
+
+
+# ------------------------------------------------------------------------------ standard series
+def test_process_python_and_build_series_are_exported(model_server: TestClient) -> None:
+    import platform
+
+    import sklearn
+
+    from mlserve import __version__
+
+    samples = scrape(model_server)
+
+    for name in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "python_gc_collections_total",
+        "python_info",
+    ):
+        assert samples.get(name), name
+    (build,) = samples["mlserve_build_info"]
+    assert build.value == 1
+    assert build.labels == {
+        "version": __version__,
+        "python": platform.python_version(),
+        "sklearn": sklearn.__version__,
+    }
+
+
+def test_no_created_series_are_exported(model_server: TestClient) -> None:
+    model_server.post("/api/predict", json={"features": FLOWERS[0], "model": "iris"})
+
+    text = model_server.get("/metrics").text
+
+    assert "mlserve_predictions_total{" in text
+    assert "_created" not in text
+
+
+def test_model_info_has_one_series_per_loaded_version_and_drops_unloaded_ones(
+    iris_meta: ModelMetadata, registry: Any, iris: tuple[Any, Any], serve: Any
+) -> None:
+    from sklearn.tree import DecisionTreeClassifier
+
+    x, y = iris
+    tree = DecisionTreeClassifier(max_depth=2, random_state=0).fit(x, y)
+    v2 = registry.register_estimator(tree, name="iris", feature_names=IRIS_FEATURES)
+    client = serve()
+
+    def loaded() -> dict[str, dict[str, str]]:
+        return {s.labels["version"]: s.labels for s in scrape(client)["mlserve_model_info"]}
+
+    assert loaded() == {
+        "1": {"model": "iris", "version": "1", "sha256": iris_meta.sha256, "format": "joblib"}
+    }
+    # A version a request names is loaded beside the serving one.
+    explicit = client.post("/api/predict", json={"features": FLOWERS[0], "model": "iris:2"})
+    assert explicit.status_code == 200, explicit.text
+    assert set(loaded()) == {"1", "2"}
+    assert loaded()["2"]["sha256"] == v2.sha256
+
+    registry.set_alias("iris", "production", 2)
+    assert client.post("/api/models/iris/reload").status_code == 200
+    assert set(loaded()) == {"2"}  # version 1 swapped out: gone from the next scrape
+    assert all(s.value == 1 for s in scrape(client)["mlserve_model_info"])
+
+
+def test_multiprocess_scrape_has_the_info_series_but_no_per_process_figures(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlserve.serving.metrics import ServerMetrics
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    metrics = ServerMetrics()
+
+    samples = parse(metrics.render().decode())
+
+    assert samples["mlserve_build_info"][0].value == 1
+    assert samples["python_info"]
+    assert "mlserve_model_info" not in samples  # no model loaded: the family has no series
+    assert not [name for name in samples if name.startswith(("process_", "python_gc_"))]

@@ -104,7 +104,7 @@ def test_a_good_candidate_is_promoted_through_every_step(server: TestClient) -> 
     samples = scrape(server)
     assert value(samples, "mlserve_rollout_events_total", model="iris", event="step") == 2
     assert value(samples, "mlserve_rollout_events_total", model="iris", event="promoted") == 1
-    assert value(samples, "mlserve_rollout_weight_percent", model="iris") == 0
+    assert value(samples, "mlserve_rollout_weight_ratio", model="iris") == 0
 
 
 def iris_alias(client: TestClient) -> int:
