@@ -20,6 +20,9 @@ __all__ = [
 ]
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# Record attributes that are not fields of a JSON record: the standard ones, and uvicorn's
+# `color_message` (the message again, with ANSI colour codes for a terminal).
+_NOT_FIELDS = frozenset(_STANDARD | {"color_message"})
 
 # What a logged value must not carry raw, as it would end a line (forging the records after it)
 # or drive the terminal or viewer that shows the log: C0 controls, DEL, C1 controls (NEL, CSI),
@@ -66,7 +69,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _NOT_FIELDS and not key.startswith("_"):
                 data[key] = value
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
@@ -181,12 +184,17 @@ class BlockStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def setup_logging(*, level: str = "info", fmt: str = "text", verbose: bool = False) -> None:
     """Configure the `mlserve` and `uvicorn` loggers to write to stderr; the access log
-    (`mlserve.access`, one record per request) in blocks (BlockStreamHandler)."""
+    (`mlserve.access`, one record per request) in blocks (BlockStreamHandler). In JSON, Python
+    warnings are log records too (`py.warnings`), so that every line written is JSON."""
     formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     handler = StderrHandler()
     handler.setFormatter(formatter)
     numeric = logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO)
-    for name in ("mlserve", "uvicorn", "uvicorn.error"):
+    names = ["mlserve", "uvicorn", "uvicorn.error"]
+    if fmt == "json":
+        logging.captureWarnings(True)
+        names.append("py.warnings")
+    for name in names:
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(numeric)

@@ -169,10 +169,16 @@ def serve(
                 bootstrap_sample(settings)
 
     base = f"http://{_display_host(settings.server.host)}:{settings.server.port}"
-    err_console.print(
-        f"mlserve serving {serving} on {base}\n"
-        f"  docs    {base}/docs\n  metrics {base}/metrics\n  health  {base}/api/health"
-    )
+    links = {"docs": f"{base}/docs", "metrics": f"{base}/metrics", "health": f"{base}/api/health"}
+    if settings.logging.format == "json":
+        # Every line on stderr is then one JSON object, the banner too: a log shipper parses
+        # each line, and a line of plain text would be an error (or dropped) there.
+        log.info("mlserve serving %s on %s", serving, base, extra={"url": base, **links})
+    else:
+        err_console.print(
+            f"mlserve serving {serving} on {base}\n"
+            f"  docs    {base}/docs\n  metrics {base}/metrics\n  health  {base}/api/health"
+        )
     with sock:  # closed once the server has stopped (uvicorn closes what it listened on)
         run(
             settings,

@@ -61,3 +61,12 @@ def test_json_record_is_one_line_and_keeps_every_value_exactly() -> None:
     assert data["path"] == data["model"] == HOSTILE
     assert data["message"] == "path " + HOSTILE
     assert data["exception"].endswith("ValueError: " + HOSTILE)
+
+
+def test_json_record_drops_uvicorns_ansi_coloured_copy_of_the_message() -> None:
+    made = record("Started server process [%d]", 42, color_message="Started [\x1b[36m%d\x1b[0m]")
+
+    data = json.loads(JsonFormatter().format(made))
+
+    assert data["message"] == "Started server process [42]"
+    assert "color_message" not in data
