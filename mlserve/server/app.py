@@ -24,6 +24,7 @@ from mlserve.errors import MlserveError
 from mlserve.registry import open_models
 from mlserve.schemas import v2 as schemas_v2
 from mlserve.server.auth import AccessPolicy
+from mlserve.server.docs import install_docs
 from mlserve.server.errors import install_error_handlers
 from mlserve.server.ids import RequestIds
 from mlserve.server.middleware.auth import with_auth
@@ -229,8 +230,8 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
-        redoc_url="/redoc",
+        docs_url=None,  # install_docs: the pages with their assets served from the package
+        redoc_url=None,
     )
     app.state.mlserve = state
     app.state.metrics = metrics
@@ -244,6 +245,7 @@ def create_app(
     app.include_router(feedback.router)
     app.include_router(aliases.router)
     app.include_router(rollouts.router)
+    install_docs(app)
 
     @app.get(
         "/",

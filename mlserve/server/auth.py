@@ -16,6 +16,8 @@ __all__ = ["AccessPolicy", "credential_of", "is_preflight"]
 OPEN_PATHS = frozenset({"/", "/api/live", "/api/ready", "/v2/health/live", "/v2/health/ready"})
 METRICS_PATHS = frozenset({"/metrics"})
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# The docs pages' scripts, styles and icon (mlserve.server.docs): public when the pages are.
+DOCS_ASSETS_PREFIX = "/docs/static/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Admin-only, whatever the method: reload, traffic splits, version exports, admin routes, V2
 # model repository.
@@ -50,7 +52,7 @@ class AccessPolicy:
             return "open"
         if self.public_metrics and path in METRICS_PATHS:
             return "open"
-        if self.public_docs and path in DOCS_PATHS:
+        if self.public_docs and (path in DOCS_PATHS or path.startswith(DOCS_ASSETS_PREFIX)):
             return "open"
         if any(p.match(path) for p in ADMIN_PATTERNS):
             return "admin"
