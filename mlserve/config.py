@@ -226,7 +226,7 @@ class TrafficSettings(Section):
 
 class RedisSettings(Section):
     url: SecretStr | None = None
-    """Redis shared by replicas (needs mlserve[redis]), e.g. redis://redis:6379/0. Unset: off."""
+    """Redis shared by replicas (needs the redis extra), e.g. redis://redis:6379/0. Unset: off."""
     key_prefix: str = Field(default="mlserve:", pattern=r"^[A-Za-z0-9_.:{}-]{0,64}$")
     """Prefix of every key and of the Celery queue: one per deployment sharing a Redis database."""
     socket_timeout_s: float = Field(default=1.0, gt=0)

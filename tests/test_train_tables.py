@@ -228,7 +228,7 @@ def test_without_pandas_a_mixed_table_names_the_extra(
     monkeypatch: pytest.MonkeyPatch, table: Path
 ) -> None:
     monkeypatch.setitem(sys.modules, "pandas", None)  # `import pandas` raises ImportError
-    with pytest.raises(DataError, match=r"pip install 'mlserve\[pandas\]'") as caught:
+    with pytest.raises(DataError, match=r"pip install 'mlserve-sklearn\[pandas\]'") as caught:
         training.load_csv(table, target="label")
     assert "string or boolean columns" in caught.value.message
     # A numeric table needs no pandas.

@@ -42,7 +42,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REDIS_EXTRA = "pip install 'mlserve[redis]'"
+REDIS_EXTRA = "pip install 'mlserve-sklearn[redis]'"
 StateObserver = Callable[[bool], None]
 # Redis answered, but cannot take commands now: for clients that is "unavailable", not a bug.
 UNAVAILABLE_REPLIES = ("OOM", "READONLY", "LOADING", "MASTERDOWN", "MISCONF", "NOREPLICAS")

@@ -44,7 +44,7 @@ PrincipalKind = Literal["api_key", "jwt"]
 ROLE_RANK: dict[str | None, int] = {None: 0, "predict": 1, "admin": 2}
 KEY_FILE_CHECK_S = 1.0
 JWT_LEEWAY_S = 30
-JWT_EXTRA = "pip install 'mlserve[jwt]'"
+JWT_EXTRA = "pip install 'mlserve-sklearn[jwt]'"
 MIN_SECRET_BYTES = 32
 # Well-known placeholder secrets (jwt.io's examples among them) that pass a length check.
 WEAK_SECRETS = frozenset(

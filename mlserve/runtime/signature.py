@@ -30,7 +30,7 @@ __all__ = [
     "read_example",
 ]
 
-PANDAS_HINT = "install the pandas extra: pip install 'mlserve[pandas]'"
+PANDAS_HINT = "install the pandas extra: pip install 'mlserve-sklearn[pandas]'"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_CATEGORIES = 1000  # more distinct values than this: recorded as a plain str column
 _TRUE = frozenset({"true", "1", "yes", "t", "y"})

@@ -420,7 +420,7 @@ def test_a_cloudpickled_model_without_cloudpickle_names_it(
     path = write_by_hand(tmp_path / "model", _flowers(), serialization="cloudpickle")
     monkeypatch.setitem(sys.modules, "cloudpickle", None)  # import cloudpickle fails
     result = cli("register", path, "--name", "flowers")
-    assert_user_error(result, "cloudpickle, which is not installed", "mlserve[mlflow]")
+    assert_user_error(result, "cloudpickle, which is not installed", "mlserve-sklearn[mlflow]")
     assert registry.names() == []
 
 

@@ -252,7 +252,7 @@ def test_without_onnxruntime_register_names_the_extra(
     path = tmp_path / "model.onnx"
     path.write_bytes(_convert("width", _fit_models()["width"]))
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what a missing package looks like
-    assert_user_error(cli("register", path, "--name", "m"), "pip install 'mlserve[onnx]'")
+    assert_user_error(cli("register", path, "--name", "m"), "pip install 'mlserve-sklearn[onnx]'")
 
 
 def test_a_clusterer_graph_registers_with_the_task_given(

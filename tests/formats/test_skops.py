@@ -252,4 +252,4 @@ def test_without_skops_the_error_names_the_extra(
     path = _dump(_plain(), tmp_path / "plain.skops")
     monkeypatch.setitem(sys.modules, "skops", None)
     monkeypatch.setitem(sys.modules, "skops.io", None)
-    assert_user_error(cli("register", path, "--name", "m"), "pip install 'mlserve[skops]'")
+    assert_user_error(cli("register", path, "--name", "m"), "pip install 'mlserve-sklearn[skops]'")

@@ -78,7 +78,7 @@ def test_redis_url_without_the_extra_names_the_extra_to_install(
     assert proc.returncode == 2, proc.stderr
     message = proc.stderr.strip()
     assert message.startswith("error: redis.url is set, but the redis package is not installed")
-    assert "pip install 'mlserve[redis]'" in message
+    assert "pip install 'mlserve-sklearn[redis]'" in message
     assert "Traceback" not in proc.stderr
 
 

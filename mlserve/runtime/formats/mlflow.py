@@ -24,7 +24,7 @@ log = logging.getLogger("mlserve.registry")
 
 MLMODEL = "MLmodel"
 ARTIFACT = "model.pkl"
-INSTALL_HINT = "install the mlflow extra: pip install 'mlserve[mlflow]'"
+INSTALL_HINT = "install the mlflow extra: pip install 'mlserve-sklearn[mlflow]'"
 FLAVOR = "sklearn"
 # MLflow column types → signature types; others (binary, datetime, arrays, objects) are refused
 _DTYPES: dict[str, ColumnType] = {

@@ -31,7 +31,7 @@ __all__ = [
 log = logging.getLogger("mlserve.registry")
 
 ARTIFACT = "model.onnx"
-INSTALL_HINT = "install the onnx extra: pip install 'mlserve[onnx]'"
+INSTALL_HINT = "install the onnx extra: pip install 'mlserve-sklearn[onnx]'"
 
 # ONNX tensor element types an input can take, as the numpy dtype fed to it.
 INPUT_TYPES: dict[str, Any] = {

@@ -20,7 +20,7 @@ __all__ = ["ARTIFACT", "INSTALL_HINT", "SkopsFormat", "skops_io"]
 log = logging.getLogger("mlserve.registry")
 
 ARTIFACT = "model.skops"
-INSTALL_HINT = "install the skops extra: pip install 'mlserve[skops]'"
+INSTALL_HINT = "install the skops extra: pip install 'mlserve-sklearn[skops]'"
 
 
 def skops_io() -> Any:
