@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -30,10 +29,11 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from mlserve.config_file import find_config_file as find_config_file
+from mlserve.config_file import read_toml as read_toml
 from mlserve.errors import ConfigError
 
 ENV_PREFIX = "MLSERVE_"
-DEFAULT_CONFIG_NAME = "mlserve.toml"
 
 # The roles of API keys and JWTs; mlserve.keys.ROLES lists the same (a test pins it).
 Role = Literal["predict", "admin"]
@@ -275,6 +275,13 @@ class LoggingSettings(Section):
     """Log one line per HTTP request (method, path, status, duration, request id, model)."""
 
 
+class TracingSettings(Section):
+    enabled: bool = False
+    """Trace each request and model call with OpenTelemetry (the otel extra), exported over
+    OTLP/HTTP: where to and as what is the SDK's own environment (OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ...). Log records then carry trace_id and span_id."""
+
+
 # Set only while load_settings() builds a Settings, so the TOML layer sits below the environment.
 _toml_layer: ContextVar[dict[str, Any]] = ContextVar("mlserve_toml_layer")
 
@@ -323,6 +330,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -360,34 +368,6 @@ class LoadedSettings(typing.NamedTuple):
     settings: Settings
     config_file: Path | None
     sources: dict[str, str]
-
-
-def find_config_file(path: Path | str | None = None) -> Path | None:
-    """--config PATH, else $MLSERVE_CONFIG, else ./mlserve.toml when present."""
-    if path is not None:
-        return Path(path)
-    env = os.environ.get("MLSERVE_CONFIG")
-    if env:
-        return Path(env)
-    local = Path.cwd() / DEFAULT_CONFIG_NAME
-    return local if local.is_file() else None
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a directory") from None
-    except PermissionError:
-        raise ConfigError(f"config file {path} is not readable (permission denied)") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return data
 
 
 def _is_path_field(annotation: Any) -> bool:
