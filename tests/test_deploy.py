@@ -212,7 +212,7 @@ def test_dockerfile_runs_the_authenticated_server_as_non_root_with_a_healthcheck
     body = "\n".join(instructions)
 
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", body, re.M)
-    assert "pip install '.[redis]'" in body
+    assert "-r deploy/requirements.lock" in body  # with redis and jwt: tests/test_image_lock.py
     assert re.search(r"^USER 10001", body, re.M)
     assert re.search(r"^ENV .*MLSERVE_HOME=/data", body, re.M)
     assert 'VOLUME ["/data"]' in instructions
@@ -232,7 +232,14 @@ def test_dockerfile_copies_only_what_exists_and_the_dockerignore_lets_through() 
         if line.startswith("COPY ") and "--from=" not in line
         for src in line.split()[1:-1]
     ]
-    assert sources == ["pyproject.toml", "README.md", "mlserve", "sample_models"]
+    assert sources == [
+        "deploy/requirements.lock",
+        "deploy/build-requirements.lock",
+        "pyproject.toml",
+        "README.md",
+        "mlserve",
+        "sample_models",
+    ]
     allowed = {
         line[1:].rstrip("/")
         for line in (REPO_ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
@@ -241,6 +248,35 @@ def test_dockerfile_copies_only_what_exists_and_the_dockerignore_lets_through() 
     for src in sources:
         assert (REPO_ROOT / src).exists(), src
         assert src in allowed, f"{src} is copied but excluded by .dockerignore"
+
+
+def dockerfile_labels() -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for line in dockerfile_instructions():
+        if line.startswith("LABEL "):
+            labels.update(re.findall(r'(\S+)="([^"]*)"', line))
+    return labels
+
+
+def test_dockerfile_labels_the_image_the_oci_way() -> None:
+    from mlserve import __version__
+
+    labels = dockerfile_labels()
+    with (REPO_ROOT / "pyproject.toml").open("rb") as f:
+        project = tomllib.load(f)["project"]
+    assert labels["org.opencontainers.image.title"] == "mlserve"
+    assert labels["org.opencontainers.image.description"]
+    assert labels["org.opencontainers.image.licenses"] == project["license"]
+    assert labels["org.opencontainers.image.version"] == "${VERSION}"
+    assert labels["org.opencontainers.image.source"] == "${SOURCE}"
+    assert labels["org.opencontainers.image.revision"] == "${REVISION}"
+    # VERSION defaults to the package's version in both stages, and the build stage checks
+    # that the installed mlserve reports it (a wrong --build-arg VERSION fails the build).
+    defaults = [line for line in dockerfile_instructions() if line.startswith("ARG VERSION=")]
+    assert defaults == [f"ARG VERSION={__version__}"] * 2
+    assert 'test "$(/opt/mlserve/bin/mlserve --version)" = "mlserve ${VERSION}"' in "\n".join(
+        dockerfile_instructions()
+    )
 
 
 # ------------------------------------------------------------------------------ Compose
