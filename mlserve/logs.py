@@ -91,10 +91,15 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
-        lines = [
+        first = (
             f"{self.formatTime(record, self.datefmt)} {record.levelname:<7} "
             f"{escape_controls(record.name)}: {escape_controls(record.getMessage())}"
-        ]
+        )
+        trace_id = record.__dict__.get("trace_id")  # set while a span is current (tracing)
+        if trace_id is not None:
+            ids = f" trace_id={trace_id} span_id={record.__dict__.get('span_id')}"
+            first += escape_controls(ids)
+        lines = [first]
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         for block in (record.exc_text, record.stack_info and self.formatStack(record.stack_info)):

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from mlserve.errors import MlserveError, ModelUnavailableError, OverloadedError, PredictionError
 from mlserve.runtime.breaker import CircuitBreaker
@@ -52,6 +52,25 @@ COST_WEIGHT = 0.2
 SPREAD_ROWS = 4.0
 
 
+class CallTracer(Protocol):
+    """Told of every model call, to trace it (mlserve.server.tracing: one span per call)."""
+
+    def context(self) -> object:
+        """What identifies the caller, taken in its own context when its rows are queued."""
+
+    def call(
+        self,
+        name: str,
+        contexts: list[object],
+        rows: int,
+        started: float,
+        seconds: float,
+        error: BaseException | None,
+    ) -> None:
+        """A model call of `rows` rows for the callers whose `contexts` are given ended:
+        it started at `started` (perf_counter) and took `seconds`; `error` if it raised."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatchingConfig:
     enabled: bool = True
@@ -60,6 +79,8 @@ class BatchingConfig:
     max_queue: int = 1024
     # Refuse a request expected to wait longer than this for the model (0: only max_queue).
     max_queue_delay_ms: float = 500.0
+    # Traces each model call (tracing.enabled); None: nothing is traced, at no cost.
+    tracer: CallTracer | None = None
 
 
 class CallCost:
@@ -100,11 +121,14 @@ class CallCost:
 
 
 class _Item:
-    __slots__ = ("rows", "future")
+    __slots__ = ("rows", "future", "context")
 
-    def __init__(self, rows: Sequence[Any], future: asyncio.Future[Any]) -> None:
+    def __init__(
+        self, rows: Sequence[Any], future: asyncio.Future[Any], context: object = None
+    ) -> None:
         self.rows = rows
         self.future = future
+        self.context = context  # the caller's, for a CallTracer
 
 
 class Batcher(Generic[T]):
@@ -220,8 +244,10 @@ class Batcher(Generic[T]):
         if self._task is None:
             self.start()
         future: asyncio.Future[list[T]] = asyncio.get_running_loop().create_future()
+        tracer = self.config.tracer
+        item = _Item(rows, future, None if tracer is None else tracer.context())
         with self._lock:
-            self._queue.append(_Item(rows, future))
+            self._queue.append(item)
             self._queued_rows += len(rows)
         self._queue_changed()
         self._wakeup.set()
@@ -320,6 +346,8 @@ class Batcher(Generic[T]):
             try:
                 results = self._predict(rows)
             except Exception as exc:  # noqa: BLE001 - the model's failure goes to its callers
+                if self.config.tracer is not None:
+                    self._trace(batch, len(rows), started, time.perf_counter() - started, exc)
                 return batch, exc
             seconds = time.perf_counter() - started
             more = bool(self._queue)
@@ -345,6 +373,8 @@ class Batcher(Generic[T]):
                 self.cost.observe(previous[1], started - previous[0])
                 self._back_to_back = None
             self._observe(rows, seconds)
+            if self.config.tracer is not None:
+                self._trace(batch, rows, started, seconds, None)
             if more:
                 self._back_to_back = (started, rows)
             else:
@@ -381,6 +411,24 @@ class Batcher(Generic[T]):
     def _observe(self, rows: int, seconds: float) -> None:
         if self._on_batch is not None:
             self._on_batch(rows, seconds)
+
+    def _trace(
+        self,
+        batch: list[_Item],
+        rows: int,
+        started: float,
+        seconds: float,
+        error: BaseException | None,
+    ) -> None:
+        tracer = self.config.tracer
+        if tracer is None:
+            return
+        contexts = [item.context for item in batch]
+        try:
+            tracer.call(self.name, contexts, rows, started, seconds, error)
+        except Exception:
+            # Tracing must never stop requests from being answered.
+            log.exception("tracing a call of model %s failed", self.name)
 
     @staticmethod
     def _deliver(batch: list[_Item], results: list[T]) -> None:

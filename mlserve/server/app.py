@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import signal
@@ -20,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mlserve import __version__, schemas
 from mlserve.cache import make_prediction_cache
 from mlserve.config import Settings
-from mlserve.errors import MlserveError
+from mlserve.errors import ConfigError, MlserveError
 from mlserve.registry import open_models
 from mlserve.schemas import v2 as schemas_v2
 from mlserve.server.auth import AccessPolicy
@@ -51,6 +52,7 @@ from mlserve.serving.state import AppState
 
 if TYPE_CHECKING:
     from mlserve.backends.redis import RedisBackend
+    from mlserve.server.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,24 @@ def _redis_backend(settings: Settings, metrics: ServerMetrics) -> RedisBackend |
     if backend is not None:
         export_state(backend, metrics.registry)
     return backend
+
+
+def _start_tracing(settings: Settings, manager: ModelManager) -> Tracing | None:
+    """With tracing.enabled, a span per request and per model call (ConfigError without the
+    otel extra); None otherwise, and then OpenTelemetry is not imported at all."""
+    if not settings.tracing.enabled:
+        return None
+    try:
+        from mlserve.server.tracing import Tracing
+    except ImportError as exc:
+        raise ConfigError(
+            f"tracing.enabled needs OpenTelemetry ({exc.name} is not installed): "
+            "pip install 'mlserve-sklearn[otel]'"
+        ) from None
+    tracing = Tracing.start()
+    # Before any model loads (in the lifespan): every batcher is made with the call tracer.
+    manager.batching = dataclasses.replace(manager.batching, tracer=tracing.model_calls)
+    return tracing
 
 
 def _share_cache(state: AppState, redis: RedisBackend) -> None:
@@ -172,6 +192,7 @@ def create_app(
     manager = ModelManager(settings, registry, metrics)
     metrics.export_models(lambda: [runtime.model.metadata for runtime in manager.runtimes()])
     redis = _redis_backend(settings, metrics)
+    tracing = _start_tracing(settings, manager)
     state = AppState(
         settings=settings, registry=registry, metrics=metrics, manager=manager, redis=redis
     )
@@ -223,6 +244,8 @@ def create_app(
             if redis is not None:
                 await redis.close()
             metrics.close()
+            if tracing is not None:
+                await tracing.close()  # exports the spans still buffered
             log.info("server stopped")
 
     app = MlserveApp(
@@ -352,5 +375,7 @@ def create_app(
                 "X-Cache",
             ],
         )
+    if tracing is not None:
+        front = tracing.wrap(front)  # outermost: the span is current in every layer
     app.front = front
     return app

@@ -124,7 +124,8 @@ class Shedder:
             b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
             b"retry-after: 1\r\nx-request-id: ",
             rid,
-            b"\r\nx-process-time: %.3f\r\n" % (elapsed * 1000.0),
+            b"\r\nx-process-time: %.3f\r\nserver-timing: app;dur=%.3f\r\n"
+            % (elapsed * 1000.0, elapsed * 1000.0),
             b"\r\n" if keep_alive else b"connection: close\r\n\r\n",
             body,
         ]

@@ -70,3 +70,15 @@ def test_json_record_drops_uvicorns_ansi_coloured_copy_of_the_message() -> None:
 
     assert data["message"] == "Started server process [42]"
     assert "color_message" not in data
+
+
+def test_text_record_ends_with_the_trace_and_span_ids_when_a_span_was_current() -> None:
+    traced = record("GET /api/live 200", trace_id="4bf92f3577b34da6a3ce929d0e0e4736", span_id="x")
+    plain = record("GET /api/live 200")
+
+    assert (
+        TextFormatter()
+        .format(traced)
+        .endswith("GET /api/live 200 trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=x")
+    )
+    assert TextFormatter().format(plain).endswith("GET /api/live 200")

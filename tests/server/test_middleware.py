@@ -106,6 +106,7 @@ def test_process_time_header_is_a_duration_in_ms(
 
     header = response.headers["x-process-time"]
     assert re.fullmatch(r"\d+\.\d{3}", header), header  # milliseconds, to the microsecond
+    assert response.headers["server-timing"] == f"app;dur={header}"  # the same, for browsers
     # Measured inside the server: more than nothing, never more than the client waited.
     assert 0 < float(header) <= round_trip_ms
     if "predict" in path:

@@ -1,4 +1,5 @@
-"""Pure-ASGI request middleware: request id, timing headers, body limit, metrics, access log."""
+"""Pure-ASGI request middleware: request id, timing headers (X-Process-Time, Server-Timing),
+body limit, metrics, access log."""
 
 from __future__ import annotations
 
@@ -101,8 +102,9 @@ class RequestContextMiddleware:
                 status_holder[0] = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
-                elapsed_ms = (time.perf_counter() - started) * 1000.0
-                headers.append((b"x-process-time", f"{elapsed_ms:.3f}".encode()))
+                elapsed = f"{(time.perf_counter() - started) * 1000.0:.3f}".encode()
+                headers.append((b"x-process-time", elapsed))
+                headers.append((b"server-timing", b"app;dur=" + elapsed))
                 message["headers"] = headers
             await send(message)
 
@@ -223,10 +225,11 @@ def _content_length(scope: Scope) -> int | None:
 def _context_headers(request_id: str, started: float, *, close: bool = False
                      ) -> list[tuple[bytes, bytes]]:  # fmt: skip
     """The headers every answer gets here, for answers this middleware writes itself."""
-    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    elapsed = f"{(time.perf_counter() - started) * 1000.0:.3f}".encode()
     headers = [
         (b"x-request-id", request_id.encode()),
-        (b"x-process-time", f"{elapsed_ms:.3f}".encode()),
+        (b"x-process-time", elapsed),
+        (b"server-timing", b"app;dur=" + elapsed),  # the same figure, for browsers' dev tools
     ]
     if close:
         headers.append((b"connection", b"close"))
