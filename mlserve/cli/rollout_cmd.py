@@ -267,8 +267,8 @@ def start(
         str | None,
         typer.Option(
             "--steps",
-            help="The candidate's share of traffic at each step, percent, increasing to 100. "
-            "Default: 5,25,50,100.",
+            help="The candidate's share of traffic at each step, percent (sorted; a last "
+            "step of 100 is added). Default: 5,25,50,100.",
             show_default=False,
         ),
     ] = None,

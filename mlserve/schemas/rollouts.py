@@ -37,6 +37,50 @@ ROLLOUT_EXAMPLE: dict[str, JsonValue] = {
 }
 
 
+def _figure(
+    limit: float | None, status: str, cand: tuple[float, int], base: tuple[float, int]
+) -> JsonValue:
+    return {
+        "limit": limit,
+        "status": status,
+        "candidate": {"value": cand[0], "n": cand[1]},
+        "baseline": {"value": base[0], "n": base[1]},
+    }
+
+
+ROLLOUT_INFO_EXAMPLE: dict[str, JsonValue] = {
+    "model": "sentiment",
+    "id": "3f0c9a4e1b2d4c6f8a7e5d3c2b1a0f9e",
+    "status": "running",
+    "alias": "production",
+    "baseline": 1,
+    "candidate": 2,
+    "steps": [5.0, 25.0, 50.0, 100.0],
+    "step": 1,
+    "weight": 25.0,
+    "step_seconds": 300.0,
+    "min_requests": 200,
+    "min_labels": 100,
+    "guards": {"max_error_rate": 0.01, "max_p99_ms": 250.0, "max_accuracy_drop": 0.02},
+    "started_at": "2026-12-03T10:00:00Z",
+    "step_started_at": "2026-12-03T10:05:02Z",
+    "ended_at": None,
+    "next_step_in_s": 112.5,
+    "reason": None,
+    "figures": {
+        "error_rate": _figure(0.01, "ok", (0.0021, 477), (0.0018, 1431)),
+        "p99_ms": _figure(250.0, "ok", (18.2, 477), (16.9, 1431)),
+        "accuracy": _figure(0.02, "waiting", (0.91, 64), (0.9, 412)),
+    },
+    "events": [
+        {"at": "2026-12-03T10:00:00Z", "event": "started", "step": 0, "weight": 5.0,
+         "detail": ""},
+        {"at": "2026-12-03T10:05:02Z", "event": "step", "step": 1, "weight": 25.0,
+         "detail": "step 1 passed its guards"},
+    ],
+}  # fmt: skip
+
+
 class RolloutGuards(BaseModel):
     """The limits the candidate is held to at every step; null turns a guard off."""
 
@@ -67,9 +111,7 @@ class RolloutRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [ROLLOUT_EXAMPLE]})
 
-    candidate: Annotated[int, Field(ge=1), INTEGRAL] = Field(
-        description="The version to release."
-    )
+    candidate: Annotated[int, Field(ge=1), INTEGRAL] = Field(description="The version to release.")
     alias: str | None = Field(
         default=None,
         pattern=r"^[a-z0-9_-]*[a-z_-][a-z0-9_-]*$",
@@ -81,8 +123,8 @@ class RolloutRequest(BaseModel):
         default_factory=lambda: list(DEFAULT_STEPS),
         min_length=1,
         max_length=MAX_STEPS,
-        description="The candidate's share of traffic at each step, percent, increasing, the "
-        "last one 100.",
+        description="The candidate's share of traffic at each step, percent (sorted; a last "
+        "step of 100 is added when missing).",
     )
     step_seconds: Annotated[float, Field(ge=0.1, le=7 * 86400)] = Field(
         default=300.0, description="How long each step lasts at least."
@@ -102,11 +144,9 @@ class RolloutRequest(BaseModel):
     @field_validator("steps")
     @classmethod
     def _increasing_to_100(cls, steps: list[float]) -> list[float]:
-        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
-            raise ValueError("steps must increase")
-        if steps[-1] != 100:
-            raise ValueError("the last step must be 100")
-        return steps
+        # Sorted and deduplicated, ending at 100: [50, 5, 25] is 5, 25, 50, 100.
+        ordered = sorted(set(steps))
+        return ordered if ordered[-1] == 100 else [*ordered, 100.0]
 
 
 class VersionFigure(BaseModel):
@@ -137,6 +177,8 @@ class RolloutEventInfo(BaseModel):
 
 class RolloutInfo(BaseModel):
     """A model's rollout: where it is, what its guards say, and what happened."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [ROLLOUT_INFO_EXAMPLE]})
 
     model: str
     id: str

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from mlserve.config import Settings
-from mlserve.errors import InvalidInputError, MlserveError
+from mlserve.errors import MlserveError, NotFoundError
 from mlserve.rollouts.base import (
     Guards,
     RolloutConflictError,
@@ -324,12 +324,12 @@ class RolloutController:
         aliases = await asyncio.to_thread(registry.aliases, name)
         baseline = aliases.get(alias)
         if baseline is None:
-            raise InvalidInputError(
+            raise NotFoundError(
                 f"model '{name}' has no alias '{alias}': the rollout judges the candidate "
                 f"against the version that alias names (set it with mlserve models alias)"
             )
         if request.candidate == baseline:
-            raise InvalidInputError(
+            raise RolloutConflictError(
                 f"version {baseline} is already what {name}@{alias} names; nothing to roll out"
             )
         await asyncio.to_thread(registry.metadata, name, request.candidate)  # 404 if absent

@@ -156,11 +156,12 @@ def test_an_abort_restores_the_baseline_and_keeps_the_alias(server: TestClient) 
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
-        ({"candidate": 1}, 422, "invalid_input"),  # already what production names
+        ({"candidate": 1}, 409, "rollout_conflict"),  # already what production names
         ({"candidate": 9}, 404, None),
-        ({"candidate": 2, "alias": "staging"}, 422, "invalid_input"),  # no such alias
-        ({"candidate": 2, "steps": [50, 25, 100]}, 422, None),
-        ({"candidate": 2, "steps": [5, 50]}, 422, None),
+        ({"candidate": 2, "alias": "staging"}, 404, "not_found"),  # no such alias
+        ({"candidate": 2, "steps": [50, 0, 100]}, 422, None),
+        ({"candidate": 2, "steps": [5, 150]}, 422, None),
+        ({"candidate": 2, "steps": []}, 422, None),
         ({"candidate": 2, "guards": {"max_error_rate": 2}}, 422, None),
         ({"candidate": 2, "surprise": 1}, 422, None),
     ],
@@ -171,6 +172,13 @@ def test_a_rollout_that_cannot_run_is_refused_with_a_reason(
     error_of(server.put(PATH, json=body), status, code)
     error_of(server.get(PATH), 404, "rollout_not_found")
     assert server.get("/api/models/iris/traffic").json()["split"] is None
+
+
+def test_steps_are_sorted_and_end_at_100(server: TestClient) -> None:
+    started = server.put(PATH, json={"candidate": 2, "steps": [50, 10, 50], "step_seconds": 600})
+    assert started.status_code == 201, started.text
+    assert started.json()["steps"] == [10.0, 50.0, 100.0]
+    assert started.json()["weight"] == 10.0
 
 
 def test_an_unknown_model_has_no_rollout(server: TestClient) -> None:

@@ -20,15 +20,16 @@ UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorResponse, "description": "The rollout store cannot be reached."},
 }
 START_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse, "description": "Model or candidate version not found."},
+    404: {
+        "model": ErrorResponse,
+        "description": "Model, candidate version or alias not found.",
+    },
     409: {
         "model": ErrorResponse,
-        "description": "A rollout is running, or the model has a manual A/B split.",
+        "description": "A rollout is running, the model has a manual A/B split, or the "
+        "candidate is already what the alias names.",
     },
-    422: {
-        "model": ErrorResponse,
-        "description": "Invalid plan, no such alias, or the candidate is the baseline.",
-    },
+    422: {"model": ErrorResponse, "description": "Invalid plan."},
     500: {"model": ErrorResponse, "description": "A version failed to load; nothing started."},
     **UNAVAILABLE,
 }
