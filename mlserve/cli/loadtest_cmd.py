@@ -171,7 +171,8 @@ def loadtest(
     engine: Annotated[
         str,
         typer.Option(
-            help="HTTP engine: raw (fast keep-alive HTTP/1.1) or aiohttp (reference).",
+            help="HTTP engine: raw (fast keep-alive HTTP/1.1) or aiohttp (the reference; "
+            "needs the aiohttp extra).",
             rich_help_panel=_LOAD,
         ),
     ] = "raw",
@@ -362,17 +363,13 @@ def loadtest(
 
 
 def _engine(name: str) -> str:
-    """The raw engine needs httptools (installed with uvicorn[standard]); else use aiohttp."""
+    """The engine named, checked before any request: aiohttp is an extra (exit 2 without it)."""
     from mlserve.errors import UsageError
+    from mlserve.loadtest.engines import require_engine
 
     if name not in ("raw", "aiohttp"):
         raise UsageError(f"invalid --engine '{name}': use raw or aiohttp")
-    if name == "raw":
-        try:
-            import httptools  # noqa: F401
-        except ImportError:  # pragma: no cover - depends on the installation
-            err_console.print("httptools is not installed: using the aiohttp engine")
-            return "aiohttp"
+    require_engine(name)
     return name
 
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -269,6 +270,20 @@ def test_aiohttp_engine_gives_the_same_counts(
     data = report(out)
     assert data["requests"] == 50 and data["status_codes"] == {"200": 50}
     assert data["server_process_time"]["count"] == 50
+
+
+def test_aiohttp_engine_without_the_extra_names_the_pip_command(
+    loadtest: Callable[..., Result],
+    fake: FakeServer,
+    monkeypatch: pytest.MonkeyPatch,
+    assert_user_error: Callable[..., None],
+) -> None:
+    """aiohttp is an extra, not a dependency: without it, exit 2 and one line saying what to
+    install, before any request is sent."""
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # `import aiohttp` raises ImportError
+    result = loadtest("--engine", "aiohttp", "-n", "5", "-q")
+    assert_user_error(result, "--engine aiohttp", "pip install 'mlserve-sklearn[aiohttp]'")
+    assert fake.counts == {}
 
 
 # ------------------------------------------------------------------------------------ gates
