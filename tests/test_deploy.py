@@ -6,6 +6,7 @@ used when they are on PATH; their tests skip, saying so, when they are not.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -320,11 +321,38 @@ def test_compose_bind_mounts_point_at_files_in_deploy() -> None:
                 assert (DEPLOY / source).exists(), f"{name}: {source} does not exist"
 
 
-def test_nginx_balances_over_the_mlserve_service() -> None:
+def test_nginx_balances_over_the_mlserve_service_with_keepalive() -> None:
     conf = (DEPLOY / "nginx" / "nginx.conf").read_text(encoding="utf-8")
-    assert "set $mlserve_upstream http://mlserve:8000;" in conf
-    assert "proxy_pass $mlserve_upstream;" in conf
-    assert "resolver 127.0.0.11" in conf  # Docker's DNS: one A record per replica
+    upstream = re.search(r"upstream mlserve \{(.*?)\n    \}", conf, re.S)
+    assert upstream, "no upstream mlserve block"
+    block = upstream[1]
+    # Re-resolved at run time (Docker's DNS: one A record per replica), idle connections kept.
+    assert "server mlserve:8000 resolve;" in block
+    assert re.search(r"^\s*zone mlserve \d+k;", block, re.M)
+    assert re.search(r"^\s*keepalive \d+;", block, re.M)
+    assert "resolver 127.0.0.11" in conf
+    location = conf[conf.index("location / {") :]
+    for directive in (
+        "proxy_pass http://mlserve;",
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";',
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+    ):
+        assert directive in location, directive
+
+
+def test_replicas_trust_forwarded_addresses_from_nginx_only() -> None:
+    doc = compose()
+    nginx = doc["services"]["nginx"]
+    image, _, tag = nginx["image"].partition(":")
+    assert image == "nginx"
+    version = tuple(int(part) for part in tag.split("-")[0].split("."))
+    assert version >= (1, 27, 3), "the upstream's `server ... resolve` needs nginx 1.27.3"
+    address = nginx["networks"]["default"]["ipv4_address"]
+    (subnet,) = doc["networks"]["default"]["ipam"]["config"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet["subnet"])
+    assert doc["services"]["mlserve"]["environment"]["FORWARDED_ALLOW_IPS"] == address
 
 
 def test_prometheus_scrapes_every_replica_through_dns_discovery() -> None:
@@ -623,7 +651,20 @@ def test_promtool_accepts_a_live_metrics_response(live_metrics: str) -> None:
 
 # ------------------------------------------------------------------------------ other tools
 def test_nginx_accepts_its_config(tmp_path: Path) -> None:
+    """`nginx -t` on deploy/nginx/nginx.conf. An nginx older than 1.27.3 (Debian 12 has 1.22)
+    knows no `resolve` on an upstream server: it checks the file with that one parameter
+    dropped and the server at 127.0.0.1 (else it would resolve `mlserve` while checking)."""
     nginx = tool("nginx")
+    conf = DEPLOY / "nginx" / "nginx.conf"
+    version = run_tool(nginx, "-v")
+    found = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", version.stderr + version.stdout)
+    assert found, version.stderr
+    if tuple(map(int, found.groups())) < (1, 27, 3):
+        text = conf.read_text(encoding="utf-8")
+        assert "server mlserve:8000 resolve;" in text
+        conf = tmp_path / "nginx.conf"
+        conf.write_text(text.replace("server mlserve:8000 resolve;", "server 127.0.0.1:8000;"))
+        log.warning("nginx %s: checked without the upstream's `resolve`", ".".join(found.groups()))
     result = run_tool(
         nginx,
         "-t",
@@ -632,7 +673,7 @@ def test_nginx_accepts_its_config(tmp_path: Path) -> None:
         "-e",
         tmp_path / "error.log",
         "-c",
-        DEPLOY / "nginx" / "nginx.conf",
+        conf,
         "-g",
         f"pid {tmp_path / 'nginx.pid'};",
     )

@@ -108,6 +108,24 @@ def serve(
             help="Serve on a non-loopback address although no API key or JWT is configured.",
         ),
     ] = False,
+    root_path: Annotated[
+        str,
+        typer.Option(
+            "--root-path",
+            help="Path prefix the server is reached under, which the proxy in front strips "
+            "(/mlserve: /mlserve/docs reaches /docs); the docs and OpenAPI links carry it.",
+        ),
+    ] = "",
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            help="Proxies whose X-Forwarded-For/-Proto give the client's address and scheme: "
+            "comma-separated IPs or networks, or '*'. Default: $FORWARDED_ALLOW_IPS, else "
+            "127.0.0.1.",
+            show_default=False,
+        ),
+    ] = None,
     registry: ServeRegistryOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -129,6 +147,7 @@ def serve(
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if name is not None:
         model_path = [name_model_path(name, model_path or [])]
+    root_path = check_root_path(root_path)
     overrides: dict[str, Any] = {
         "registry": {"path": str(registry) if registry else None},
         "server": {
@@ -185,6 +204,8 @@ def serve(
             config_path=str(config) if config else None,
             overrides=_json_safe(overrides),
             sock=sock,
+            root_path=root_path,
+            forwarded_allow_ips=forwarded_allow_ips,
         )
 
 
@@ -253,6 +274,18 @@ def _json_safe(overrides: dict[str, Any]) -> dict[str, Any]:
         k: {kk: (str(vv) if isinstance(vv, Path) else vv) for kk, vv in v.items()}
         for k, v in overrides.items()
     }
+
+
+def check_root_path(root_path: str) -> str:
+    """--root-path as uvicorn wants it: "" or "/prefix" (no trailing slash); else UsageError."""
+    from mlserve.errors import UsageError
+
+    value = root_path.rstrip("/")
+    if value and (not value.startswith("/") or any(c in value for c in "?# ")):
+        raise UsageError(
+            f"--root-path {root_path!r}: give a path prefix such as /mlserve (starting with /)"
+        )
+    return value
 
 
 def name_model_path(name: str, paths: list[str]) -> str:

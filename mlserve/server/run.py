@@ -42,10 +42,19 @@ def worker_app() -> Any:
     return create_app(settings, background_load=False, freeze_heap=True)
 
 
-def uvicorn_options(settings: Settings) -> dict[str, Any]:
+def uvicorn_options(
+    settings: Settings, *, root_path: str = "", forwarded_allow_ips: str | None = None
+) -> dict[str, Any]:
+    """uvicorn's options for `settings`. root_path: the prefix a proxy strips before passing
+    requests on (`serve --root-path`); forwarded_allow_ips: the proxies whose X-Forwarded-For
+    and X-Forwarded-Proto are believed (`serve --forwarded-allow-ips`; None: uvicorn reads
+    $FORWARDED_ALLOW_IPS, else trusts 127.0.0.1 only)."""
     return {
         "host": settings.server.host,
         "port": settings.server.port,
+        "root_path": root_path,
+        "proxy_headers": True,
+        "forwarded_allow_ips": forwarded_allow_ips,
         "log_config": None,  # our handlers (mlserve.logs) are already installed
         "access_log": False,  # the request middleware writes the access log
         "timeout_keep_alive": int(settings.server.timeout_keep_alive),
@@ -104,11 +113,14 @@ def run(
     config_path: str | None = None,
     overrides: dict[str, Any] | None = None,
     sock: socket.socket | None = None,
+    root_path: str = "",
+    forwarded_allow_ips: str | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT on `sock` (bound here when not given); returns after a
     graceful shutdown. With server.workers > 1, on Linux, this process imports the app and
     reads the models once and forks the workers (mlserve.server.prefork); elsewhere uvicorn's
-    supervisor spawns them, each importing and loading on its own."""
+    supervisor spawns them, each importing and loading on its own. root_path and
+    forwarded_allow_ips: see uvicorn_options."""
     if settings.server.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ConfigError(
             "server.loop = 'uvloop' needs the uvloop package (pip install uvloop), "
@@ -117,12 +129,15 @@ def run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, exit_cleanly)
     sock = sock or bind_socket(settings)
+    options = uvicorn_options(
+        settings, root_path=root_path, forwarded_allow_ips=forwarded_allow_ips
+    )
     workers = settings.server.workers
     if workers <= 1:
         from mlserve.server.app import create_app
 
         app = create_app(settings, background_load=True, freeze_heap=True)
-        uvicorn.Server(ServerConfig(app, **uvicorn_options(settings))).run(sockets=[sock])
+        uvicorn.Server(ServerConfig(app, **options)).run(sockets=[sock])
         return
     # /metrics must count every worker's requests, not the one that answers the scrape:
     # prometheus_client's multiprocess mode, in a folder made for this run.
@@ -134,14 +149,14 @@ def run(
         _clean_metrics_dir(Path(os.environ[MULTIPROC_ENV]))
     try:
         if can_fork():
-            serve_forked(settings, uvicorn_options(settings), sock)
+            serve_forked(settings, options, sock)
             return
         os.environ[WORKER_ENV] = json.dumps({"config": config_path, "overrides": overrides or {}})
         config = ServerConfig(
             "mlserve.server.run:worker_app",
             factory=True,
             workers=workers,
-            **uvicorn_options(settings),
+            **options,
         )
         uvicorn.supervisors.Multiprocess(config, sockets=[sock]).run()
     finally:

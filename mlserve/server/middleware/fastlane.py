@@ -22,7 +22,7 @@ from mlserve.schemas import PredictRequest
 from mlserve.server.errors import send_error, send_exception, server_roots
 from mlserve.server.jsonbody import loads
 from mlserve.server.routes.predict import predict_payload
-from mlserve.server.scope import client_key, mark_model
+from mlserve.server.scope import client_key, mark_model, route_path
 from mlserve.serving.service import input_kind
 from mlserve.serving.state import AppState
 
@@ -46,7 +46,12 @@ class FastPredictMiddleware:
         self.gzip_min = app_state.settings.server.gzip_min_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PREDICT_PATH or scope["method"] != "POST":
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            # Under `serve --root-path` the path starts with the prefix: compared without it.
+            or (scope["path"] != PREDICT_PATH and route_path(scope) != PREDICT_PATH)
+        ):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
