@@ -79,3 +79,32 @@ def test_every_install_hint_names_this_distribution_and_an_extra_it_has() -> Non
         for extra in re.findall(r"\[(\w+)\]", hint)
     }
     assert {"aiohttp", "jwt", "mlflow", "onnx", "pandas", "redis", "skops"} <= named, hints
+
+
+def test_the_metadata_an_index_shows() -> None:
+    """License, classifiers (typed: mlserve ships py.typed), keywords, absolute URLs."""
+    assert PROJECT["license"] == "MIT" and PROJECT["license-files"] == ["LICENSE"]
+    license_text = (REPO_ROOT / "LICENSE").read_text("utf-8")
+    assert license_text.startswith("MIT License") and "the mlserve authors" in license_text
+    assert "Typing :: Typed" in PROJECT["classifiers"]
+    assert (REPO_ROOT / "mlserve" / "py.typed").is_file()
+    assert not [c for c in PROJECT["classifiers"] if c.startswith("License ::")]  # PEP 639
+    assert PROJECT["keywords"]
+    assert {"Homepage", "Repository", "Issues", "Changelog"} <= PROJECT["urls"].keys()
+    assert all(url.startswith("https://") for url in PROJECT["urls"].values())
+
+
+def test_the_changelog_keeps_a_changelog() -> None:
+    text = (REPO_ROOT / "CHANGELOG.md").read_text("utf-8")
+    assert text.startswith("# Changelog\n")
+    assert "https://keepachangelog.com/" in text
+    assert "\n## [Unreleased]\n" in text
+    sections = re.findall(r"^### (\w+)$", text, flags=re.MULTILINE)
+    assert sections and set(sections) <= {
+        "Added",
+        "Changed",
+        "Deprecated",
+        "Removed",
+        "Fixed",
+        "Security",
+    }
