@@ -20,6 +20,7 @@ from mlserve.errors import (
     UsageError,
 )
 from mlserve.registry.artifacts import LoadedArtifact, version_mismatch_warnings
+from mlserve.registry.preloaded import PRELOADED
 from mlserve.registry.refs import ModelRef, validate_name
 from mlserve.registry.store import ARTIFACT, Registry, describe_version
 from mlserve.schemas import ModelMetadata
@@ -110,6 +111,10 @@ class FileModels(Registry):
                 return entry.meta
             if entry.error is not None:
                 raise entry.error
+            kept = PRELOADED.take(("file", str(entry.path), name))
+            if kept is not None:  # read (and checked) by the process this one was forked from
+                entry.meta, entry.estimator = kept
+                return kept[0]  # type: ignore[no-any-return]
             try:
                 with self._taking(name):
                     self.register(entry.path, name=name, aliases=[FILES_ALIAS])
@@ -150,6 +155,12 @@ class FileModels(Registry):
         entry = self._entries[name]
         entry.meta, entry.estimator = meta, estimator
         return meta
+
+    def preload(self, meta: ModelMetadata) -> None:
+        """Read the file now and keep it for the processes this one forks (Registry.preload)."""
+        own = self._read(meta.name)
+        entry = self._entry(meta.name)
+        PRELOADED.keep(("file", str(entry.path), meta.name), (own, entry.estimator))
 
     # ----------------------------------------------------------------- the read API
     def check_readable(self) -> None:

@@ -59,6 +59,7 @@ from mlserve.registry.journal import (
     settle,
     write_intent,
 )
+from mlserve.registry.preloaded import PRELOADED
 from mlserve.registry.problems import corrupt, problem_of, unreadable
 from mlserve.registry.refs import NAME_RE, ModelRef, validate_alias, validate_name
 from mlserve.runtime import formats
@@ -302,12 +303,17 @@ class Registry(Intake):
     def load(
         self, ref: ModelRef | str | ModelMetadata, *, default_alias: str = "production"
     ) -> LoadedArtifact:
-        """Read, verify (sha256, size) and unpickle a version. Refuses changed artifacts."""
+        """Read, verify (sha256, size) and unpickle a version. Refuses changed artifacts.
+        An estimator the process was forked with for these very bytes is taken instead
+        (preloaded.PRELOADED: serve --workers)."""
         meta = (
             ref
             if isinstance(ref, ModelMetadata)
             else self.resolve(ref, default_alias=default_alias)
         )
+        kept = PRELOADED.take(("artifact", meta.format, meta.sha256))
+        if kept is not None:
+            return self._loaded(kept, meta)
         path = self.artifact_path(meta)
         try:
             data = path.read_bytes()
@@ -341,10 +347,19 @@ class Registry(Intake):
                 f"artifact {path} of {meta.name}:{meta.version} cannot be loaded: "
                 f"{type(exc).__name__} while loading it ({meta.format}; details in the log)"
             ) from exc
+        return self._loaded(estimator, meta)
+
+    def _loaded(self, estimator: Any, meta: ModelMetadata) -> LoadedArtifact:
         notes = version_mismatch_warnings(meta)
         for note in notes:
             log.warning("%s", note)
         return LoadedArtifact(estimator=estimator, metadata=meta, warnings=notes)
+
+    def preload(self, meta: ModelMetadata) -> None:
+        """Load `meta` now and keep its estimator for the processes this one forks, each of
+        which takes it in its first load of these bytes rather than reading them again."""
+        estimator = self.load(meta).estimator
+        PRELOADED.keep(("artifact", meta.format, meta.sha256), estimator)
 
     # ----------------------------------------------------------------- writing
     def _commit(

@@ -79,10 +79,11 @@ def describe_status(status: int) -> str:
 
 def preload(settings: Settings) -> int:
     """Import what a worker imports (the app: FastAPI, pydantic, the routes; the model formats)
-    and unpickle the models a worker loads at startup, so that the modules their classes live
-    in (scikit-learn, scipy, ...) are imported here once. Returns how many models were read.
-    A model that cannot be read here is left to the workers, which report it as they do
-    without --workers."""
+    and read the models a worker loads at startup, keeping their estimators for the workers
+    (Registry.preload): their classes' modules (scikit-learn, scipy, ...) and their arrays are
+    then in memory once, shared by every worker. Returns how many models were read. A model
+    that cannot be read here is left to the workers, which report it as they would without
+    --workers."""
     import mlserve.server.app  # noqa: F401 - FastAPI, starlette, pydantic, the routes
     from mlserve.registry import ModelRef, open_models
     from mlserve.runtime import formats
@@ -94,8 +95,10 @@ def preload(settings: Settings) -> int:
     try:
         registry = open_models(settings)
         server = settings.server
-        names = [ModelRef.parse(r).name for r in server.models] or registry.names()
-        refs = [ModelRef.parse(r) for r in server.models] or [ModelRef(name=n) for n in names]
+        if server.models:
+            refs = [ModelRef.parse(r) for r in server.models]
+        else:
+            refs = [ModelRef(name=n) for n in registry.names()]
         if server.max_loaded > 0 or server.memory_budget_mb > 0:
             # A budget: only the protected models load at startup; the others on demand.
             protected = {ModelRef.parse(r).name for r in server.models} | set(server.pinned_models)
@@ -103,10 +106,9 @@ def preload(settings: Settings) -> int:
         for ref in refs:
             try:
                 meta = registry.resolve(ref, default_alias=server.default_alias)
-                fmt = formats.get(meta.format)  # imports the format's library
-                if fmt.name == "onnx":
-                    continue  # an ONNX Runtime session starts threads: built in the workers
-                registry.load(meta)
+                if formats.get(meta.format).name == "onnx":  # imported, not loaded:
+                    continue  # an ONNX Runtime session starts threads, built in each worker
+                registry.preload(meta)
                 loaded += 1
             except Exception as exc:  # noqa: BLE001 - a worker reports it, in its own words
                 log.debug("not preloaded: %s: %s", ref, exc)
@@ -177,7 +179,8 @@ def worker_main(
 ) -> NoReturn:
     """A forked worker: its own logging, the app (create_app, models loaded in its lifespan)
     served on the inherited socket, then os._exit: never back into the supervisor's code."""
-    code = 1
+    code = STARTUP_FAILURE  # until its server serves
+    server: Any = None
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, exit_cleanly)
@@ -200,10 +203,14 @@ def worker_main(
         beat.server = server
         server.run(sockets=[sock])
         code = 0 if server.started else STARTUP_FAILURE
-    except SystemExit as exc:
+    except SystemExit as exc:  # exit_cleanly: a signal before uvicorn took them over
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
-        log.exception("worker %d failed", os.getpid())
+    except BaseException as exc:
+        if isinstance(exc, MlserveError):
+            log.error("worker %d cannot serve: %s", os.getpid(), exc.message)
+        else:
+            log.exception("worker %d failed", os.getpid())
+        code = 1 if server is not None and server.started else STARTUP_FAILURE
     finally:
         try:
             logging.shutdown()  # the access log's last block
@@ -250,6 +257,7 @@ class Supervisor:
         self.stop_deadline = 0.0
         self.failure: str | None = None  # why the server stops on its own
         self.start_failures = 0  # workers in a row that died before serving
+        self.served = False  # a worker has served: a failing start may be passing, not fatal
         self.deaths: list[float] = []  # when serving workers died (DEATH_WINDOW_S)
         self.next_fork = 0.0  # no replacement before this
         self.rolling: list[int] = []  # SIGHUP: old workers still to replace, one at a time
@@ -384,10 +392,13 @@ class Supervisor:
         if not worker.started:
             self.start_failures += 1
             code = os.waitstatus_to_exitcode(status)
-            if code == STARTUP_FAILURE or self.start_failures >= MAX_START_FAILURES:
+            # uvicorn's code for a failed startup (the app cannot be built, its lifespan
+            # failed): before any worker served it would fail the same way every time.
+            fatal = code == STARTUP_FAILURE and not self.served
+            if fatal or self.start_failures >= MAX_START_FAILURES:
                 self.stop(
                     f"workers cannot start: {self.start_failures} in a row exited before "
-                    f"serving, the last one {how} (its log lines above say why)"
+                    f"serving, the last one {how} (see the log above)"
                 )
                 return
             delay = min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (self.start_failures - 1))
@@ -428,7 +439,7 @@ class Supervisor:
                 continue
             worker.last_beat = now
             if b"R" in data and not worker.started:
-                worker.started = True
+                worker.started = self.served = True
                 self.start_failures = 0
                 log.info("worker %d serving", worker.pid)
 
