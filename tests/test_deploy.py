@@ -238,6 +238,7 @@ def test_dockerfile_copies_only_what_exists_and_the_dockerignore_lets_through() 
         "deploy/build-requirements.lock",
         "pyproject.toml",
         "README.md",
+        "LICENSE",  # pyproject's license-files
         "mlserve",
         "sample_models",
     ]

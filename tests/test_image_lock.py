@@ -92,6 +92,41 @@ def test_the_lock_covers_every_base_redis_and_jwt_requirement() -> None:
     assert_covered(requirements, read_lock(LOCK))
 
 
+def lock_parents(path: Path) -> dict[str, set[str]]:
+    """name -> what uv says it is locked for (its `# via` lines): other locked names, or the
+    project itself as `DIST (pyproject.toml)`."""
+    parents: dict[str, set[str]] = {}
+    current: str | None = None
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        match = PIN.match(raw)
+        if match:
+            current = canonicalize_name(match["name"])
+            parents[current] = set()
+            continue
+        text = raw.strip().removeprefix("#").strip()
+        if current is None or not raw.startswith("    #") or text == "via":
+            continue
+        parents[current].add(text.removeprefix("via ").strip())
+    return parents
+
+
+def test_the_lock_holds_nothing_pyproject_no_longer_asks_for() -> None:
+    """A dependency dropped from pyproject stays in a stale lock, locked 'via' the project:
+    every entry is either a requirement of the project or needed by another locked entry."""
+    direct = {canonicalize_name(r.name) for r in image_requirements()}
+    parents = lock_parents(LOCK)
+    assert parents and all(parents.values()), "every entry names what it is locked for"
+    stale = []
+    for name, via in sorted(parents.items()):
+        for parent in via:
+            if parent.endswith("(pyproject.toml)"):
+                if name not in direct:
+                    stale.append(name)
+            elif canonicalize_name(parent) not in parents:
+                stale.append(f"{name} (via {parent}, not locked)")
+    assert not stale, f"locked but not asked for: {stale}; {REGENERATE}"
+
+
 def test_the_lock_covers_the_extras_those_requirements_ask_for() -> None:
     """uvicorn[...], celery[redis], pyjwt[crypto]: what each extra adds must be locked too
     (read from the installed distribution's metadata, which names the same dependencies)."""
