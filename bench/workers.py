@@ -1,21 +1,27 @@
 """Workers (issue 20): `mlserve serve --workers 1` against `--workers 2`, and memory per worker.
 
-Usage: python bench/workers.py [--models sample,heavy] [--duration 8] [--rounds 2]
+Usage: python bench/workers.py [--models sample,heavy,forest] [--duration 8] [--rounds 2]
                                [--source registry|files] [--src DIR]
        python bench/workers.py --probe [--models sample,heavy]
        python bench/workers.py --report   (markdown tables from the JSON in bench/out)
 
+Models: sample (the bundled sentiment model), heavy (bench/heavy_model.py: TF-IDF with ~29k
+terms + logistic regression), forest (TF-IDF + a 100-tree random forest, ~78 MB as joblib: a
+model whose bulk is numpy arrays; fitted once, minutes, and kept in bench/out).
+
 Load run: the server is not pinned (its workers share the 2 cores with wrk, a third process,
-`wrk -t1`), defaults otherwise, serving one joblib file with `--model-path`. After a warm-up,
-wrk at 64 connections for --duration seconds; then RSS and PSS (/proc/PID/smaps_rollup) of the
-supervisor and of each worker, read while the server is still up. `--source files` serves with
-`--model-path` (the supervisor then smoke-checks the file itself, so it holds sklearn and the
-model's imports too). Results: bench/out/workers-load-<source>.json.
+`wrk -t1`), defaults otherwise, serving the model from a registry (`--source files`: with
+`--model-path`). After a warm-up, wrk at 64 connections for --duration seconds; then RSS and
+PSS (/proc/PID/smaps_rollup) of the supervisor and of each worker, read while the server is
+still up. `--src DIR` measures the mlserve in DIR (an export of a commit): before commit
+e4ee8f1 uvicorn's supervisor spawns the workers, each importing and loading on its own; from
+it, on Linux, mlserve's supervisor imports the app and reads the models, then forks them.
+Results: bench/out/workers-load-<source>.json.
 
 --probe (no HTTP): what loading the model in worker processes costs in PSS, four ways, each
 with 2 "workers" that import what an mlserve worker imports (mlserve.server.app), load the model
 and score 200 texts, then hold still while their PSS is read:
-  spawn        each worker imports and loads on its own (what uvicorn's workers do today)
+  spawn        each worker imports and loads on its own (uvicorn's spawned workers)
   spawn+mmap   the same, with joblib.load(path, mmap_mode="r"): numpy arrays memory-mapped
                from the file, shared through the page cache
   fork         the parent imports and loads, then forks the workers (copy-on-write)
@@ -61,10 +67,34 @@ def smaps(pid: int) -> dict[str, float]:
     return out
 
 
+def train_forest(path: Path) -> None:
+    """A big model whose bulk is numpy arrays: TF-IDF (the heavy model's corpus and
+    vocabulary) + a 100-tree random forest, ~78 MB as joblib. Kept in bench/out (deterministic:
+    seeded), as it takes minutes to fit."""
+    import shutil
+
+    import joblib
+    import sklearn
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import Pipeline
+
+    cached = OUT / f"forest-sklearn{sklearn.__version__}.joblib"
+    if not cached.exists():
+        texts, labels = heavy_model.corpus()
+        model = Pipeline([("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)),
+                          ("clf", RandomForestClassifier(n_estimators=100, random_state=20))])  # fmt: skip
+        model.fit(texts, labels)
+        joblib.dump(model, cached)
+    shutil.copyfile(cached, path)
+
+
 def make_model(which: str, work: Path, src: Path | None) -> Path:
     path = work / f"{which}.joblib"
     if which == "heavy":
         heavy_model.train(path)
+    elif which == "forest":
+        train_forest(path)
     else:
         prefix, env = mlserve_env(src)
         subprocess.run([*prefix, "train", "--sample", "sentiment", "--output", str(path),
