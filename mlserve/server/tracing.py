@@ -162,7 +162,8 @@ def _finish(span: trace.Span, scope: Scope, method: str, status: int) -> None:
 class ModelCallTracer:
     """The batchers' CallTracer (mlserve.runtime.batcher): one INTERNAL span per model call,
     child of the first traced request in its batch and linked to the others, with the batch
-    size; a call for no traced request (an async job's chunk) is a trace of its own."""
+    size; a call for no traced request (an async job's chunk) is a trace of its own, and one
+    whose callers were all sampled out makes no span."""
 
     def __init__(self, tracer: trace.Tracer) -> None:
         self.tracer = tracer
@@ -179,7 +180,10 @@ class ModelCallTracer:
         seconds: float,
         error: BaseException | None,
     ) -> None:
-        traced = [c for c in contexts if isinstance(c, SpanContext) and c.is_valid]
+        valid = [c for c in contexts if isinstance(c, SpanContext) and c.is_valid]
+        traced = [c for c in valid if c.trace_flags.sampled]
+        if valid and not traced:
+            return  # every caller's trace was sampled out: so is the call (no span at all)
         # perf_counter times to wall-clock nanoseconds: this runs just after the call ended.
         end_ns = time.time_ns() - int((time.perf_counter() - started - seconds) * 1e9)
         start_ns = end_ns - int(seconds * 1e9)

@@ -181,6 +181,20 @@ def test_one_call_for_several_requests_is_a_child_of_the_first_and_links_the_oth
     }
 
 
+def test_a_call_whose_callers_were_all_sampled_out_makes_no_span() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    calls = ModelCallTracer(provider.get_tracer("test"))
+    unsampled = SpanContext(trace_id=5, span_id=5, is_remote=False, trace_flags=TraceFlags(0))
+
+    calls.call("iris:2", [unsampled], rows=1, started=0.0, seconds=0.0, error=None)
+    calls.call("iris:2", [None], rows=1, started=0.0, seconds=0.0, error=None)  # a job's chunk
+
+    (span,) = exporter.get_finished_spans()
+    assert span.parent is None  # the job's call: a trace of its own
+
+
 def test_tracing_is_off_by_default_and_then_no_batcher_has_a_tracer(
     iris_meta: ModelMetadata, serve: Callable[..., TestClient]
 ) -> None:
