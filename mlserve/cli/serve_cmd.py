@@ -243,7 +243,7 @@ def check_exposure(settings: Any) -> None:
 
 
 def check_redis(settings: Any) -> None:
-    """With redis.url set, the mlserve[redis] extra must be installed (ConfigError, exit 2).
+    """With redis.url set, the mlserve-sklearn[redis] extra must be installed (ConfigError, exit 2).
     An unreachable Redis is not an error: the server starts, degraded, and recovers."""
     if settings.redis.url is None:
         return

@@ -247,7 +247,7 @@ class Engine:
 def _new_event_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard] on POSIX
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX (not Windows)
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
 

@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
-pytest.importorskip("redis", reason="the mlserve[redis] extra is not installed")
-pytest.importorskip("celery", reason="the mlserve[redis] extra is not installed")
+pytest.importorskip("redis", reason="the mlserve-sklearn[redis] extra is not installed")
+pytest.importorskip("celery", reason="the mlserve-sklearn[redis] extra is not installed")
 
 from server.slow_models import FileGatedRegressor
 from support.servers import MlserveProcess, serve, start_worker

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("redis", reason="the mlserve[redis] extra is not installed")
+pytest.importorskip("redis", reason="the mlserve-sklearn[redis] extra is not installed")
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
@@ -490,7 +490,7 @@ def test_the_server_queues_a_celery_task_per_job_and_sweeps_again_for_lost_ones(
 
 
 def test_the_celery_app_acknowledges_late_one_task_at_a_time(tmp_path: Path) -> None:
-    pytest.importorskip("celery", reason="the mlserve[redis] extra is not installed")
+    pytest.importorskip("celery", reason="the mlserve-sklearn[redis] extra is not installed")
     from mlserve.jobs.celery import TASK_NAME, make_celery
 
     settings = load_settings(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("redis", reason="the mlserve[redis] extra is not installed")
+pytest.importorskip("redis", reason="the mlserve-sklearn[redis] extra is not installed")
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)

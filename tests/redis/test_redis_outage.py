@@ -23,8 +23,8 @@ from support.servers import MlserveProcess, serve
 from support.servers import start_worker as start_worker_process
 from support.wait import wait_for
 
-pytest.importorskip("redis", reason="the mlserve[redis] extra is not installed")
-pytest.importorskip("celery", reason="the mlserve[redis] extra is not installed")
+pytest.importorskip("redis", reason="the mlserve-sklearn[redis] extra is not installed")
+pytest.importorskip("celery", reason="the mlserve-sklearn[redis] extra is not installed")
 
 from server.slow_models import FileGatedRegressor, calls
 

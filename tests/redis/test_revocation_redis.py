@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import Result
 
-pytest.importorskip("redis", reason="the mlserve[redis] extra is not installed")
+pytest.importorskip("redis", reason="the mlserve-sklearn[redis] extra is not installed")
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)

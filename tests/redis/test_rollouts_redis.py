@@ -14,7 +14,7 @@ from support.net import free_port
 from support.redis import RedisServer
 from support.wait import wait_for
 
-pytest.importorskip("redis", reason="the mlserve[redis] extra is not installed")
+pytest.importorskip("redis", reason="the mlserve-sklearn[redis] extra is not installed")
 
 from mlserve.config import load_settings
 from mlserve.rollouts import (

@@ -18,7 +18,7 @@ import pytest
 from support.servers import MlserveProcess, serve
 from support.wait import wait_for
 
-pytest.importorskip("redis", reason="the mlserve[redis] extra is not installed")
+pytest.importorskip("redis", reason="the mlserve-sklearn[redis] extra is not installed")
 
 from mlserve.registry import Registry  # noqa: E402
 

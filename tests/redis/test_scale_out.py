@@ -18,8 +18,8 @@ from support.redis import SKIP_REASON, TEST_REDIS_URL, delete_prefixed
 from support.servers import MlserveProcess, serve, start_worker
 from support.wait import wait_for
 
-pytest.importorskip("redis", reason="the mlserve[redis] extra is not installed")
-pytest.importorskip("celery", reason="the mlserve[redis] extra is not installed")
+pytest.importorskip("redis", reason="the mlserve-sklearn[redis] extra is not installed")
+pytest.importorskip("celery", reason="the mlserve-sklearn[redis] extra is not installed")
 
 from mlserve.keys import KeyStore
 from mlserve.registry import Registry
