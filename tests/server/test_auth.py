@@ -614,7 +614,7 @@ def test_jwt_settings_without_pyjwt_name_the_extra(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "jwt", None)  # `import jwt` now raises ImportError
-    with pytest.raises(ConfigError, match=r"mlserve\[jwt\]"):
+    with pytest.raises(ConfigError, match=r"mlserve-sklearn\[jwt\]"):
         create_app(make_settings(auth={"jwt_secret": SECRET}))
 
 
