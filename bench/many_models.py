@@ -12,7 +12,9 @@ RSS is sampled every 0.5 s (psutil).
 A request counts as a cold start when its model is not among the ones an LRU replay of the
 request order (same limit) holds: exact at --concurrency 1, close above it (two requests in
 flight may reach the server in the other order); the server's own counters (loads,
-evictions, mlserve_model_cold_start_seconds) are reported next to it.
+evictions, mlserve_model_cold_start_seconds) are reported next to it. RSS is reported at ready,
+after the warm-up request (scikit-learn imported, one model loaded: the floor), at its maximum
+and at the end; the load average of the machine next to it (a shared machine is noisy).
 
 Usage: flock /tmp/bench.lock python bench/many_models.py [--models 200] [--max-loaded 20]
          [--budget-mb 1.0] [--requests 6000] [--duration 60] [--concurrency 2]
@@ -155,7 +157,9 @@ def run_server(
         pinned(0, [PY, "-m", "mlserve", "serve", "--port", str(port), "--no-sample",
                    "--registry", str(registry), "--config", str(config),
                    "--log-level", "warning"]),
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        # Not in the checkout: `python -m` puts the working directory first on sys.path, so
+        # PYTHONPATH could not point the server at another copy of mlserve (a before/after run).
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 180
@@ -198,6 +202,8 @@ def run_server(
         # One request first, outside the figures: the first model loaded imports scikit-learn
         # (about a second) in a server that started with no model loaded.
         httpx.post(url + "/api/predict", json={"model": "m000", "features": features}, timeout=60)
+        # The floor: scikit-learn imported and one model loaded.
+        rss_warm = round(psutil.Process(server.pid).memory_info().rss / 2**20, 1)
         load_started = time.monotonic()
         threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
         for thread in threads:
@@ -244,9 +250,11 @@ def run_server(
         "server_models_loaded": metrics.get("mlserve_models_loaded"),
         "server_estimated_mb": round(metrics.get("mlserve_models_estimated_bytes", 0) / 2**20, 2),
         "rss_ready_mb": rss_ready,
+        "rss_warm_mb": rss_warm,
         "rss_max_mb": max(during),
         "rss_end_mb": during[-1],
         "rss_samples": rss.samples,
+        "load_average": [round(x, 2) for x in os.getloadavg()],  # 1, 5, 15 min, at the end
     }
 
 

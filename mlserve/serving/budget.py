@@ -16,9 +16,9 @@ log = logging.getLogger(__name__)
 # Memory of a runtime beyond its model's objects (its batcher, model thread, metrics children):
 # about 25 KiB measured per loaded logistic regression, rounded up.
 RUNTIME_OVERHEAD_BYTES = 32 * 1024
-# The grace of a runtime unloaded to make room: it was idle and the least recently used, so a
-# request still holding it is rare, and under churn a long grace keeps many unloaded models'
-# memory alive past the budget.
+# The longest grace of a runtime unloaded to make room: it was idle and the least recently
+# used, so a request still holding it is rare; it stops as soon as none does (retire.py), and
+# only one held longer keeps its memory alive past the budget until then.
 EVICT_GRACE_S = 0.5
 
 

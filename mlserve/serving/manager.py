@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -22,6 +21,7 @@ from mlserve.errors import (
 from mlserve.registry import ModelRef, Registry
 from mlserve.runtime.batcher import Batcher, BatchingConfig
 from mlserve.runtime.breaker import BreakerConfig, CircuitBreaker
+from mlserve.runtime.heap import HeapTrim, malloc_trim
 from mlserve.runtime.model import LoadedModel, Prediction
 from mlserve.schemas import ModelMetadata
 from mlserve.serving.budget import (
@@ -31,6 +31,7 @@ from mlserve.serving.budget import (
     estimate_bytes,
 )
 from mlserve.serving.metrics import ServerMetrics
+from mlserve.serving.retire import Retirements
 from mlserve.serving.runtimes import KIND_FIELDS as KIND_FIELDS
 from mlserve.serving.runtimes import InputKind as InputKind
 from mlserve.serving.runtimes import Runtime as Runtime
@@ -42,9 +43,10 @@ from mlserve.serving.runtimes import loaded_runtimes
 log = logging.getLogger(__name__)
 
 MAX_EXTRA_VERSIONS = 3  # versions a request names explicitly, kept loaded per model (LRU)
-# A retired runtime (swapped out, evicted, unloaded) keeps accepting work this long before it
-# drains and stops: a request that picked it just before the swap, then awaited something (a
-# shared cache lookup), still gets its answer from it instead of a "shutting down" 503.
+# A retired runtime (swapped out, evicted, unloaded) keeps accepting work while a request
+# holds it, at most this long, before it drains and stops: a request that picked it just before
+# the swap, then awaited something (a shared cache lookup), still gets its answer from it
+# instead of a "shutting down" 503. Nobody holding it, it stops at once (retire.py).
 RETIRE_GRACE_S = 2.0
 ALIAS_REFRESH_S = 1.0  # an unknown alias re-reads the registry at most this often per model
 
@@ -67,7 +69,10 @@ class ModelManager:
         metrics: ServerMetrics,
         *,
         clock: Callable[[], float] = time.monotonic,
+        trim: HeapTrim | None = None,
     ) -> None:
+        """`trim` gives the heap memory unloaded models freed back to the OS (None: glibc's
+        malloc_trim, where the C library is glibc)."""
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
@@ -88,8 +93,7 @@ class ModelManager:
         self._ticks = itertools.count(1)  # Runtime.last_used: a counter, not a clock
         self._pending_loads: dict[tuple[str, int], asyncio.Task[Runtime]] = {}
         self.loading_done = False
-        self._background: set[asyncio.Task[None]] = set()
-        self._closing = asyncio.Event()
+        self.retirements = Retirements(metrics, trim=trim or malloc_trim())
 
     # ------------------------------------------------------------------ configuration
     def configured_refs(self) -> list[ModelRef]:
@@ -529,37 +533,20 @@ class ModelManager:
         )
 
     def _retire(self, runtime: Runtime, *, grace_s: float = RETIRE_GRACE_S) -> None:
-        """Stop a runtime once its queued requests are answered (in the background), after a
-        grace period in which late requests that already picked it are still accepted."""
-        if runtime.retired:
-            return
-        runtime.retired = True
-
-        async def stop() -> None:
-            if not self._closing.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), grace_s)
-            await runtime.batcher.stop(drain=True)
-            self.metrics.models_loaded.dec()
-            self.metrics.models_estimated_bytes.dec(runtime.estimated_bytes)
-            if runtime.degraded:  # not serving any more: no alert for it
-                labels = (runtime.model.name, str(runtime.version))
-                self.metrics.model_degraded.labels(*labels).set(0)
-
-        task = asyncio.get_running_loop().create_task(stop())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        """Stop a runtime once its queued requests are answered (in the background): as soon
+        as no request holds it, at the latest after a grace period in which late requests
+        that already picked it are still accepted; then trim the heap (retire.py)."""
+        self.retirements.retire(runtime, grace_s)
 
     # ------------------------------------------------------------------ lifecycle
     def runtimes(self) -> list[Runtime]:
         return [runtime for served in self.models.values() for runtime in loaded_runtimes(served)]
 
     async def close(self) -> None:
-        self._closing.set()  # retiring runtimes stop now, without their grace period
         timeout = self.settings.server.graceful_timeout
         await asyncio.gather(
             *(rt.batcher.stop(drain=True, timeout=timeout) for rt in self.runtimes()),
-            *self._background,
+            self.retirements.close(),  # retiring runtimes stop now, without their grace period
             return_exceptions=True,
         )
 
