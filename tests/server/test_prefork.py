@@ -190,6 +190,25 @@ def test_sighup_replaces_every_worker_while_requests_are_answered(forked: Forked
     assert forked.loads.read_text().split() == [str(server.pid)]
 
 
+def test_sigttin_adds_a_worker_and_sigttou_removes_one(forked: Forked) -> None:
+    server = forked.server
+    old = serving_workers(server)
+
+    os.kill(server.pid, signal.SIGTTIN)
+    three = wait_for(
+        lambda: len(pids := worker_pids(server)) == 3 and set(old) < set(pids) and pids,
+        "a third worker",
+        WAIT_S,
+        details=server.output,
+    )
+    added = (set(three) - set(old)).pop()
+    server.wait_log(f"worker {added} serving", WAIT_S)
+    os.kill(server.pid, signal.SIGTTOU)
+
+    assert serving_workers(server) == old  # the newest one stopped
+    assert f"worker {added} exited with code 0" in server.output()
+
+
 def test_model_files_are_read_in_the_supervisor_only(tmp_path: Path) -> None:
     loads, path = tmp_path / "loads.log", tmp_path / "counts.joblib"
     joblib.dump(CountsLoads(str(loads)).fit(X2, ["a", "b"]), path)
