@@ -57,7 +57,12 @@ def serve(
         int | None, typer.Option(help="Port to listen on (default 8000).", show_default=False)
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Server processes (default 1).", show_default=False)
+        int | None,
+        typer.Option(
+            help="Server processes on one socket (default 1). On Linux they are forked after "
+            "the models are read, so they share the models' memory.",
+            show_default=False,
+        ),
     ] = None,
     model: Annotated[
         list[str] | None,
@@ -137,8 +142,14 @@ def serve(
     read or created): each is read and smoke-checked as at register, and served as
     version 1 with the alias production; alias changes answer 409.
 
-    Stop it with Ctrl-C or SIGTERM: in-flight requests finish first. Exit codes: 0 stopped
-    cleanly, 2 configuration error (including a port already in use).
+    Stop it with Ctrl-C or SIGTERM: in-flight requests finish first.
+
+    With --workers N on Linux: SIGHUP replaces the workers one at a time (the
+    new ones re-read the registry), SIGTTIN adds a worker, SIGTTOU stops the
+    newest.
+
+    Exit codes: 0 stopped cleanly, 1 the workers cannot start, 2 configuration
+    error (including a port already in use).
     """
     # One OpenMP thread per model call. Requests already run concurrently (a predict thread
     # per model beside the event loop); OpenMP's spinning workers on top of that made the
