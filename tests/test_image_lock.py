@@ -32,7 +32,7 @@ IMAGE_ENV = {
     "platform_python_implementation": "CPython",
 }
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>\S+)")
-REGENERATE = "regenerate the locks with deploy/lock (see deploy/README.md)"
+REGENERATE = "regenerate the locks with deploy/lock (see docs/deployment.md)"
 
 
 def pyproject() -> dict[str, Any]:

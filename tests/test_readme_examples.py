@@ -1,8 +1,12 @@
-"""Every ```bash example of README.md runs, in order, as a user would paste it.
+"""Every ```bash example of README.md and of the docs site runs, in order, as a user would paste it.
 
-The house rule: an example a user cannot paste and run is a bug. README's blocks are lists of
-commands with `#` comments, pasted at a prompt: each block runs in one `bash` (`set -uo pipefail`:
-an unset variable, such as a `$JOB` no command set, stops the block), command by command; each
+The house rule: an example a user cannot paste and run is a bug. README.md runs on its own, in
+a terminal of its own; the pages of docs/ run one after the other in mkdocs.yml's nav order, in
+one terminal (the site is read in that order: Getting started trains and serves what the later
+pages use), with the files they include (`--8<--`) expanded as the site shows them. The blocks
+are lists of commands with `#` comments, pasted at a prompt: each block runs in one `bash`
+(`set -uo pipefail`: an unset variable, such as a `$JOB` no command set, stops the block),
+command by command; each
 command's exit status must be 0, a failure does not stop the next command (as at a prompt), and
 variables set by one command serve the next. A trailing `\\`, `|`, `&&` or `||` joins lines; a
 here-document belongs to its command. A `# → …` comment under a command is the output README
@@ -43,14 +47,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from support.net import free_port
 from support.readme import (
+    SHELL_FENCES,
     Block,
     Command,
     Ran,
     Step,
     Terminal,
     bash_blocks,
+    expand_snippets,
+    fence_languages,
     json_documents,
     json_keys,
 )
@@ -59,13 +67,16 @@ pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 README = REPO_ROOT / "README.md"
+DOCS = REPO_ROOT / "docs"
+MKDOCS = REPO_ROOT / "mkdocs.yml"
 CI_RUN = REPO_ROOT / ".ci" / "run"
 VENV_BIN = Path(sys.executable).parent
 log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------ the tables
-# Examples that cannot run here, keyed by a stable part of their text: "block" marks the whole
-# block holding the key, "command" the one command holding it. Each key must name exactly one.
+# Examples that cannot run here, keyed by a stable part of their text: "block" marks every block
+# holding the key, "command" every command holding it (README.md and Getting started show the
+# same quick start). Each key must name at least one.
 NOT_RUN: dict[str, tuple[str, str]] = {
     "pip install -e '.[test]' && pytest": (
         "block",
@@ -93,6 +104,50 @@ NOT_RUN: dict[str, tuple[str, str]] = {
         "the development loop: reinstalls this checkout, runs the whole suite (this test "
         "included) and CI; test_install_and_test_commands_are_what_ci_runs checks it against "
         ".ci/run",
+    ),
+    "pip install --group docs": (
+        "block",
+        "installs the docs group into this virtualenv and builds the site: .ci/run runs these "
+        "commands (test_docs_commands_are_what_ci_runs checks it)",
+    ),
+    "python bench/run.py": (
+        "block",
+        "the full benchmark (~8 minutes, wrk from apt-get, the machine to itself); bench/ is run "
+        "by hand and its figures are recorded in docs/benchmarks.md",
+    ),
+    "docker build -f deploy/Dockerfile -t mlserve:local": (
+        "block",
+        "needs a Docker daemon, which this machine lacks; .ci/image builds deploy/Dockerfile "
+        "with buildah and runs the image",
+    ),
+    "deploy/lock": (
+        "block",
+        "re-resolves the image's locks from the package index; tests/test_image_lock.py checks "
+        "the committed locks against pyproject.toml",
+    ),
+    "docker run --rm -i mlserve:local": (
+        "command",
+        "needs the image built with Docker; the same `mlserve keys hash` runs in the "
+        "Security page's example",
+    ),
+    '"sha256": "<hex>"}]': (
+        "block",
+        "a placeholder hash for a container's environment (and setting it here would turn auth "
+        "on for the examples after it); keys given as hashes are tested in tests/test_keys.py",
+    ),
+    "docker compose -f deploy/docker-compose.yml": (
+        "block",
+        "the Docker Compose stack needs a Docker daemon; tests/test_deploy.py checks the compose "
+        "file, nginx's config and Prometheus' rules",
+    ),
+    "http://127.0.0.1:8080/api/ready": (
+        "block",
+        "talks to the Docker Compose stack's nginx on port 8080, which needs a Docker daemon",
+    ),
+    "kubectl apply -k deploy/k8s": (
+        "block",
+        "needs a Kubernetes cluster and an image registry; tests/test_deploy.py and "
+        "tests/test_deploy_platforms.py validate the manifests",
     ),
 }
 
@@ -138,9 +193,55 @@ LOADTEST_WARMUP = "1s"
 LATENCY_SLACK = 10
 
 
-# ------------------------------------------------------------------------------ policy
+# ------------------------------------------------------------------------------ documents
 def readme_blocks() -> list[Block]:
     return bash_blocks(README.read_text(encoding="utf-8"))
+
+
+def nav_pages() -> list[Path]:
+    """The docs pages in mkdocs.yml's nav order."""
+
+    class Loader(yaml.SafeLoader):
+        """mkdocs.yml's `!!python/name:` tags (Mermaid's fence) read as nothing."""
+
+    Loader.add_multi_constructor("tag:yaml.org,2002:python/", lambda loader, suffix, node: None)
+    config = yaml.load(MKDOCS.read_text(encoding="utf-8"), Loader=Loader)  # noqa: S506
+    pages: list[Path] = []
+
+    def walk(item: object) -> None:
+        if isinstance(item, str):
+            pages.append(DOCS / item)
+        elif isinstance(item, dict):
+            for value in item.values():
+                walk(value)
+        elif isinstance(item, list):
+            for value in item:
+                walk(value)
+
+    walk(config["nav"])
+    return pages
+
+
+def page_text(page: Path) -> str:
+    return expand_snippets(page.read_text(encoding="utf-8"), REPO_ROOT)
+
+
+def docs_blocks() -> list[Block]:
+    """Every page's blocks, in nav order; a block's id names its page."""
+    blocks = []
+    for page in nav_pages():
+        source = page.relative_to(REPO_ROOT).as_posix()
+        for block in bash_blocks(page_text(page), source):
+            block.id = f"{source}: {block.id}"
+            blocks.append(block)
+    return blocks
+
+
+def all_blocks() -> list[Block]:
+    return readme_blocks() + docs_blocks()
+
+
+# ------------------------------------------------------------------------------ policy
 
 
 def marks(block: Block) -> tuple[str | None, dict[int, str]]:
@@ -265,15 +366,14 @@ def run_block(terminal: Terminal, block: Block) -> list[Ran]:
 
 
 # ------------------------------------------------------------------------------ the tests
-@pytest.mark.timeout(900)
-def test_readme_shell_examples_run_as_written(tmp_path: Path) -> None:
-    """Run every README bash block in order; fail listing each command that failed."""
+def run_examples(blocks: list[Block], tmp_path: Path) -> None:
+    """Run the blocks in order in one terminal; fail listing each command that failed."""
     assert (VENV_BIN / "mlserve").exists(), f"no mlserve in {VENV_BIN}"
     report: list[str] = []
     failures: list[str] = []
     with terminals(tmp_path) as opened:
         main = opened["main"]
-        for block in readme_blocks():
+        for block in blocks:
             reason, command_reasons = marks(block)
             if reason is not None:
                 report.append(f"{block.id}: not run: {reason}")
@@ -293,8 +393,9 @@ def test_readme_shell_examples_run_as_written(tmp_path: Path) -> None:
             where = " (own terminal and server)" if own else ""
             if failed:
                 report.append(f"{block.id}{where}: FAILED {len(failed)} of {len(results)}{skipped}")
+                source = block.commands[0].source if block.commands else "?"
                 failures.append(
-                    f"{block.id} (README.md line {block.line}):\n"
+                    f"{block.id} ({source} line {block.line}):\n"
                     + "".join(r.describe() for r in failed)
                 )
             else:
@@ -302,8 +403,20 @@ def test_readme_shell_examples_run_as_written(tmp_path: Path) -> None:
         stopped = main.stop()
         if stopped:
             failures.append(f"the last server: {stopped}")
-    log.info("README examples:\n%s", "\n".join(report))
+    log.info("Examples:\n%s", "\n".join(report))
     assert not failures, "\n".join(report) + "\n\n" + "\n".join(failures)
+
+
+@pytest.mark.timeout(300)
+def test_readme_shell_examples_run_as_written(tmp_path: Path) -> None:
+    """README.md's blocks, in order, in a terminal of their own."""
+    run_examples(readme_blocks(), tmp_path)
+
+
+@pytest.mark.timeout(900)
+def test_docs_shell_examples_run_as_written(tmp_path: Path) -> None:
+    """Every docs page's blocks, in nav order, in one terminal."""
+    run_examples(docs_blocks(), tmp_path)
 
 
 def test_install_and_test_commands_are_what_ci_runs() -> None:
@@ -316,6 +429,11 @@ def test_install_and_test_commands_are_what_ci_runs() -> None:
     # The serve line installs what the test line does, without the test extra.
     install = TEST_COMMAND.removesuffix(" && pytest").replace("'.[test]'", ".")
     assert SERVE_COMMAND == f"{install} && mlserve serve"
+    getting_started = [
+        c.text for b in bash_blocks(page_text(DOCS / "getting-started.md")) for c in b.commands
+    ]
+    assert TEST_COMMAND in getting_started
+    assert SERVE_COMMAND in getting_started
     development = next(b for b in readme_blocks() if "bash .ci/run" in b.text)
     for command in development.commands:
         text = re.sub(r"\s+#.*$", "", command.text)
@@ -325,22 +443,48 @@ def test_install_and_test_commands_are_what_ci_runs() -> None:
             assert part in ci, f"README's development command {part!r} is not in .ci/run"
 
 
-def test_every_table_entry_names_one_readme_example() -> None:
+def test_docs_commands_are_what_ci_runs() -> None:
+    """README's commands that build the docs site are what .ci/run runs."""
+    ci = CI_RUN.read_text(encoding="utf-8")
+    (block,) = [b for b in readme_blocks() if "pip install --group docs" in b.text]
+    for command in block.commands:
+        text = re.sub(r"\s+#.*$", "", command.text)
+        assert text.startswith(("pip install", "mkdocs build --strict")), text
+        for part in text.split(" && "):
+            assert part.split(" --site-dir")[0] in ci, (
+                f"README's docs command {part!r} is not in .ci/run"
+            )
+
+
+def test_every_table_entry_names_an_example() -> None:
     """NOT_RUN, OWN_TERMINAL, EXPECTED_ERRORS and AFTER cannot outlive the example they name."""
-    blocks = readme_blocks()
+    blocks = all_blocks()
     commands = [c.text for b in blocks for c in b.commands]
     for key, (scope, _) in NOT_RUN.items():
         if scope == "block":
-            assert sum(key in b.text for b in blocks) == 1, f"NOT_RUN {key!r}"
+            assert any(key in b.text for b in blocks), f"NOT_RUN {key!r}"
         else:
             assert scope == "command"
-            assert sum(key in c for c in commands) == 1, f"NOT_RUN {key!r}"
+            assert any(key in c for c in commands), f"NOT_RUN {key!r}"
     for key in OWN_TERMINAL:
-        assert sum(key in b.text for b in blocks) == 1, f"OWN_TERMINAL {key!r}"
+        assert any(key in b.text for b in blocks), f"OWN_TERMINAL {key!r}"
     for key in EXPECTED_ERRORS:
-        assert sum(key in c for c in commands) == 1, f"EXPECTED_ERRORS {key!r}"
+        assert any(key in c for c in commands), f"EXPECTED_ERRORS {key!r}"
     for key in AFTER:
-        assert commands.count(key) == 1, f"AFTER {key!r}"
+        assert key in commands, f"AFTER {key!r}"
+
+
+def test_every_docs_page_is_in_the_site_and_its_shell_blocks_are_bash() -> None:
+    """A page left out of the nav, or a shell example fenced as `sh`/`console`, would escape
+    the examples tests."""
+    pages = nav_pages()
+    on_disk = sorted(p for p in DOCS.rglob("*.md"))
+    assert sorted(pages) == on_disk
+    for path in [README, *pages]:
+        for line, language in fence_languages(page_text(path)):
+            assert language not in SHELL_FENCES - {"bash"}, (
+                f"{path.relative_to(REPO_ROOT)} line {line}: fence it as ```bash so it runs"
+            )
 
 
 def test_commands_are_split_as_a_shell_reads_them() -> None:

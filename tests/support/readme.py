@@ -1,5 +1,6 @@
-"""README.md's shell examples as a user's terminal runs them: the fenced ```bash blocks split into
-commands, and a Terminal that runs them in bash and `mlserve serve` in the background.
+"""The shell examples of README.md and docs/ as a user's terminal runs them: the fenced ```bash
+blocks split into commands, and a Terminal that runs them in bash and `mlserve serve` in the
+background.
 
 What is run, rewritten or left out is the business of tests/test_readme_examples.py."""
 
@@ -21,8 +22,9 @@ STOP_S = 30.0
 @dataclass
 class Command:
     text: str
-    line: int  # in README.md
+    line: int  # in its Markdown file
     expected: str | None = None  # the `# → …` comment under it: the output README shows
+    source: str = "README.md"  # the Markdown file it is in
 
 
 @dataclass
@@ -33,7 +35,7 @@ class Block:
     commands: list[Command] = field(default_factory=list)
 
 
-def split_commands(lines: list[str], first_line: int) -> list[Command]:
+def split_commands(lines: list[str], first_line: int, source: str = "README.md") -> list[Command]:
     """A block's commands as a shell reads them: comment-only lines dropped (a `# →` one kept as
     the output of the command above); a trailing `\\`, `|`, `&&` or `||` joins the next line; a
     here-document belongs to its command."""
@@ -46,7 +48,7 @@ def split_commands(lines: list[str], first_line: int) -> list[Command]:
             current.append(line)
             if line.strip() == heredoc:
                 heredoc = None
-                commands.append(Command("\n".join(current), start))
+                commands.append(Command("\n".join(current), start, source=source))
                 current = []
             continue
         stripped = line.strip()
@@ -63,29 +65,35 @@ def split_commands(lines: list[str], first_line: int) -> list[Command]:
         if marker:
             heredoc = marker.group(1)
         elif not line.rstrip().endswith(("\\", "|", "&&", "||")):
-            commands.append(Command("\n".join(current), start))
+            commands.append(Command("\n".join(current), start, source=source))
             current = []
-    assert not current, f"README.md line {start}: unfinished command {current}"
+    assert not current, f"{source} line {start}: unfinished command {current}"
     return commands
 
 
-def bash_blocks(markdown: str) -> list[Block]:
-    """The fenced ```bash blocks of a Markdown text, in order, with their commands."""
+SHELL_FENCES = {"bash", "sh", "shell", "console", "zsh"}
+
+
+def bash_blocks(markdown: str, source: str = "README.md") -> list[Block]:
+    """The fenced ```bash blocks of a Markdown text, in order, with their commands. A fence may
+    be indented (inside a list item): its body loses that indentation."""
     found: list[tuple[str, int, list[str]]] = []
     section = "top"
     inside: list[str] | None = None  # the lines of the open fence
     language = ""
     fence_line = 0
+    indent = 0
     for number, line in enumerate(markdown.splitlines(), 1):
         if inside is not None:
-            if line.startswith("```"):
+            if line.strip().startswith("```") and line.strip().strip("`") == "":
                 if language == "bash":
                     found.append((section, fence_line, inside))
                 inside = None
             else:
-                inside.append(line)
-        elif line.startswith("```"):
-            inside, language, fence_line = [], line[3:].strip(), number
+                inside.append(line[indent:] if line[:indent].strip() == "" else line)
+        elif line.lstrip().startswith("```"):
+            indent = len(line) - len(line.lstrip())
+            inside, language, fence_line = [], line.strip()[3:].strip(), number
         elif re.match(r"#{1,6} ", line):
             section = line.lstrip("#").strip()
     blocks = []
@@ -93,9 +101,46 @@ def bash_blocks(markdown: str) -> list[Block]:
         same = [f for f in found if f[0] == section]
         ordinal = f" #{same.index((section, fence_line, body)) + 1}" if len(same) > 1 else ""
         block = Block(f"{section}{ordinal}", fence_line, "\n".join(body))
-        block.commands = split_commands(body, fence_line + 1)
+        block.commands = split_commands(body, fence_line + 1, source)
         blocks.append(block)
     return blocks
+
+
+def fence_languages(markdown: str) -> list[tuple[int, str]]:
+    """(line, language) of every opening fence of a Markdown text."""
+    opened: list[tuple[int, str]] = []
+    inside = False
+    for number, line in enumerate(markdown.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped.startswith("```"):
+            continue
+        if inside and stripped.strip("`") == "":
+            inside = False
+        elif not inside:
+            inside = True
+            opened.append((number, stripped[3:].strip()))
+    return opened
+
+
+SNIPPET = re.compile(r'^--8<-- "([^":]+)(?::([A-Za-z0-9_-]+))?"$', re.MULTILINE)
+
+
+def expand_snippets(markdown: str, root: Path) -> str:
+    """The page as the site renders it: each `--8<-- "file"` (or `"file:section"`, the lines
+    between `--8<-- [start:section]` and `[end:section]`) line replaced by what it includes, as
+    pymdownx.snippets does (mkdocs.yml)."""
+
+    def include(match: re.Match[str]) -> str:
+        text = (root / match[1]).read_text(encoding="utf-8")
+        if match[2] is None:
+            return text
+        start = re.search(rf"--8<-- \[start:{match[2]}\].*\n", text)
+        end = re.search(rf".*--8<-- \[end:{match[2]}\]", text)
+        if start is None or end is None:
+            raise ValueError(f"{match[1]} has no section {match[2]!r}")
+        return text[start.end() : end.start()]
+
+    return SNIPPET.sub(include, markdown)
 
 
 def json_keys(expected: str) -> set[str]:
@@ -139,7 +184,7 @@ class Ran:
         """The command as run, its problems, the end of its output then of its errors."""
         tail = [*self.out.strip().splitlines()[-6:], *self.err.strip().splitlines()[-8:]]
         return (
-            f"  README.md line {self.command.line}: {self.as_run}\n"
+            f"  {self.command.source} line {self.command.line}: {self.as_run}\n"
             f"    {'; '.join(self.problems)}\n" + "".join(f"    | {t}\n" for t in tail)
         )
 
