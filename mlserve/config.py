@@ -138,9 +138,13 @@ class LoadtestSettings(Section):
 
 class ApiKeyEntry(Section):
     name: str = Field(min_length=1, max_length=64)
+    """Name of the key, as `mlserve keys list` shows it."""
     role: Role
+    """predict (predictions, model info) or admin (also reloads, jobs)."""
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """Hex sha256 of the key (`mlserve keys hash` prints it); never the key itself."""
     expires_at: datetime | None = None
+    """When the key stops working (a TOML or ISO 8601 date-time). Unset: never."""
 
 
 class AuthSettings(Section):
@@ -164,7 +168,9 @@ class AuthSettings(Section):
 
 class RoleLimit(Section):
     rate: float = Field(gt=0)
+    """Requests per second a client with this role earns."""
     burst: int = Field(ge=1)
+    """Bucket size for this role: the most requests sent at once."""
 
 
 class RateLimitSettings(Section):
