@@ -100,7 +100,7 @@ class ServerSettings(Section):
     max_loaded: int = Field(default=0, ge=0)
     """Most model versions loaded per process (0: no limit); the others load on demand."""
     memory_budget_mb: float = Field(default=0.0, ge=0)
-    """Estimated MB of loaded models per process (0: no limit); README "Many models"."""
+    """Estimated MB of loaded models per process (0: no limit): docs/performance.md."""
     pinned_models: list[str] = Field(default_factory=list)
     """Models loaded at startup, never unloaded for max_loaded or memory_budget_mb."""
 
