@@ -121,15 +121,16 @@ class SqliteDatabase:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (BEGIN IMMEDIATE): committed, or rolled back on any error."""
+        """A write transaction (BEGIN IMMEDIATE): committed, or rolled back on any error (a
+        failed COMMIT too); the error raised is always the one that ended it (see _end)."""
         db = self.connection()
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
-        except BaseException:
-            db.execute("ROLLBACK")
+            db.execute("COMMIT")
+        except BaseException as exc:
+            self._end(db, exc)
             raise
-        db.execute("COMMIT")
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -138,8 +139,38 @@ class SqliteDatabase:
         db.execute("BEGIN")
         try:
             yield db
-        finally:
-            db.execute("COMMIT")
+        except BaseException as exc:
+            self._end(db, exc)
+            raise
+        db.execute("COMMIT")
+
+    def _end(self, db: sqlite3.Connection, error: BaseException) -> None:
+        """Roll back what is left of the transaction `error` interrupted, without hiding
+        `error`. SQLite may have rolled back already (it does on SQLITE_FULL and some I/O
+        errors): a ROLLBACK then fails with "no transaction is active", and raising that would
+        replace the error that says what happened (a full disk must reach the store's error
+        translation as SQLITE_FULL). A ROLLBACK that fails is attached to `error` as a note;
+        a connection still in its transaction after that is closed (a new one is opened on the
+        next call), never left stuck in it."""
+        if not db.in_transaction:
+            return
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error as failed:
+            error.add_note(f"the ROLLBACK that followed failed: {type(failed).__name__}: {failed}")
+            if db.in_transaction:
+                self._discard(db)
+
+    def _discard(self, db: sqlite3.Connection) -> None:
+        """Close this thread's connection `db`; the thread opens a new one when it next needs
+        one."""
+        if getattr(self._local, "db", None) is db:
+            self._local.db = None
+        with self._lock:
+            if db in self._connections:
+                self._connections.remove(db)
+        with contextlib.suppress(sqlite3.Error):
+            db.close()
 
     def create_schema(self, schema: str, version: int) -> None:
         """Create the folder, the file and the schema if needed (idempotent; safe from several

@@ -102,8 +102,8 @@ def _pool(store: SqliteJobStore) -> Executor:
 def _unavailable(exc: Exception) -> JobsUnavailableError:
     """What a client is told when the database cannot be read or written: a 503 like a Redis
     job store that is down, never a 500 (the cause goes to the log, not the client)."""
-    # A failed write may have ended the transaction already (SQLITE_FULL does): the error seen
-    # is then the ROLLBACK's ("no transaction is active"), and the cause is its context.
+    # The cause may be chained below what was raised (an OSError's context, say): look down
+    # a few links (SqliteDatabase raises a failed write's own error, never its ROLLBACK's).
     causes: list[BaseException] = []
     cause: BaseException | None = exc
     while cause is not None and len(causes) < 5:
