@@ -260,11 +260,16 @@ class LoadedModel:
         if task == "tabular-regression":
             return self._predict_values(x)
         if not self.has_proba:
-            labels = self.estimator.predict(x)
+            with_scores = self._with(self.score_method)
+            raw_scores: Any = None
+            if with_scores is not None:
+                labels, raw_scores = with_scores(x)
+            else:
+                labels = self.estimator.predict(x)
             values = np.asarray(labels)
             if values.dtype.kind == "f" and not np.isfinite(values).all():
                 raise self._overflowed()
-            scores = self._scores(x) if self.score_method else None
+            scores = self._scores(x, raw_scores) if self.score_method else None
             return [
                 Prediction(
                     label=introspect.to_label(v),
@@ -274,14 +279,21 @@ class LoadedModel:
                 )
                 for i, v in enumerate(labels)
             ]
-        proba = np.asarray(self.estimator.predict_proba(x), dtype=float)
+        with_proba = None if self.labels_from_proba else self._with("predict_proba")
+        labels_raw: Any = None
+        if with_proba is not None:
+            labels_raw, proba = with_proba(x)
+            proba = np.asarray(proba, dtype=float)
+        else:
+            proba = np.asarray(self.estimator.predict_proba(x), dtype=float)
         if not np.isfinite(proba).all():
             raise self._overflowed()
-        best = proba.argmax(axis=1)
         if self.labels_from_proba:
-            labels_out = [self.classes[i] for i in best.tolist()]
+            labels_out = [self.classes[i] for i in proba.argmax(axis=1).tolist()]
         else:
-            labels_out = [introspect.to_label(v) for v in self.estimator.predict(x)]
+            if labels_raw is None:
+                labels_raw = self.estimator.predict(x)
+            labels_out = [introspect.to_label(v) for v in labels_raw]
         keys = self._class_keys
         out = []
         for label, row in zip(labels_out, proba.tolist(), strict=True):
@@ -294,10 +306,20 @@ class LoadedModel:
             )
         return out
 
-    def _scores(self, x: Any) -> list[dict[str, float]]:
-        """Raw scores per row: decision_function by class (binary: the positive class,
-        classes[1]), or an anomaly detector's score_samples."""
-        raw = np.asarray(getattr(self.estimator, self.score_method or "")(x), dtype=float)
+    def _with(self, method: str | None) -> Any:
+        """The estimator's `predict_with_<method>` when it has one: predict(x) and
+        method(x) from one pass (an ONNX graph answers both from one run), else None."""
+        if method is None:
+            return None
+        suffix = "proba" if method == "predict_proba" else method
+        return getattr(self.estimator, f"predict_with_{suffix}", None)
+
+    def _scores(self, x: Any, raw: Any = None) -> list[dict[str, float]]:
+        """Raw scores per row (`raw`: already computed): decision_function by class (binary:
+        the positive class, classes[1]), or an anomaly detector's score_samples."""
+        if raw is None:
+            raw = getattr(self.estimator, self.score_method or "")(x)
+        raw = np.asarray(raw, dtype=float)
         if not np.isfinite(raw).all():
             raise self._overflowed()
         if self.score_method == "score_samples":

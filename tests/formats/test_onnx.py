@@ -284,3 +284,67 @@ def test_the_adapter_pickles_as_its_graph(
     again = pickle.loads(pickle.dumps(estimator))  # noqa: S301 - our own object
     assert again.classes_.tolist() == estimator.classes_.tolist()
     assert np.array_equal(again.predict_proba(ROWS), estimator.predict_proba(ROWS))
+
+
+class CountingSession:
+    """An onnxruntime session that records the outputs each run asks for."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.runs: list[list[str]] = []
+
+    def run(self, outputs: list[str], feed: dict[str, Any], *args: Any) -> Any:
+        self.runs.append(list(outputs))
+        return self.session.run(outputs, feed, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
+
+
+@pytest.mark.parametrize("name", ["flowers", "flowers_raw", "reviews", "margins"])
+def test_a_classifier_batch_runs_the_graph_once_for_labels_and_probabilities_or_scores(
+    name: str, registry: Registry, tmp_path: Path, models: dict[str, Any]
+) -> None:
+    original = models[name]
+    path = tmp_path / f"{name}.onnx"
+    path.write_bytes(_convert(name, original))
+    loaded = registry.load(registry.register(path, name=name))
+    session = CountingSession(loaded.estimator._session)
+    loaded.estimator._session = session
+    rows = list(TEXTS) if name == "reviews" else ROWS.tolist()
+
+    answers = LoadedModel(loaded.estimator, loaded.metadata).predict(rows)
+
+    assert len(session.runs) == 1, session.runs  # labels and probabilities (scores) together
+    assert len(session.runs[0]) == 2, session.runs
+    x = rows if name == "reviews" else ROWS
+    assert [str(a.label) for a in answers] == [str(v) for v in original.predict(x)]
+    keys = [str(c) for c in original.classes_]
+    if name == "margins":
+        got = [a.scores for a in answers]
+        want = original.decision_function(x)
+    else:
+        got = [a.probabilities for a in answers]
+        want = original.predict_proba(x)
+    _assert_close(got, [dict(zip(keys, map(float, w), strict=True)) for w in want])
+
+
+def test_a_graph_exported_for_one_row_runs_once_per_row(
+    registry: Registry, tmp_path: Path, models: dict[str, Any]
+) -> None:
+    from skl2onnx.common.data_types import FloatTensorType
+
+    original = models["flowers"]
+    graph = skl2onnx.convert_sklearn(original, initial_types=[("X", FloatTensorType([1, 4]))])
+    path = tmp_path / "one_row.onnx"
+    path.write_bytes(bytes(graph.SerializeToString()))
+    loaded = registry.load(registry.register(path, name="one_row"))
+    session = CountingSession(loaded.estimator._session)
+    loaded.estimator._session = session
+
+    answers = LoadedModel(loaded.estimator, loaded.metadata).predict(ROWS.tolist())
+
+    assert len(session.runs) == len(ROWS), session.runs
+    want_labels, want_proba = _expected(original, ROWS)
+    assert [str(a.label) for a in answers] == want_labels
+    _assert_close([a.probabilities for a in answers], want_proba)

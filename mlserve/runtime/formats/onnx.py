@@ -262,41 +262,52 @@ class OnnxModel:
             for j, spec in enumerate(self._inputs)
         }
 
-    def _run(self, output: str, x: Any) -> Any:
+    def _run(self, outputs: Sequence[str], x: Any) -> list[Any]:
+        """The graph's `outputs` for the rows `x`, from one run of the graph (per row for a
+        graph exported for one row at a time)."""
         feed = self._feed(x)
         if not self._one_row:
-            return self._session.run([output], feed)[0]
-        # A graph exported for one row at a time: run it per row.
+            return list(self._session.run(list(outputs), feed))
         n = len(next(iter(feed.values())))
-        parts = [
-            self._session.run([output], {k: v[i : i + 1] for k, v in feed.items()})[0]
+        runs = [
+            self._session.run(list(outputs), {k: v[i : i + 1] for k, v in feed.items()})
             for i in range(n)
         ]
-        if parts and isinstance(parts[0], list):
-            return [row for part in parts for row in part]
-        return np.concatenate(parts) if parts else np.empty((0,))
+        return [_joined([run[j] for run in runs]) for j in range(len(outputs))]
 
-    def predict(self, x: Any) -> Any:
-        name = self.spec.get("label") or self.spec["value"]
-        out = np.asarray(self._run(name, x))
+    def _labels(self, out: Any) -> Any:
+        out = np.asarray(out)
         if out.ndim == 2 and out.shape[1] == 1:
             out = out[:, 0]
         return out
 
-    def _matrix(self, output: str, x: Any) -> Any:
+    def predict(self, x: Any) -> Any:
+        name = self.spec.get("label") or self.spec["value"]
+        return self._labels(self._run([name], x)[0])
+
+    def _matrix(self, out: Any) -> Any:
         """A (n, classes) float matrix from a tensor or from ZipMap's list of dicts."""
-        out = self._run(output, x)
         if isinstance(out, list):
             keys = list(getattr(self, "classes_", []))
             return np.asarray([[row[k] for k in keys] for row in out], dtype=float)
         return np.asarray(out, dtype=float)
+
+    def _predict_with(self, output: str, x: Any) -> tuple[Any, Any]:
+        """The labels and the `output` matrix from one run of the graph."""
+        labels, second = self._run([self.spec["label"], output], x)
+        return self._labels(labels), self._matrix(second)
 
 
 class OnnxClassifier(OnnxModel):
     """A classifier graph with a probabilities output (a tensor or skl2onnx's ZipMap)."""
 
     def predict_proba(self, x: Any) -> Any:
-        return self._matrix(self.spec["probabilities"], x)
+        return self._matrix(self._run([self.spec["probabilities"]], x)[0])
+
+    def predict_with_proba(self, x: Any) -> tuple[Any, Any]:
+        """predict(x) and predict_proba(x) from one run of the graph (LoadedModel asks for
+        both at once: the graph computes both anyway)."""
+        return self._predict_with(self.spec["probabilities"], x)
 
 
 class OnnxScorer(OnnxModel):
@@ -304,11 +315,25 @@ class OnnxScorer(OnnxModel):
     probability=True): served as decision_function, as scikit-learn's would be."""
 
     def decision_function(self, x: Any) -> Any:
-        scores = self._matrix(self.spec["scores"], x)
+        return self._scores(self._matrix(self._run([self.spec["scores"]], x)[0]))
+
+    def predict_with_decision_function(self, x: Any) -> tuple[Any, Any]:
+        """predict(x) and decision_function(x) from one run of the graph."""
+        labels, scores = self._predict_with(self.spec["scores"], x)
+        return labels, self._scores(scores)
+
+    def _scores(self, scores: Any) -> Any:
         if len(getattr(self, "classes_", ())) == 2 and scores.ndim == 2:
             # scikit-learn answers one score per row for two classes: the positive one's
             scores = scores[:, -1]
         return scores
+
+
+def _joined(parts: list[Any]) -> Any:
+    """One output of per-row runs, as one run over all the rows would answer it."""
+    if parts and isinstance(parts[0], list):
+        return [row for part in parts for row in part]
+    return np.concatenate(parts) if parts else np.empty((0,))
 
 
 def _any_str(values: Sequence[Any]) -> bool:
@@ -434,8 +459,8 @@ def _roles(
         return None, []  # labels only (e.g. a clusterer): --task says what they are
     plain = OnnxModel(session, data, spec)
     probe = _probe(spec["inputs"])
-    labels = [introspect.to_label(v) for v in plain.predict(probe)]
-    raw = plain._run(second["name"], probe)
+    predicted, raw = plain._run([label["name"], second["name"]], probe)
+    labels = [introspect.to_label(v) for v in plain._labels(predicted)]
     if isinstance(raw, list):  # ZipMap: its keys are the classes, in column order
         classes: list[Label] | None = [introspect.to_label(k) for k in (raw[0] if raw else {})]
         matrix = np.asarray([list(row.values()) for row in raw], dtype=float)
