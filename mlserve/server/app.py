@@ -190,7 +190,7 @@ def create_app(
     registry = open_models(settings)  # server.model_paths: the files, no registry
     metrics = ServerMetrics()
     manager = ModelManager(settings, registry, metrics)
-    metrics.export_models(lambda: [runtime.model.metadata for runtime in manager.runtimes()])
+    metrics.export_models(manager.models)
     redis = _redis_backend(settings, metrics)
     tracing = _start_tracing(settings, manager)
     state = AppState(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import (
@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from mlserve import __version__
 from mlserve.schemas import ModelMetadata
+from mlserve.serving.runtimes import ServedModel, loaded_metadata
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
@@ -374,10 +375,10 @@ class ServerMetrics:
         if multiprocess():
             mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
-    def export_models(self, loaded: Callable[[], Iterable[ModelMetadata]]) -> None:
-        """Read `loaded` (the metadata of every model version loaded) at each scrape for
-        `mlserve_model_info`."""
-        self.info.models = loaded
+    def export_models(self, models: Mapping[str, ServedModel]) -> None:
+        """Export every version loaded in `models` (a ModelManager's, read at each scrape) as
+        `mlserve_model_info`: the server's and `mlserve worker`'s."""
+        self.info.models = lambda: loaded_metadata(models)
 
     def render(self) -> bytes:
         """The text exposition; aggregates all workers when multiprocess mode is on (with the

@@ -12,6 +12,7 @@ from typing import Literal
 from mlserve.registry import ModelRef
 from mlserve.runtime.batcher import Batcher
 from mlserve.runtime.model import LoadedModel, Prediction
+from mlserve.schemas import ModelMetadata
 
 ServedStatus = Literal["loading", "loaded", "failed", "unloaded"]
 InputKind = Literal["text", "tabular"]
@@ -101,3 +102,11 @@ def loaded_runtimes(served: ServedModel) -> list[Runtime]:
     out = [served.current] if served.current is not None else []
     out.extend(served.extra.values())
     return out
+
+
+def loaded_metadata(models: Mapping[str, ServedModel]) -> list[ModelMetadata]:
+    """The metadata of every version loaded in `models` (a ModelManager's): what
+    `mlserve_model_info` exports. Safe from a thread other than the one that changes
+    `models` (the worker's metrics server reads it while its event loop loads models): the
+    dicts are copied by list() in one step under the GIL, never iterated while they change."""
+    return [rt.model.metadata for served in list(models.values()) for rt in loaded_runtimes(served)]

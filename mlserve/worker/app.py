@@ -72,8 +72,8 @@ class WorkerRuntime:
         from mlserve.serving.metrics import ServerMetrics
 
         self.settings = settings
-        # The jobs' metrics (mlserve_jobs_*, rows, chunk durations) and the runtime's, served by
-        # `mlserve worker --metrics-port`.
+        # The jobs' metrics (mlserve_jobs_*, rows, chunk durations), the runtime's and the
+        # models loaded (mlserve_model_info), served by `mlserve worker --metrics-port`.
         self.metrics = ServerMetrics()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="mlserve-jobs", daemon=True)
@@ -116,6 +116,7 @@ class WorkerRuntime:
         self.store = open_shared_job_store(settings, backend)
         metrics = self.metrics
         self.manager = ModelManager(settings, open_models(settings), metrics)
+        metrics.export_models(self.manager.models)  # mlserve_model_info, as the server's
         await self.manager.load_all()
         self.runner = JobRunner(
             store=self.store,

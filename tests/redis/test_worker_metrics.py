@@ -21,6 +21,7 @@ pytest.importorskip("redis", reason="the mlserve-sklearn[redis] extra is not ins
 pytest.importorskip("celery", reason="the mlserve-sklearn[redis] extra is not installed")
 
 from mlserve.registry import Registry
+from mlserve.schemas import ModelMetadata
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -34,6 +35,7 @@ class Stack:
     worker: MlserveProcess
     metrics_url: str
     x: Any
+    model: ModelMetadata
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.output()[-4000:]}" for p in (self.server, self.worker))
@@ -45,7 +47,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         pytest.skip(SKIP_REASON)
     root = tmp_path_factory.mktemp("worker-metrics")
     registry = Registry(root / "registry")
-    registry.register_estimator(iris_estimator(), name="iris", aliases=["production"])
+    model = registry.register_estimator(iris_estimator(), name="iris", aliases=["production"])
     prefix = f"mlwm-{uuid.uuid4().hex[:10]}:"
     settings = {
         "MLSERVE_REDIS__URL": TEST_REDIS_URL,
@@ -65,7 +67,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         procs[0].wait_ready()
         procs[1].wait_log("ready.")  # Celery: consuming the queue
-        yield Stack(*procs, f"http://127.0.0.1:{metrics_port}/metrics", iris()[0])  # type: ignore[call-arg]
+        yield Stack(*procs, f"http://127.0.0.1:{metrics_port}/metrics", iris()[0], model)  # type: ignore[call-arg]
     finally:
         for proc in procs:
             proc.terminate()
@@ -112,6 +114,22 @@ def test_the_worker_exports_the_rows_and_the_finished_job_it_scored(stack: Stack
     assert value(server, "mlserve_jobs_submitted_total", model="iris") == 1
     assert value(server, "mlserve_jobs_finished_total") == 0
     assert value(server, "mlserve_job_rows_total") == 0
+
+
+def test_the_worker_exports_the_model_versions_it_has_loaded_as_the_server_does(
+    stack: Stack,
+) -> None:
+    worker = scrape(stack.metrics_url)
+    server = scrape(f"{stack.server.url}/metrics")
+
+    want = {
+        "model": "iris",
+        "version": str(stack.model.version),
+        "sha256": stack.model.sha256,
+        "format": stack.model.format,
+    }
+    assert [(s.labels, s.value) for s in worker.get("mlserve_model_info", [])] == [(want, 1.0)]
+    assert [s.labels for s in server["mlserve_model_info"]] == [want]
 
 
 def test_a_taken_metrics_port_is_a_one_line_error(tmp_path: Path) -> None:
