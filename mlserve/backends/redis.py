@@ -36,6 +36,7 @@ __all__ = [
     "is_connection_error",
     "redis_url",
     "refused_reply",
+    "reply_text",
     "require_redis",
     "sync_client",
 ]
@@ -93,6 +94,11 @@ def refused_reply(exc: BaseException) -> str | None:
     """The reply (OOM, READONLY...) when Redis answered that it cannot serve now, else None."""
     text = str(exc)
     return text.split(" ", 1)[0] if text.startswith(UNAVAILABLE_REPLIES) else None
+
+
+def reply_text(value: Any) -> str:
+    """A value Redis sent back, as text (redis-py hands over bytes: responses are not decoded)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RedisUnavailableError(Exception):

@@ -1,13 +1,17 @@
 """One SQLite file in WAL mode, shared by the threads of a process and by several processes:
-the plumbing the async-job and feedback stores have in common (a connection per thread,
-explicit transactions, the schema and its version, closing every connection, and running the
-blocking calls on the store's own threads)."""
+the plumbing the SQLite stores (jobs, feedback, rollouts) have in common (a connection per
+thread, explicit transactions, the schema and its version, closing every connection, running
+the blocking calls on the store's own threads, and telling a client that the database cannot
+be used now)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import errno
 import functools
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -17,7 +21,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from mlserve.errors import MlserveError
 
-__all__ = ["Initializable", "SqliteDatabase", "in_thread", "opened", "run_in"]
+__all__ = ["DatabaseErrors", "Initializable", "SqliteDatabase", "in_thread", "opened", "run_in"]
 
 S = TypeVar("S")
 P = ParamSpec("P")
@@ -66,6 +70,74 @@ def in_thread(
     method.__qualname__ = fn.__qualname__.removesuffix("_sync")
     method.__doc__ = fn.__doc__
     return method
+
+
+def _name(error: BaseException) -> str:
+    return getattr(error, "sqlite_errorname", "")
+
+
+# Why a database cannot be used, most telling first, and the errors that say so.
+_REASONS: tuple[tuple[str, Callable[[BaseException], bool]], ...] = (
+    (
+        "has no room left: its disk is full",
+        lambda e: _name(e) == "SQLITE_FULL" or getattr(e, "errno", None) == errno.ENOSPC,
+    ),
+    ("is busy (locked by another process)", lambda e: _name(e) in {"SQLITE_BUSY", "SQLITE_LOCKED"}),
+    (
+        "is read-only",
+        lambda e: _name(e) == "SQLITE_READONLY" or getattr(e, "errno", None) == errno.EROFS,
+    ),
+)
+
+
+def _why(exc: BaseException) -> tuple[str, BaseException]:
+    """Why the database cannot be used (a full disk, a lock, read-only...), and the error that
+    says so (else `exc`). The cause may be chained below what was raised (an OSError's
+    context, say): look down a few links."""
+    causes: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(causes) < 5:
+        causes.append(cause)
+        cause = cause.__context__
+    for why, says in _REASONS:
+        for cause in causes:
+            if says(cause):
+                return why, cause
+    return f"failed ({_name(exc) or type(exc).__name__})", exc
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseErrors:
+    """How one store reports a database that cannot be read or written: as its own error (a
+    503, like its Redis store that is down, never a 500) saying why, the cause in `log` only.
+
+    `what` names the store in the log line ("the job store is busy (...): <cause>"); `message`
+    is what the client is told, with `{why}` for the reason ("...: the job store {why}")."""
+
+    what: str
+    message: str
+    error: Callable[[str], MlserveError]
+    log: logging.Logger
+
+    def unavailable(self, exc: BaseException) -> MlserveError:
+        """The store's error for `exc`, logged."""
+        why, cause = _why(exc)
+        self.log.error("the %s %s: %s: %s", self.what, why, type(cause).__name__, cause)
+        return self.error(self.message.format(why=why))
+
+    def guarded(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """`fn` with the database's operational errors (a full disk, a lock held too long, an
+        I/O error) raised as the store's error: `@errors.guarded` on a store's blocking
+        method."""
+
+        @functools.wraps(fn)
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except (sqlite3.OperationalError, OSError) as exc:
+                raise self.unavailable(exc) from exc
+
+        return call
 
 
 class SqliteDatabase:

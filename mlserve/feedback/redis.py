@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from mlserve.backends.redis import RedisBackend, RedisCaller
+from mlserve.backends.redis import RedisBackend, RedisCaller, reply_text
 from mlserve.feedback.base import (
     CONFIDENCE_BINS,
     TALLY_BUCKET_S,
@@ -155,9 +155,7 @@ def _parse_tally(fields: Mapping[Any, Any]) -> Tally:
 
 
 def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return None if value is None else reply_text(value)
 
 
 class RedisFeedbackStore:

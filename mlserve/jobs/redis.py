@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from mlserve.backends.redis import RedisBackend, RedisCaller
+from mlserve.backends.redis import RedisBackend, RedisCaller, reply_text
 from mlserve.jobs.base import (
     DEFAULT_MAX_ATTEMPTS,
     Chunk,
@@ -65,10 +65,6 @@ _FLOAT_FIELDS = frozenset(
 _JOB_FIELDS = frozenset(Job.__dataclass_fields__)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def parse_job(reply: Sequence[Any] | Mapping[Any, Any]) -> Job:
     """A Job from a job hash: a dict, or a script's flat [field, value, field, value, ...]."""
     pairs = (
@@ -76,7 +72,7 @@ def parse_job(reply: Sequence[Any] | Mapping[Any, Any]) -> Job:
     )
     data: dict[str, Any] = {}
     for raw_field, raw_value in pairs:
-        field, raw = _text(raw_field), _text(raw_value)
+        field, raw = reply_text(raw_field), reply_text(raw_value)
         if field not in _JOB_FIELDS:
             continue
         if field in _INT_FIELDS:
@@ -173,7 +169,7 @@ class RedisJobStore:
             keys=[job, data, todo, self.watch_key, out],
             args=[job_id, owner, lease_s, self.max_attempts, self.ttl_s],
         )
-        outcome: ClaimOutcome = _text(reply[0])  # type: ignore[assignment]
+        outcome: ClaimOutcome = reply_text(reply[0])  # type: ignore[assignment]
         return outcome, parse_job(reply[1:]) if len(reply) > 1 else None
 
     async def claim_next(self, owner: str, lease_s: float) -> Job | None:
@@ -181,7 +177,7 @@ class RedisJobStore:
         claim the job their task names)."""
         ids = await self._call(self.backend.client.zrange, self.watch_key, 0, SWEEP_LIMIT - 1)
         for raw in ids:
-            outcome, job = await self.claim(_text(raw), owner, lease_s)
+            outcome, job = await self.claim(reply_text(raw), owner, lease_s)
             if outcome == "claimed":
                 return job
         return None
@@ -213,13 +209,13 @@ class RedisJobStore:
         return raw, size
 
     def _lost(self, job_id: str, reply: Sequence[Any]) -> LeaseLostError:
-        outcome = _text(reply[0])
+        outcome = reply_text(reply[0])
         if outcome == "missing":
             return LeaseLostError(f"job {job_id} was deleted")
         if outcome == "done":
             return LeaseLostError(f"a chunk of job {job_id} is already done")
-        status = _text(reply[1]) if len(reply) > 1 else "?"
-        holder = _text(reply[2]) if len(reply) > 2 else ""
+        status = reply_text(reply[1]) if len(reply) > 1 else "?"
+        holder = reply_text(reply[2]) if len(reply) > 2 else ""
         return LeaseLostError(f"job {job_id} is {status}, leased by {holder or None}")
 
     async def save_chunk_result(
@@ -231,7 +227,7 @@ class RedisJobStore:
             keys=[job, data, todo, out, self.watch_key],
             args=[job_id, owner, chunk, orjson.dumps(list(results)), len(results), lease_s],
         )
-        if _text(reply[0]) != "saved":
+        if reply_text(reply[0]) != "saved":
             raise self._lost(job_id, reply)
         return parse_job(reply[1:])
 
@@ -242,9 +238,9 @@ class RedisJobStore:
             keys=[job, data, todo, out, self.watch_key],
             args=[job_id, owner, status, error, self.ttl_s],
         )
-        outcome = _text(reply[0])
+        outcome = reply_text(reply[0])
         if outcome == "incomplete":
-            raise ValueError(f"job {job_id} has {_text(reply[1])} chunk(s) without results")
+            raise ValueError(f"job {job_id} has {reply_text(reply[1])} chunk(s) without results")
         if outcome != "finished":
             raise self._lost(job_id, reply)
         return parse_job(reply[1:])
@@ -267,7 +263,7 @@ class RedisJobStore:
         reply = await self._call(
             self._cancel, keys=[job, data, todo, out, self.watch_key], args=[job_id, self.ttl_s]
         )
-        outcome = _text(reply[0])
+        outcome = reply_text(reply[0])
         if outcome == "missing":
             raise JobNotFoundError.of(job_id)
         if outcome == "finished":
@@ -334,7 +330,7 @@ class RedisJobStore:
             keys=[self.watch_key],
             args=[self.backend.key("job", ""), limit, self.dispatch_grace_s, MAX_BACKOFF_DOUBLINGS],
         )
-        return [_text(i) for i in ids]
+        return [reply_text(i) for i in ids]
 
     async def unfinished(self) -> int:
         """How many jobs are pending or running."""

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import errno
-import functools
 import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
 import orjson
 
-from mlserve.backends.sqlite import SqliteDatabase, in_thread, opened
+from mlserve.backends.sqlite import DatabaseErrors, SqliteDatabase, in_thread, opened
 from mlserve.errors import MlserveError
 from mlserve.jobs.base import (
     DEFAULT_MAX_ATTEMPTS,
@@ -38,9 +36,6 @@ from mlserve.schemas import JobKind, JobStatus
 __all__ = ["SqliteJobStore"]
 
 log = logging.getLogger(__name__)
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 SCHEMA_VERSION = 1
 
@@ -99,45 +94,14 @@ def _pool(store: SqliteJobStore) -> Executor:
     return store._executor
 
 
-def _unavailable(exc: Exception) -> JobsUnavailableError:
-    """What a client is told when the database cannot be read or written: a 503 like a Redis
-    job store that is down, never a 500 (the cause goes to the log, not the client)."""
-    # The cause may be chained below what was raised (an OSError's context, say): look down
-    # a few links (SqliteDatabase raises a failed write's own error, never its ROLLBACK's).
-    causes: list[BaseException] = []
-    cause: BaseException | None = exc
-    while cause is not None and len(causes) < 5:
-        causes.append(cause)
-        cause = cause.__context__
-    names = {getattr(c, "sqlite_errorname", "") for c in causes}
-    errnos = {getattr(c, "errno", None) for c in causes}
-    if "SQLITE_FULL" in names or errno.ENOSPC in errnos:
-        why = "has no room left: its disk is full"
-    elif names & {"SQLITE_BUSY", "SQLITE_LOCKED"}:
-        why = "is busy (locked by another process)"
-    elif "SQLITE_READONLY" in names or errno.EROFS in errnos:
-        why = "is read-only"
-    else:
-        why = f"failed ({getattr(exc, 'sqlite_errorname', '') or type(exc).__name__})"
-    first = causes[-1]
-    log.error("the job store %s: %s: %s", why, type(first).__name__, first)
-    return JobsUnavailableError(f"async jobs are unavailable: the job store {why}; try again later")
-
-
-def _guarded(
-    fn: Callable[Concatenate[SqliteJobStore, P], R],
-) -> Callable[Concatenate[SqliteJobStore, P], R]:
-    """`fn` with the database's operational errors (a full disk, a lock held too long, an I/O
-    error) raised as JobsUnavailableError (503 jobs_unavailable)."""
-
-    @functools.wraps(fn)
-    def call(self: SqliteJobStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(self, *args, **kwargs)
-        except (sqlite3.OperationalError, OSError) as exc:
-            raise _unavailable(exc) from exc
-
-    return call
+# A full disk, a lock held too long, an I/O error: 503 jobs_unavailable, like a Redis job
+# store that is down, never a 500 (the cause goes to the log, not the client).
+_errors = DatabaseErrors(
+    what="job store",
+    message="async jobs are unavailable: the job store {why}; try again later",
+    error=JobsUnavailableError,
+    log=log,
+)
 
 
 def _job(row: sqlite3.Row | None, job_id: str) -> Job:
@@ -203,7 +167,7 @@ class SqliteJobStore:
         self._db.shutdown(self._executor)
 
     # ------------------------------------------------------------------ blocking implementation
-    @_guarded
+    @_errors.guarded
     def submit_sync(
         self,
         *,
@@ -228,11 +192,11 @@ class SqliteJobStore:
             )
             return _job(db.execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
 
-    @_guarded
+    @_errors.guarded
     def get_sync(self, job_id: str) -> Job:
         return _job(self._db.connection().execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
 
-    @_guarded
+    @_errors.guarded
     def claim_next_sync(self, owner: str, lease_s: float) -> Job | None:
         now = self._clock()
         # Idle polling from every loop of every process: look before taking the write lock.
@@ -275,7 +239,7 @@ class SqliteJobStore:
             )
             return _job(db.execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
 
-    @_guarded
+    @_errors.guarded
     def renew_lease_sync(self, job_id: str, owner: str, lease_s: float) -> bool:
         with self._db.transaction() as db:
             cursor = db.execute(
@@ -285,7 +249,7 @@ class SqliteJobStore:
             )
             return cursor.rowcount == 1
 
-    @_guarded
+    @_errors.guarded
     def next_chunk_sync(self, job_id: str) -> Chunk | None:
         db = self._db.connection()
         row = db.execute(
@@ -303,7 +267,7 @@ class SqliteJobStore:
             raise LeaseLostError(f"job {job_id} is {job.status}, leased by {job.lease_owner}")
         return job
 
-    @_guarded
+    @_errors.guarded
     def save_chunk_result_sync(
         self, job_id: str, owner: str, chunk: int, results: Sequence[Any], lease_s: float
     ) -> Job:
@@ -333,7 +297,7 @@ class SqliteJobStore:
         except JobNotFoundError:
             raise LeaseLostError(f"job {job_id} was deleted") from None
 
-    @_guarded
+    @_errors.guarded
     def _finish(self, job_id: str, owner: str, status: JobStatus, error: str | None = None) -> Job:
         now = self._clock()
         try:
@@ -361,7 +325,7 @@ class SqliteJobStore:
     def fail_sync(self, job_id: str, owner: str, error: str) -> Job:
         return self._finish(job_id, owner, "failed", error)
 
-    @_guarded
+    @_errors.guarded
     def release_sync(self, job_id: str, owner: str, delay_s: float = 0.0) -> None:
         with self._db.transaction() as db:
             # Not held against the job's attempts: it was given back, not abandoned.
@@ -372,7 +336,7 @@ class SqliteJobStore:
                 (self._clock() + delay_s, job_id, owner),
             )
 
-    @_guarded
+    @_errors.guarded
     def cancel_sync(self, job_id: str) -> Job | None:
         now = self._clock()
         with self._db.transaction() as db:
@@ -387,7 +351,7 @@ class SqliteJobStore:
             )
             return _job(db.execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
 
-    @_guarded
+    @_errors.guarded
     def delete_sync(self, job_id: str) -> None:
         with self._db.transaction() as db:
             if db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount == 0:
@@ -400,7 +364,7 @@ class SqliteJobStore:
             _job(db.execute(SELECT_JOB, (job_id,)).fetchone(), job_id)
         )
 
-    @_guarded
+    @_errors.guarded
     def results_sync(self, job_id: str, offset: int, limit: int) -> ResultPage:
         check_page(offset, limit)
         with self._db.snapshot() as db:  # the job row and its results agree
@@ -417,7 +381,7 @@ class SqliteJobStore:
             )
         return result_page(job, offset, limit, (row["data"] for row in rows))
 
-    @_guarded
+    @_errors.guarded
     def result_chunk_sync(self, job_id: str, chunk: int) -> bytes | None:
         """One stored chunk of a completed (or failed) job's results, as JSON (None past the
         last one)."""
@@ -431,7 +395,7 @@ class SqliteJobStore:
         data: bytes = row["data"]
         return data
 
-    @_guarded
+    @_errors.guarded
     def purge_expired_sync(self) -> int:
         now = self._clock()
         with self._db.transaction() as db:

@@ -18,6 +18,7 @@ from mlserve.backends.redis import (
     RedisUnreachableError,
     display_url,
     redis_url,
+    reply_text,
     sync_client,
 )
 from mlserve.errors import ConfigError, MlserveError
@@ -71,8 +72,7 @@ def parse_revocations(raw: Mapping[Any, Any]) -> dict[str, KeyRecord]:
     """The revocations hash as read (sha256 -> entry) as records; malformed entries are skipped."""
     out: dict[str, KeyRecord] = {}
     for digest, value in raw.items():
-        text = digest.decode() if isinstance(digest, bytes) else str(digest)
-        record = revocation_from_entry(text, value)
+        record = revocation_from_entry(reply_text(digest), value)
         if record is not None:
             out[record.sha256] = record
     return out

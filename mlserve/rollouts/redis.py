@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
 
-from mlserve.backends.redis import RedisBackend, RedisCaller
+from mlserve.backends.redis import RedisBackend, RedisCaller, reply_text
 from mlserve.rollouts.base import (
     RolloutConflictError,
     RolloutState,
@@ -84,10 +83,6 @@ return 0
 """
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class RedisRolloutStore:
     """RolloutStore in Redis (see the module docstring); every method is one round trip.
     Raises RolloutsUnavailableError (503 rollouts_unavailable) while Redis is unreachable."""
@@ -141,7 +136,7 @@ class RedisRolloutStore:
         )
         if int(reply[0]) == 0:
             raise RolloutConflictError(
-                f"model '{model}' has a running rollout already ({_text(reply[1])}); "
+                f"model '{model}' has a running rollout already ({reply_text(reply[1])}); "
                 "wait for it to end or abort it first"
             )
         return created
@@ -165,7 +160,7 @@ class RedisRolloutStore:
 
     async def running(self) -> list[RolloutState]:
         client = self.backend.client
-        models = sorted(_text(m) for m in await self._call(client.smembers, self.running_key))
+        models = sorted(reply_text(m) for m in await self._call(client.smembers, self.running_key))
         if not models:
             return []
         async with client.pipeline(transaction=False) as pipe:
@@ -175,7 +170,7 @@ class RedisRolloutStore:
         return [
             RolloutState.from_json(raw)
             for status, raw in replies
-            if raw is not None and status is not None and _text(status) == "running"
+            if raw is not None and status is not None and reply_text(status) == "running"
         ]
 
     async def acquire(self, model: str, holder: str, ttl_s: float) -> bool:
@@ -214,7 +209,7 @@ class RedisRolloutStore:
         fields = await self._call(self.backend.client.hgetall, self._window_key(rollout_id, step))
         slots: dict[int, list[int]] = {}
         for raw_field, raw_value in fields.items():
-            version, _, slot = _text(raw_field).partition(":")
+            version, _, slot = reply_text(raw_field).partition(":")
             if not (version.lstrip("-").isdigit() and slot.isdigit()):
                 continue
             values = slots.setdefault(int(version), [0, 0])

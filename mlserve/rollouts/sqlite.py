@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import errno
-import functools
 import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
-from mlserve.backends.sqlite import SqliteDatabase, in_thread, opened
+from mlserve.backends.sqlite import DatabaseErrors, SqliteDatabase, in_thread, opened
 from mlserve.errors import MlserveError
 from mlserve.rollouts.base import (
     RolloutConflictError,
@@ -26,9 +24,6 @@ from mlserve.rollouts.base import (
 __all__ = ["SqliteRolloutStore"]
 
 log = logging.getLogger(__name__)
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 SCHEMA_VERSION = 1
 
@@ -78,35 +73,14 @@ def _pool(store: SqliteRolloutStore) -> Executor:
     return store._executor
 
 
-def _unavailable(exc: BaseException) -> RolloutsUnavailableError:
-    """A 503 for a database that cannot be read or written (the cause goes to the log)."""
-    names = {getattr(exc, "sqlite_errorname", ""), getattr(exc.__context__, "sqlite_errorname", "")}
-    if "SQLITE_FULL" in names or getattr(exc, "errno", None) == errno.ENOSPC:
-        why = "has no room left: its disk is full"
-    elif names & {"SQLITE_BUSY", "SQLITE_LOCKED"}:
-        why = "is busy (locked by another process)"
-    elif "SQLITE_READONLY" in names or getattr(exc, "errno", None) == errno.EROFS:
-        why = "is read-only"
-    else:
-        why = f"failed ({getattr(exc, 'sqlite_errorname', '') or type(exc).__name__})"
-    log.error("the rollout store %s: %s: %s", why, type(exc).__name__, exc)
-    return RolloutsUnavailableError(f"rollouts are unavailable: the rollout store {why}")
-
-
-def _guarded(
-    fn: Callable[Concatenate[SqliteRolloutStore, P], R],
-) -> Callable[Concatenate[SqliteRolloutStore, P], R]:
-    """`fn` with the database's operational errors (a full disk, a lock held too long, an I/O
-    error) raised as RolloutsUnavailableError (503 rollouts_unavailable)."""
-
-    @functools.wraps(fn)
-    def call(self: SqliteRolloutStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(self, *args, **kwargs)
-        except (sqlite3.OperationalError, OSError) as exc:
-            raise _unavailable(exc) from exc
-
-    return call
+# A full disk, a lock held too long, an I/O error: 503 rollouts_unavailable (the cause goes
+# to the log, not the client).
+_errors = DatabaseErrors(
+    what="rollout store",
+    message="rollouts are unavailable: the rollout store {why}",
+    error=RolloutsUnavailableError,
+    log=log,
+)
 
 
 def _state(row: Sequence[Any] | None) -> RolloutState | None:
@@ -156,7 +130,7 @@ class SqliteRolloutStore:
         try:
             self._db.create_schema(SCHEMA, SCHEMA_VERSION)
         except (sqlite3.DatabaseError, OSError) as exc:  # not a database, unwritable folder...
-            raise _unavailable(exc) from exc
+            raise _errors.unavailable(exc) from exc
         except MlserveError as exc:  # written by a newer mlserve
             raise RolloutsUnavailableError(exc.message) from exc
 
@@ -168,7 +142,7 @@ class SqliteRolloutStore:
         self._db.shutdown(self._executor)
 
     # ------------------------------------------------------------------ blocking implementation
-    @_guarded
+    @_errors.guarded
     def get_sync(self, model: str) -> RolloutState | None:
         row = (
             self._db.connection()
@@ -177,7 +151,7 @@ class SqliteRolloutStore:
         )
         return _state(row)
 
-    @_guarded
+    @_errors.guarded
     def create_sync(self, state: RolloutState) -> RolloutState:
         if not state.active:
             raise ValueError(f"a new rollout must be running, not {state.status}")
@@ -204,7 +178,7 @@ class SqliteRolloutStore:
             )
         return created
 
-    @_guarded
+    @_errors.guarded
     def replace_sync(self, state: RolloutState, *, expected_revision: int) -> RolloutState | None:
         written = dataclasses.replace(state, revision=expected_revision + 1)
         with self._db.transaction() as db:
@@ -222,7 +196,7 @@ class SqliteRolloutStore:
             ).rowcount
         return written if changed == 1 else None
 
-    @_guarded
+    @_errors.guarded
     def running_sync(self) -> list[RolloutState]:
         rows = (
             self._db.connection()
@@ -231,7 +205,7 @@ class SqliteRolloutStore:
         )
         return [RolloutState.from_json(row[0]) for row in rows]
 
-    @_guarded
+    @_errors.guarded
     def acquire_sync(self, model: str, holder: str, ttl_s: float) -> bool:
         if ttl_s <= 0:
             raise ValueError("ttl_s must be positive")
@@ -239,12 +213,12 @@ class SqliteRolloutStore:
         with self._db.transaction() as db:
             return db.execute(ACQUIRE, (model, holder, now + ttl_s, now)).rowcount == 1
 
-    @_guarded
+    @_errors.guarded
     def release_sync(self, model: str, holder: str) -> None:
         with self._db.transaction() as db:
             db.execute("DELETE FROM rollout_leases WHERE model = ? AND holder = ?", (model, holder))
 
-    @_guarded
+    @_errors.guarded
     def add_windows_sync(self, items: Sequence[tuple[str, int, int, WindowCounts]]) -> None:
         rows = [
             (rollout_id, step, version, slot, n)
@@ -257,7 +231,7 @@ class SqliteRolloutStore:
         with self._db.transaction() as db:
             db.executemany(ADD_WINDOW, rows)
 
-    @_guarded
+    @_errors.guarded
     def windows_sync(self, rollout_id: str, step: int) -> dict[int, WindowCounts]:
         rows = (
             self._db.connection()
