@@ -61,6 +61,9 @@ class ServerSettings(Section):
     """Model references to serve (name, name:3, name@alias). Empty: every model in the registry."""
     model_paths: list[str] = Field(default_factory=list)
     """Model files or MLflow directories served without a registry: "PATH" or "NAME=PATH"."""
+    trusted_types: list[str] = Field(default_factory=list)
+    """Types a model_paths .skops file may hold beyond skops' safe ones (trusting one runs its
+    code); as `register --trust`."""
     default_model: str | None = None
     """Model used when a request names none. Unset: the only served model taking its input."""
     default_alias: str = Field(default="production", pattern=r"^[a-z0-9_-]+$")

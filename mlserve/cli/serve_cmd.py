@@ -83,6 +83,17 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    trust: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust",
+            metavar="TYPE",
+            help="A type a --model-path .skops file may hold beyond scikit-learn's and numpy's "
+            "(repeatable; the refusal names them), as with register. Trusting a type runs its "
+            "code when the model loads.",
+            show_default=False,
+        ),
+    ] = None,
     name: Annotated[
         str | None,
         typer.Option(
@@ -167,6 +178,7 @@ def serve(
             "workers": workers,
             "models": model or None,
             "model_paths": model_path or None,
+            "trusted_types": trust or None,
             "allow_unauthenticated": allow_unauthenticated or None,
         },
         "logging": {"level": log_level, "format": log_format},
@@ -176,6 +188,13 @@ def serve(
         from mlserve.errors import UsageError
 
         raise UsageError("--registry and --model-path exclude each other: serve one or the other")
+    if settings.server.trusted_types and not settings.server.model_paths:
+        from mlserve.errors import UsageError
+
+        raise UsageError(
+            "--trust (server.trusted_types) is for --model-path files: a registry's versions "
+            "load with the types trusted when they were registered (register --trust)"
+        )
     check_exposure(settings)
     check_redis(settings)
     from mlserve.server.run import bind_socket, run

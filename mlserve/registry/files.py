@@ -63,7 +63,9 @@ class FileModels(Registry):
     _commit, _locked or _ensure_root, which refuse here. `root` is the folder holding the
     files: what error messages shown to clients leave out."""
 
-    def __init__(self, entries: Sequence[tuple[str | None, Path | str]]) -> None:
+    def __init__(
+        self, entries: Sequence[tuple[str | None, Path | str]], *, trust: Sequence[str] = ()
+    ) -> None:
         if not entries:
             raise UsageError("no model files to serve")
         self._entries: dict[str, _Entry] = {}
@@ -85,11 +87,15 @@ class FileModels(Registry):
             self._entries[name] = _Entry(path=path)
         folders = [os.path.dirname(os.path.abspath(e.path)) for e in self._entries.values()]
         super().__init__(os.path.commonpath(folders))
+        self._trust = list(trust)  # types a .skops file may hold beyond the safe ones
         self._reading = threading.local()  # .name: the file this thread reads (_commit takes it)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FileModels:
-        return cls([split_model_path(entry) for entry in settings.server.model_paths])
+        return cls(
+            [split_model_path(entry) for entry in settings.server.model_paths],
+            trust=settings.server.trusted_types,
+        )
 
     def check(self) -> list[ModelMetadata]:
         """Read every file now (what `serve` does before its server listens): the first one
@@ -117,7 +123,7 @@ class FileModels(Registry):
                 return kept[0]  # type: ignore[no-any-return]
             try:
                 with self._taking(name):
-                    self.register(entry.path, name=name, aliases=[FILES_ALIAS])
+                    self.register(entry.path, name=name, aliases=[FILES_ALIAS], trust=self._trust)
             except MlserveError as exc:
                 message = _NO_CHECK_HINT.sub("", exc.message)
                 if str(entry.path) not in message:
