@@ -50,6 +50,8 @@ SOLO_RETRIES_BEFORE_GIVING_UP = 2
 COST_WEIGHT = 0.2
 # Spread of batch sizes (standard deviation, rows) below which no part per row is estimated.
 SPREAD_ROWS = 4.0
+# Submissions whose row counts are remembered (recent_rows: the fewest of them).
+RECENT_SUBMISSIONS = 16
 
 
 class CallTracer(Protocol):
@@ -155,6 +157,8 @@ class Batcher(Generic[T]):
         self.breaker = breaker
         self._queue: collections.deque[_Item] = collections.deque()
         self._queued_rows = 0
+        # Rows of the latest submissions, admitted or refused (recent_rows).
+        self._recent: collections.deque[int] = collections.deque(maxlen=RECENT_SUBMISSIONS)
         self.cost = CallCost()
         # The call on the model thread: its start (perf_counter) and rows; and the previous
         # call's, while the queue was not empty when it ended (its cost is then measured up
@@ -194,20 +198,29 @@ class Batcher(Generic[T]):
             wait += max(0.0, running - (time.perf_counter() - self._call_started))
         return wait
 
-    def would_admit(self, rows: int = 1) -> bool:
+    def would_admit(self, rows: int = 1, *, ahead: int = 0) -> bool:
         """Whether a request of `rows` rows would be queued now (not refused as overloaded):
-        callers may ask before reading a request's body, to refuse it for next to nothing."""
-        return self._refusal(rows) is None
+        callers may ask before reading a request's body, to refuse it for next to nothing.
+        `ahead`: requests let in but not queued yet, counted as queued before it (each of
+        recent_rows rows)."""
+        return self._refusal(rows, ahead) is None
 
-    def _refusal(self, rows: int) -> str | None:
+    @property
+    def recent_rows(self) -> int:
+        """The fewest rows among the latest RECENT_SUBMISSIONS submissions (1 before any):
+        what a request of unknown size, not yet read, is judged by when it is likely to be a
+        batch (ModelManager.saturated(batch=True))."""
+        return min(self._recent, default=1)
+
+    def _refusal(self, rows: int, ahead: int = 0) -> str | None:
         """Why a request of `rows` rows would be refused as overloaded, or None."""
         depth = len(self._queue)
         if depth >= self.config.max_queue:
             return f"model {self.name} has {depth} requests waiting (batching.max_queue)"
         budget = self.config.max_queue_delay_ms
-        if budget <= 0 or depth == 0:
+        if budget <= 0 or (depth == 0 and not ahead):
             return None  # an empty queue always takes one request, however slow the model
-        wait = self.expected_wait(rows)
+        wait = self.expected_wait(rows + ahead * self.recent_rows if ahead else rows)
         if wait is None or wait * 1000.0 <= budget:
             return None
         return (
@@ -238,6 +251,7 @@ class Batcher(Generic[T]):
         breaker = self.breaker
         if breaker is not None and breaker.opened_at is not None:
             breaker.check()  # raises ModelDegradedError, unless this call is the half-open probe
+        self._recent.append(len(rows))
         refusal = self._refusal(len(rows))
         if refusal is not None:
             raise OverloadedError(f"{refusal}; retry shortly", retry_after=1)

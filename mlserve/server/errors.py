@@ -16,7 +16,8 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import Scope, Send
 
-from mlserve.errors import MlserveError, redact_paths
+from mlserve.errors import MlserveError, OverloadedError, redact_paths
+from mlserve.server.refusals import refusals
 from mlserve.server.scope import route_path
 
 if TYPE_CHECKING:
@@ -63,8 +64,12 @@ def note_error(scope: Scope, code: str, metrics: ServerMetrics | None) -> None:
 
 def public_message(exc: MlserveError, scope: Scope, roots: Sequence[Path]) -> str:
     """The message a client may see: the server's file paths removed; a 5xx is logged with
-    the request id (as every error path logs it)."""
-    if exc.status_code >= 500:
+    the request id (as every error path logs it), but an overload refusal is only counted in
+    the periodic summary (mlserve.server.refusals): under overload a line each cost more than
+    the refusal."""
+    if isinstance(exc, OverloadedError):
+        refusals.note()
+    elif exc.status_code >= 500:
         rid = scope.get("state", {}).get("request_id")
         log.warning("[%s] %s: %s", rid, exc.code, exc.message, extra={"request_id": rid})
     return redact_paths(exc.message, *roots) if roots else exc.message

@@ -20,7 +20,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mlserve.server.errors import error_body
-from mlserve.server.shedding import SHED_STATE_KEY, Shedder
+from mlserve.server.shedding import RESERVED_KEY, SHED_STATE_KEY, Shedder
 
 __all__ = ["HeaderLimits", "LimitedHttpToolsProtocol", "ServerConfig", "rejection"]
 
@@ -278,6 +278,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         over = cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap)
         if over:  # debug: under overload a line per refusal would cost more than the refusal
             log.debug("connection limit (%s) reached: 503", cap)
+            if RESERVED_KEY in self.scope:  # let in by shed_now, but never reaches the app
+                self.app_state[SHED_STATE_KEY].release(self.scope)
             if not self.pipeline and (self.cycle is None or self.cycle.response_complete):
                 # Answered here, from bytes, then closed: no ASGI task for a refusal.
                 self.rejected = True
@@ -313,6 +315,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             keep_alive=keep_alive,
             default_headers=self.server_state.default_headers,
             started=self.started,
+            scope=self.scope,  # type: ignore[arg-type]  # a TypedDict, written to as a dict
         )
         if answer is None:
             return False

@@ -279,11 +279,13 @@ class ModelManager:
             log.exception("cannot load %s", served.ref)
 
     # ------------------------------------------------------------------ lookup
-    def saturated(self, name: str | None = None) -> bool:
+    def saturated(self, name: str | None = None, *, batch: bool = False, ahead: int = 0) -> bool:
         """Whether every loaded version (of `name`, or of every model) would refuse a
         one-row request (batching.max_queue or max_queue_delay_ms): then any prediction
         request would be shed, so it can be answered 503 before its body is even read.
-        False when nothing is loaded."""
+        With `batch`, a request of the fewest rows recently submitted to that version
+        (Batcher.recent_rows) instead of one; `ahead` requests let in but not yet queued
+        count as queued. False when nothing is loaded."""
         if name is None:
             candidates = list(self.models.values())
         else:
@@ -298,7 +300,7 @@ class ModelManager:
                 runtimes.append(served.current)
             for runtime in runtimes:
                 batcher = runtime.batcher
-                if batcher.would_admit():
+                if batcher.would_admit(batcher.recent_rows if batch else 1, ahead=ahead):
                     return False
                 found = True
         return found

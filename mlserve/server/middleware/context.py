@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlserve.server.errors import send_error
 from mlserve.server.ids import RequestIds
-from mlserve.server.shedding import SHED_MESSAGE, Shedder
+from mlserve.server.shedding import RESERVED_KEY, SHED_MESSAGE, Shedder
 from mlserve.serving.metrics import ServerMetrics
 from mlserve.serving.state import AppState
 
@@ -55,6 +55,8 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if RESERVED_KEY in scope:  # let in by the connection: its place is given back
+            self.shedder.release(scope)
         started = time.perf_counter()
         request_id = request_id_of_headers(scope, self.ids)
         state: dict[str, Any] = scope.setdefault("state", {})

@@ -1,0 +1,132 @@
+"""Overload by batch requests against a real server (issue 18, docs/benchmarks.md "Fourth
+pass"): a batch request is judged by the rows the model's recent requests carried, so that
+under an overload of batches it is refused by the connection before its body is read (not
+parsed, validated and refused by the route); and refusals by the model's queue are summed up
+in the log, not logged one line each. (The reservation of places for requests let in:
+tests/server/test_shed_reservations.py.)"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from server.broken_models import SlowClassifier
+from support.data import IRIS_FEATURES
+from support.servers import MlserveProcess, running
+
+from mlserve.registry import Registry
+
+from .test_overload_budget import CALL_S, FLOWER, assert_refused, post, slow_server
+
+pytestmark = pytest.mark.slow
+
+ROWS = 10  # rows of a batch: with one row a call (0.2 s each) far over the 1 s budget when queued
+BATCH = {"records": [FLOWER] * ROWS}
+MALFORMED = {
+    "content": b'{"records": [[5.1, 3.5, 1.4, 0.2]], not json',
+    "headers": {"content-type": "application/json"},
+}
+
+
+@contextlib.contextmanager
+def batch_server(tmp_path: Path, budget_ms: float) -> Iterator[MlserveProcess]:
+    """A real server over one model taking CALL_S per call, one request a call."""
+    root = tmp_path / "registry"
+    x = np.random.default_rng(0).normal(size=(20, 4))
+    Registry(root).register_estimator(
+        SlowClassifier(delay_s=CALL_S).fit(x, np.arange(20) % 2),
+        name="slow",
+        aliases=["production"],
+        feature_names=IRIS_FEATURES,
+        check=False,
+    )
+    config = {
+        "batching": {"max_batch_size": 1, "max_queue_delay_ms": budget_ms},
+        "traffic": {"watch_interval_s": 0},
+    }
+    with running(root, tmp_path / "home", config=config) as server:
+        yield server
+
+
+def post_batch(url: str, **kwargs: object) -> tuple[httpx.Response, float]:
+    started = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=60) as own:
+        response = own.post("/api/predict/batch", **kwargs)  # type: ignore[arg-type]
+    return response, time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def busy(url: str, path: str, body: object, clients: int = 2) -> Iterator[None]:
+    """`clients` threads posting `body` to `path` non-stop (at most 30 s) during the block:
+    one request on the model, the next queued, nearly all the time."""
+    stop = threading.Event()
+
+    def keep_busy() -> None:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            deadline = time.monotonic() + 30
+            while not stop.is_set() and time.monotonic() < deadline:
+                http.post(path, json=body)
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        for _ in range(clients):
+            pool.submit(keep_busy)
+        try:
+            yield
+        finally:
+            stop.set()
+
+
+def test_under_an_overload_of_batches_a_batch_is_refused_before_its_body_is_read(
+    tmp_path: Path,
+) -> None:
+    """Two clients sending batches of ROWS keep one batch queued. The model is priced by
+    rows (one row a call): behind it a one-row request would wait 11 calls (2.2 s), within
+    the 3 s budget, a batch 20 calls (4 s), over it. A malformed batch (422 when there is
+    room) gets the connection's 503, so the decision came before the body was parsed."""
+    with batch_server(tmp_path, budget_ms=3000) as server:
+        assert post_batch(server.url, json=BATCH)[0].status_code == 200
+        assert post_batch(server.url, **MALFORMED)[0].status_code == 422  # room: parsed
+
+        with busy(server.url, "/api/predict/batch", BATCH):
+            shed = None
+            for _ in range(60):  # bounded: a batch is queued nearly all the time
+                response, seconds = post_batch(server.url, **MALFORMED)
+                if response.status_code == 503:
+                    shed = (response, seconds)
+                    break
+                assert response.status_code == 422, response.text
+                time.sleep(0.05)
+        assert shed is not None, "a batch was never refused before its body was read"
+        assert_refused(*shed)
+
+
+def test_refusals_by_the_model_queue_are_summed_up_in_the_log(tmp_path: Path) -> None:
+    """Two clients sending one row keep one row queued, which lets batches in at the
+    connection (judged by one row), and the model's queue refuses them once their ROWS rows
+    are known: each refusal is a 503 with the error shape, and the log has the summary line,
+    not a WARNING per refusal."""
+    with slow_server(tmp_path) as server:
+        assert post(server.url, json={"features": FLOWER})[0].status_code == 200
+        refused = 0
+        with busy(server.url, "/api/predict", {"features": FLOWER}):
+            for _ in range(100):  # bounded: a row is queued nearly all the time
+                response, seconds = post_batch(server.url, json=BATCH)
+                if response.status_code == 503:
+                    assert_refused(response, seconds)
+                    refused += 1
+                    if refused == 5:
+                        break
+                else:
+                    assert response.status_code == 200, response.text
+                    time.sleep(0.05)
+        log = server.output()
+    assert refused == 5, "the batches were never refused"
+    assert "overloaded: refused" in log
+    assert "would answer in about" not in log  # the refusal's own message, once a line each
