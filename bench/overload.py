@@ -238,16 +238,18 @@ def main() -> int:
     subprocess.run(
         [PY, "-m", "mlserve", "train", "--sample", "sentiment", "--name", "sentiment",
          "--alias", "production"],
-        env=env, check=True, capture_output=True,
+        env=env, check=True, capture_output=True, cwd=home,
     )  # fmt: skip
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # Default settings, access log included (one line per answer, 503s too): kept out of
-    # the repository, in the temporary home, removed at the end.
+    # the repository, in the temporary home, removed at the end. Run in the home: `python -m`
+    # puts its working folder first on sys.path, so from the repository root --src was
+    # ignored (the checkout's mlserve served both columns).
     log = (home / "server.log").open("wb")
     server = subprocess.Popen(
         pinned(0, [PY, "-m", "mlserve", "serve", "--port", str(port), "--no-sample"]),
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home,
     )  # fmt: skip
     if args.endpoint == "batch":
         path, body = "/api/predict/batch", {"texts": [PROBE_TEXT] * args.batch_size}
