@@ -205,7 +205,10 @@ def test_open_loop_rate_runs_on_schedule(
     assert 190 <= data["requests"] <= 201
     assert data["config"]["mode"] == "open" and data["config"]["rate"] == 200
     assert data["schedule"]["target_rate"] == 200
-    assert data["schedule"]["dropped"] == 0
+    # At most the window's last slot or two go unsent when the loop wakes late at the end (a
+    # loaded CI machine); a schedule that falls behind drops far more.
+    assert data["schedule"]["dropped"] <= 2
+    assert 195 <= data["requests"] + data["schedule"]["dropped"] <= 201
     assert data["rate"] == pytest.approx(200, rel=0.1)
     assert "schedule: target 200 req/s" in result.stdout
 
