@@ -6,8 +6,6 @@ alias changes answer 409; a file that cannot serve ends `serve` with one line an
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from server.broken_models import BrokenClassifier
 from support.net import free_port
-from support.servers import MlserveProcess, process_env
+from support.servers import MlserveProcess, one_line_serve_error, process_env, serve_until_exit
 from typer.testing import Result
 
 from mlserve.config import Settings, load_settings, split_model_path
@@ -165,31 +163,6 @@ def _expect(
 
 def _files_tree(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
-
-
-def _run_serve(home: Path, cwd: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    """A real `python -m mlserve serve ...` expected to end by itself."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(
-        [sys.executable, "-m", "mlserve", "serve", "--port", str(free_port()), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env=process_env(home),
-        check=False,
-    )
-
-
-def _one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
-    message = done.stderr.strip()
-    assert message.startswith("error: "), message
-    assert "\n" not in message and "Traceback" not in message, message
-    assert "mlserve serving" not in done.stderr + done.stdout  # never got to serving
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
-    return message
 
 
 # ---------------------------------------------------------------------------- FileModels
@@ -401,9 +374,9 @@ def test_a_file_that_is_not_a_model_ends_serve_with_one_line_and_exit_2(tmp_path
     broken = tmp_path / "broken.joblib"
     broken.write_bytes(b"not a pickle at all")
 
-    done = _run_serve(tmp_path / "home", tmp_path / "work", "--model-path", broken)
+    done = serve_until_exit(tmp_path / "home", tmp_path / "work", "--model-path", broken)
 
-    _one_line_error(done, "broken.joblib", "is not a loadable joblib model")
+    one_line_serve_error(done, "broken.joblib", "is not a loadable joblib model")
     assert not (tmp_path / "home" / "registry").exists()
     assert _files_tree(tmp_path / "work") == []
 
@@ -416,9 +389,9 @@ def test_a_model_that_cannot_predict_ends_serve_with_the_smoke_checks_error(
     path = tmp_path / "broken.joblib"
     joblib.dump(BrokenClassifier().fit(x, y), path)
 
-    done = _run_serve(tmp_path / "home", tmp_path / "work", "--model-path", f"b={path}")
+    done = serve_until_exit(tmp_path / "home", tmp_path / "work", "--model-path", f"b={path}")
 
-    message = _one_line_error(done, "broken.joblib", "cannot predict a sample row")
+    message = one_line_serve_error(done, "broken.joblib", "cannot predict a sample row")
     assert "--no-check" not in message  # register's way out; serve has none
     assert not (tmp_path / "home" / "registry").exists()
 

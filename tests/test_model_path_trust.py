@@ -5,8 +5,6 @@ server.trusted_types), as `register --trust` does for a registry."""
 from __future__ import annotations
 
 import operator
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ import numpy as np
 import pytest
 from support.data import iris
 from support.net import free_port
-from support.servers import MlserveProcess, process_env
+from support.servers import MlserveProcess, one_line_serve_error, process_env, serve_until_exit
 
 from mlserve.errors import MlserveError
 from mlserve.registry import FileModels
@@ -38,20 +36,6 @@ def _abs_model(path: Path) -> tuple[Any, Path]:
     return model, path
 
 
-def _serve(home: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    """A real `python -m mlserve serve ...` expected to end by itself."""
-    home.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(
-        [sys.executable, "-m", "mlserve", "serve", "--port", str(free_port()), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=home,
-        env=process_env(home),
-        check=False,
-    )
-
-
 def test_file_models_read_an_untrusted_type_only_when_trusted(tmp_path: Path) -> None:
     _, path = _abs_model(tmp_path / "abs.skops")
     with pytest.raises(MlserveError, match=ABS):
@@ -63,16 +47,12 @@ def test_file_models_read_an_untrusted_type_only_when_trusted(tmp_path: Path) ->
 
 def test_serve_refuses_the_untrusted_file_in_one_line_naming_the_type(tmp_path: Path) -> None:
     _, path = _abs_model(tmp_path / "models" / "abs.skops")
-    done = _serve(tmp_path / "home", "--model-path", f"flowers={path}")
-    assert done.returncode == 2, (done.stdout, done.stderr)
-    message = done.stderr.strip()
-    assert message.startswith("error: ") and "\n" not in message, message
-    assert ABS in message and "--trust" in message, message
-    assert "mlserve serving" not in done.stderr + done.stdout
+    done = serve_until_exit(tmp_path / "home", tmp_path, "--model-path", f"flowers={path}")
+    one_line_serve_error(done, ABS, "--trust")
 
 
 def test_trust_without_model_path_is_a_usage_error(tmp_path: Path) -> None:
-    done = _serve(tmp_path / "home", "--trust", ABS, "--no-sample")
+    done = serve_until_exit(tmp_path / "home", tmp_path, "--trust", ABS, "--no-sample")
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "--trust" in done.stderr and "--model-path" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr

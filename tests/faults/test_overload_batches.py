@@ -15,15 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from server.broken_models import SlowClassifier
-from support.data import IRIS_FEATURES
-from support.servers import MlserveProcess, running
 
-from mlserve.registry import Registry
-
-from .test_overload_budget import CALL_S, FLOWER, assert_refused, post, slow_server
+from .test_overload_budget import FLOWER, assert_refused, post, slow_server
 
 pytestmark = pytest.mark.slow
 
@@ -33,26 +27,6 @@ MALFORMED = {
     "content": b'{"records": [[5.1, 3.5, 1.4, 0.2]], not json',
     "headers": {"content-type": "application/json"},
 }
-
-
-@contextlib.contextmanager
-def batch_server(tmp_path: Path, budget_ms: float) -> Iterator[MlserveProcess]:
-    """A real server over one model taking CALL_S per call, one request a call."""
-    root = tmp_path / "registry"
-    x = np.random.default_rng(0).normal(size=(20, 4))
-    Registry(root).register_estimator(
-        SlowClassifier(delay_s=CALL_S).fit(x, np.arange(20) % 2),
-        name="slow",
-        aliases=["production"],
-        feature_names=IRIS_FEATURES,
-        check=False,
-    )
-    config = {
-        "batching": {"max_batch_size": 1, "max_queue_delay_ms": budget_ms},
-        "traffic": {"watch_interval_s": 0},
-    }
-    with running(root, tmp_path / "home", config=config) as server:
-        yield server
 
 
 def post_batch(url: str, **kwargs: object) -> tuple[httpx.Response, float]:
@@ -90,7 +64,7 @@ def test_under_an_overload_of_batches_a_batch_is_refused_before_its_body_is_read
     rows (one row a call): behind it a one-row request would wait 11 calls (2.2 s), within
     the 3 s budget, a batch 20 calls (4 s), over it. A malformed batch (422 when there is
     room) gets the connection's 503, so the decision came before the body was parsed."""
-    with batch_server(tmp_path, budget_ms=3000) as server:
+    with slow_server(tmp_path, budget_ms=3000) as server:
         assert post_batch(server.url, json=BATCH)[0].status_code == 200
         assert post_batch(server.url, **MALFORMED)[0].status_code == 422  # room: parsed
 

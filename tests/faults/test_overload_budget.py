@@ -56,8 +56,9 @@ def assert_refused(response: httpx.Response, seconds: float) -> None:
 
 
 @contextlib.contextmanager
-def slow_server(tmp_path: Path) -> Iterator[MlserveProcess]:
-    """A real server over one model taking CALL_S per call, one row a call, budget BUDGET_MS."""
+def slow_server(tmp_path: Path, budget_ms: float = BUDGET_MS) -> Iterator[MlserveProcess]:
+    """A real server over one model taking CALL_S per call, one request a call, and the given
+    latency budget (batching.max_queue_delay_ms)."""
     root = tmp_path / "registry"
     x = np.random.default_rng(0).normal(size=(20, 4))
     Registry(root).register_estimator(
@@ -68,7 +69,7 @@ def slow_server(tmp_path: Path) -> Iterator[MlserveProcess]:
         check=False,
     )
     config = {
-        "batching": {"max_batch_size": 1, "max_queue_delay_ms": BUDGET_MS},
+        "batching": {"max_batch_size": 1, "max_queue_delay_ms": budget_ms},
         "traffic": {"watch_interval_s": 0},
     }
     with running(root, tmp_path / "home", config=config) as server:

@@ -240,3 +240,28 @@ def start_worker(
         name=name,
         registry=registry,
     )
+
+
+def serve_until_exit(home: Path, cwd: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """A real `python -m mlserve serve ...` expected to end by itself."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-m", "mlserve", "serve", "--port", str(free_port()), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env=process_env(home),
+        check=False,
+    )
+
+
+def one_line_serve_error(done: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    message = done.stderr.strip()
+    assert message.startswith("error: "), message
+    assert "\n" not in message and "Traceback" not in message, message
+    assert "mlserve serving" not in done.stderr + done.stdout  # never got to serving
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    return message
