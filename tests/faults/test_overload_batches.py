@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .test_overload_budget import FLOWER, assert_refused, post, slow_server
+from .test_overload_budget import FLOWER, assert_refused, first_refusal, post, slow_server
 
 pytestmark = pytest.mark.slow
 
@@ -69,14 +69,7 @@ def test_under_an_overload_of_batches_a_batch_is_refused_before_its_body_is_read
         assert post_batch(server.url, **MALFORMED)[0].status_code == 422  # room: parsed
 
         with busy(server.url, "/api/predict/batch", BATCH):
-            shed = None
-            for _ in range(60):  # bounded: a batch is queued nearly all the time
-                response, seconds = post_batch(server.url, **MALFORMED)
-                if response.status_code == 503:
-                    shed = (response, seconds)
-                    break
-                assert response.status_code == 422, response.text
-                time.sleep(0.05)
+            shed = first_refusal(lambda: post_batch(server.url, **MALFORMED), attempts=60)
         assert shed is not None, "a batch was never refused before its body was read"
         assert_refused(*shed)
 

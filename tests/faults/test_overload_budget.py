@@ -14,7 +14,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,16 +131,24 @@ def test_while_overloaded_a_prediction_is_refused_before_its_body_is_read(
         assert post(server.url, **malformed)[0].status_code == 422  # room: parsed, refused
 
         with saturated(server.url):
-            shed = None
-            for _ in range(50):  # bounded: the queue is over budget nearly all the time
-                response, seconds = post(server.url, **malformed)
-                if response.status_code == 503:
-                    shed = (response, seconds)
-                    break
-                assert response.status_code == 422, response.text
-                time.sleep(0.05)
+            shed = first_refusal(lambda: post(server.url, **malformed), attempts=50)
         assert shed is not None, "never refused before parsing"
         assert_refused(*shed)
+
+
+def first_refusal(
+    send: Callable[[], tuple[httpx.Response, float]], attempts: int
+) -> tuple[httpx.Response, float] | None:
+    """Send a malformed request until the server refuses it (503) before reading its body, at
+    most `attempts` times (bounded: the queue is over budget nearly all the time); every other
+    answer is the 422 of a body that was read."""
+    for _ in range(attempts):
+        response, seconds = send()
+        if response.status_code == 503:
+            return response, seconds
+        assert response.status_code == 422, response.text
+        time.sleep(0.05)
+    return None
 
 
 def read_answer(sock: socket.socket, pending: bytes = b"") -> tuple[bytes, bytes, bytes]:

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from support.data import FLOWERS, IRIS_FEATURES
 from support.metrics import matching, scrape
 from support.servers import running
+from support.wait import until
 
 from mlserve.config import Settings
 from mlserve.registry import Registry
@@ -71,14 +72,6 @@ def _run(
             await manager.close()
 
     asyncio.run(main())
-
-
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    for _ in range(int(TIMEOUT / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _loaded(manager: ModelManager) -> set[str]:
@@ -176,7 +169,7 @@ def test_a_model_with_a_request_in_flight_is_not_unloaded(
         running_call = asyncio.create_task(gated.batcher.submit(row))
         await asyncio.to_thread(held.entered.wait, TIMEOUT)
         queued_call = asyncio.create_task(gated.batcher.submit(row))
-        await _until(lambda: gated.batcher.queue_depth == 1, "a queued request")
+        await until(lambda: gated.batcher.queue_depth == 1, "a queued request", TIMEOUT)
         assert gated.batcher.in_flight == 1 and gated.batcher.queue_depth == 1
 
         with caplog.at_level(logging.WARNING, logger="mlserve.serving.manager"):
@@ -188,7 +181,7 @@ def test_a_model_with_a_request_in_flight_is_not_unloaded(
         held.release.set()
         answers = await asyncio.wait_for(asyncio.gather(running_call, queued_call), TIMEOUT)
         assert [a.label for a in answers] == ["setosa", "setosa"]
-        await _until(lambda: gated.batcher.in_flight == 0, "the model thread to finish")
+        await until(lambda: gated.batcher.in_flight == 0, "the model thread to finish", TIMEOUT)
         await manager.get("m1")  # both idle now: both go, least recently used first
         assert _loaded(manager) == {"m1"}
         assert gated.retired

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from support.data import FLOWERS, IRIS_FEATURES
+from support.wait import until
 
 from mlserve.config import Settings
 from mlserve.registry import Registry
@@ -60,14 +61,6 @@ def _run(manager: ModelManager, scenario: Callable[[ModelManager], Awaitable[Non
     asyncio.run(main())
 
 
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    for _ in range(int(TIMEOUT / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _manager(make_settings: Callable[..., Settings], registry: Registry, **kw: Any) -> ModelManager:
     trim = kw.pop("trim", None)
     return ModelManager(make_settings(server=kw), registry, ServerMetrics(), trim=trim)
@@ -87,7 +80,7 @@ def test_an_evicted_model_is_freed_once_drained_without_waiting_out_its_grace(
         del runtime
         await manager.get("m1")  # max_loaded=1: m0 is unloaded to make room
         assert manager.models["m0"].current is None
-        await _until(lambda: not manager.retirements.tasks, "m0 to stop")
+        await until(lambda: not manager.retirements.tasks, "m0 to stop", TIMEOUT)
         assert stopped() is None
         assert estimator() is None
         gauge = manager.metrics.registry.get_sample_value("mlserve_models_loaded")
@@ -117,7 +110,7 @@ def test_a_request_holding_an_evicted_model_is_answered_and_then_the_model_is_fr
 
         estimator = weakref.ref(held.model.estimator)
         del held  # the request is done with it
-        await _until(lambda: not manager.retirements.tasks, "m0 to stop")
+        await until(lambda: not manager.retirements.tasks, "m0 to stop", TIMEOUT)
         assert estimator() is None
 
     _run(_manager(make_settings, registry, max_loaded=1), scenario)
@@ -159,7 +152,7 @@ def test_the_heap_is_trimmed_after_an_evicted_model_is_freed(
         del runtime
         assert trims == []  # nothing unloaded yet: nothing to trim
         await manager.get("m1")  # m0 goes
-        await _until(lambda: bool(trims), "a heap trim")
+        await until(lambda: bool(trims), "a heap trim", TIMEOUT)
         assert trims == [True]
 
     _run(_manager(make_settings, registry, max_loaded=1, trim=trim), scenario)
@@ -181,7 +174,7 @@ def test_a_reloaded_out_version_is_freed_as_soon_as_it_is_swapped_out(
         outcome = await manager.reload("m0")
         assert outcome.changed and outcome.version == 2
         # RETIRE_GRACE_S (2 s) is not waited out: nobody holds version 1 any more.
-        await _until(lambda: estimator() is None, "version 1 to be freed")
+        await until(lambda: estimator() is None, "version 1 to be freed", TIMEOUT)
         assert manager.retirements.tasks == set()
 
     _run(_manager(make_settings, registry), scenario)

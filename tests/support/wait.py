@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -33,3 +34,13 @@ def wait_for(
             extra = f"\n{details()}" if details is not None else ""
             raise AssertionError(f"{what}: not within {timeout:.0f} s{extra}")
         time.sleep(interval)  # polling interval of a bounded wait
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """In a coroutine: poll `condition` every 10 ms (letting the loop run) until it holds;
+    past `timeout` seconds, fail naming `what`."""
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
