@@ -9,14 +9,16 @@ holding no more than the limit per connection; the connection cap answers a JSON
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 import httptools
 import uvicorn
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mlserve.server.errors import error_body
@@ -128,15 +130,81 @@ class _HeadWithBody:
         return self.transport.is_closing()
 
 
+class _Pipeline(list):  # type: ignore[type-arg]
+    """The pipelined requests waiting for earlier answers: what uvicorn uses of a deque
+    (appendleft, pop, truth), as a list. An empty deque holds a 64-slot block (~0.7 KB, a
+    separate allocation) on every connection; an empty list holds nothing."""
+
+    __slots__ = ()
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
+class _LazyEvent(asyncio.Event):
+    """asyncio.Event whose deque of waiters (a ~0.7 KB allocation) is made by the first wait
+    that has to block. uvicorn makes one per connection (FlowControl) and one per request
+    (the cycle's message_event) that almost never blocks: the body has usually arrived before
+    the request's task first waits for it."""
+
+    _waiters: Any = ()  # until a wait blocks: nothing to wake
+
+    def __init__(self) -> None:  # no super(): no deque yet
+        self._value = False
+
+    async def wait(self) -> Literal[True]:
+        if self._value:
+            return True
+        if not self._waiters:
+            self._waiters = collections.deque()
+        return await super().wait()
+
+
+class _LazyFlowControl(FlowControl):
+    """uvicorn's FlowControl with a _LazyEvent."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:  # no super(): no deque
+        self._transport = transport
+        self.read_paused = False
+        self.write_paused = False
+        self._is_writable_event = _LazyEvent()
+        self._is_writable_event.set()
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """HttpToolsProtocol that bounds each request head.
 
     While a head (or, in a chunked body, a chunk's framing and the trailers) is being read, at
     most the bytes left under max_total_bytes are fed to the parser; the URL is bounded as it
-    arrives (on_url), each header line and the field count as each field completes."""
+    arrives (on_url), each header line and the field count as each field completes.
+
+    Lean per connection (issue 18: 2,000 connections should not cost tens of MB): this class's
+    own state is in slots, so that the instance dict keeps uvicorn's attributes only (under
+    CPython's 30 shared keys: a dict of ~45 keys is a separate ~1.5 KB table on every
+    connection); the pipeline is a list and the events make their deques when needed; and
+    a finished exchange's request (scope, headers, cycle) is let go rather than kept until the
+    connection's next request."""
+
+    __slots__ = (
+        "limits",
+        "counting",
+        "head_bytes",
+        "url_bytes",
+        "header_count",
+        "rejected",
+        "pending",
+        "discarded",
+        "linger",
+        "connection_cap",
+        "served_app",
+        "shedding",
+        "shed_keep_alive",
+        "started",
+    )
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
+        self.pipeline = _Pipeline()  # type: ignore[assignment]
         self.limits: HeaderLimits = getattr(config, "header_limits", None) or HeaderLimits()
         self.counting = True  # bytes being fed belong to a head (or chunk framing/trailers)
         self.head_bytes = 0
@@ -155,6 +223,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.shedding = False
         self.shed_keep_alive = False
         self.started = 0.0  # perf_counter at the current request's first byte
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.flow = _LazyFlowControl(transport)
 
     # Feeding the parser
 
@@ -226,6 +298,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         if self.pending is None or self.pipeline:
             super().on_response_complete()
+            cycle = self.cycle
+            if cycle is None or (cycle.response_complete and not cycle.more_body):
+                # Read and answered: nothing of it is needed until the next request, which
+                # makes its own (an idle keep-alive connection would keep ~3 KB otherwise).
+                self.cycle = self.scope = self.headers = None  # type: ignore[assignment]
             return
         self.server_state.total_requests += 1
         exc, self.pending = self.pending, None
@@ -288,8 +365,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.app = over_capacity if over else self.served_app
         super().on_headers_complete()
         cycle = self.cycle
-        if cycle is not None and not self.expect_100_continue and cycle.scope is self.scope:
-            cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
+        if cycle is not None and cycle.scope is self.scope:
+            cycle.message_event = _LazyEvent()  # nothing has waited on, nor set, uvicorn's yet
+            if not self.expect_100_continue:
+                cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
 
     def shed_now(self) -> bool:
         """Answer a prediction 503 from pre-rendered bytes when every queue it could reach is
