@@ -82,8 +82,12 @@ class ServerSettings(Section):
     """Most header fields in one request (431 above)."""
     limit_concurrency: int = Field(default=2048, ge=0)
     """Open connections per process past which requests get 503 and the connection is closed
-    (0: no cap). Each connection holds ~20 KB; a client that reconnects at once after that 503
-    costs an accept and a close per request, so keep it above the connections you expect."""
+    (0: no cap). An idle connection holds ~4.5 KB; a client that reconnects at once after that
+    503 costs an accept and a close per request, so keep it above the connections you expect."""
+    events_per_turn: int = Field(default=64, ge=0)
+    """Most ready sockets the event loop reads per turn before the requests already in flight
+    go on (0: every ready socket, asyncio's way). Under overload the rest wait unread in the
+    kernel, not in memory, and admitted requests finish sooner (docs/benchmarks.md)."""
     loop: Literal["asyncio", "uvloop"] = "asyncio"
     """Event loop: asyncio (default; serves many connections fairly) or uvloop (needs the
     uvloop package; with hundreds of busy connections some wait seconds, see

@@ -27,6 +27,7 @@ from mlserve.schemas import v2 as schemas_v2
 from mlserve.server.auth import AccessPolicy
 from mlserve.server.docs import install_docs
 from mlserve.server.errors import install_error_handlers
+from mlserve.server.eventloop import cap_ready_events
 from mlserve.server.ids import RequestIds
 from mlserve.server.middleware.auth import with_auth
 from mlserve.server.middleware.context import RequestContextMiddleware
@@ -226,6 +227,7 @@ def create_app(
         state.traffic.start(loader)  # split/shadow preloads, then the registry watcher
         await _start_rollouts(state)
         restore = drain_on_signals(state)
+        cap_ready_events(asyncio.get_running_loop(), settings.server.events_per_turn)
         try:
             # The lifespan state reaches the connections: the protocol refuses predictions at
             # overload through it (mlserve.server.shedding).

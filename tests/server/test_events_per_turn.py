@@ -1,0 +1,165 @@
+"""server.events_per_turn (mlserve.server.eventloop): the event loop reads at most that many
+ready sockets per turn, every ready socket gets its turn, and a server so capped still answers
+every client (docs/benchmarks.md, "Sixth pass", for what it does under overload)."""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from support.data import populate, populated_settings
+from support.servers import running
+
+from mlserve.config import load_settings
+from mlserve.errors import ConfigError
+from mlserve.server.app import create_app
+from mlserve.server.eventloop import _CappedEpoll as CappedEpoll
+from mlserve.server.eventloop import cap_ready_events
+
+READY = 10
+
+
+@contextmanager
+def readable_pairs(count: int) -> Iterator[list[socket.socket]]:
+    """`count` socket pairs whose reading ends have a byte waiting (level-triggered: they stay
+    ready until read)."""
+    pairs = [socket.socketpair() for _ in range(count)]
+    try:
+        for _, writer in pairs:
+            writer.send(b"x")
+        yield [reader for reader, _ in pairs]
+    finally:
+        for reader, writer in pairs:
+            reader.close()
+            writer.close()
+
+
+def test_a_capped_loop_takes_that_many_ready_sockets_a_turn_and_each_in_turn() -> None:
+    loop = asyncio.SelectorEventLoop(selectors.EpollSelector())
+    try:
+        assert cap_ready_events(loop, 3)
+        selector = loop._selector  # type: ignore[attr-defined]
+        with readable_pairs(READY) as readers:
+            for reader in readers:
+                selector.register(reader, selectors.EVENT_READ)
+            seen: list[int] = []
+            for _ in range(4):  # 3 + 3 + 3 + 1: nobody is reported twice before all once
+                turn = [key.fd for key, _ in selector.select(0)]
+                assert 1 <= len(turn) <= 3
+                seen += turn
+            assert sorted(seen[:READY]) == sorted(r.fileno() for r in readers)
+            assert cap_ready_events(loop, 5)  # again: the cap changes, not a second wrapper
+            assert len(selector.select(0)) == 5
+            for reader in readers:
+                selector.unregister(reader)
+    finally:
+        loop.close()
+
+
+def test_no_cap_for_zero_nor_for_loops_without_epoll() -> None:
+    for selector in (selectors.EpollSelector(), selectors.PollSelector()):
+        loop = asyncio.SelectorEventLoop(selector)
+        try:
+            capped = cap_ready_events(
+                loop, 0 if isinstance(selector, selectors.EpollSelector) else 3
+            )
+            assert not capped
+            inner = getattr(loop._selector, "_selector", None)  # type: ignore[attr-defined]
+            assert not isinstance(inner, CappedEpoll)
+            with readable_pairs(READY) as readers:
+                for reader in readers:
+                    selector.register(reader, selectors.EVENT_READ)
+                assert len(selector.select(0)) == READY  # every ready socket at once
+                for reader in readers:
+                    selector.unregister(reader)
+        finally:
+            loop.close()
+
+
+def test_a_capped_loop_answers_every_client() -> None:
+    clients = 60
+
+    async def scenario() -> list[bytes]:
+        assert cap_ready_events(asyncio.get_running_loop(), 2)
+
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            line = await reader.readline()
+            writer.write(line.upper())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+
+        async def client(i: int) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"client %d\n" % i)
+            answer = await reader.readline()
+            writer.close()
+            return answer
+
+        try:
+            return await asyncio.wait_for(asyncio.gather(*(client(i) for i in range(clients))), 30)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    loop = asyncio.SelectorEventLoop(selectors.EpollSelector())
+    try:
+        answers = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert answers == [b"CLIENT %d\n" % i for i in range(clients)]
+
+
+def test_the_server_caps_its_loop_from_the_setting(tmp_path: Path) -> None:
+    settings = populated_settings(tmp_path)
+    assert settings.server.events_per_turn == 64  # the default
+    with TestClient(create_app(settings)) as client:
+        loop: Any = client.portal.call(asyncio.get_running_loop)  # type: ignore[union-attr]
+        inner = loop._selector._selector
+        assert isinstance(inner, CappedEpoll) and inner.cap == 64
+        assert client.get("/api/ready").status_code == 200
+
+
+def test_a_negative_cap_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="events_per_turn"):
+        load_settings(None, home=str(tmp_path), server={"events_per_turn": -1})
+
+
+def test_a_server_taking_one_socket_a_turn_answers_every_connection(tmp_path: Path) -> None:
+    """A real `mlserve serve` with server.events_per_turn = 1 and 40 connections at once:
+    every prediction answered, each with its own text's label."""
+    populate(tmp_path / "registry")
+    texts = [f"{'great lovely' if i % 2 else 'awful terrible'} stay number {i}" for i in range(40)]
+    env = {"MLSERVE_SERVER__EVENTS_PER_TURN": "1"}
+    with running(tmp_path / "registry", tmp_path / "home", env=env) as server:
+
+        async def predict_all() -> list[httpx.Response]:
+            limits = httpx.Limits(max_connections=40)
+            async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as http:
+                return await asyncio.gather(
+                    *(
+                        http.post("/api/predict", json={"model": "sentiment", "text": t})
+                        for t in texts
+                    )
+                )
+
+        answers = asyncio.run(predict_all())
+        expected = httpx.post(
+            server.url + "/api/predict/batch",
+            json={"model": "sentiment", "texts": texts},
+            timeout=30,
+        ).json()
+    assert [a.status_code for a in answers] == [200] * len(texts)
+    labels = [a.json()["prediction"] for a in answers]
+    assert labels == [p["prediction"] for p in expected["predictions"]]
+    assert set(labels) == {"pos", "neg"}
