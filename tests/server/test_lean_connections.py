@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from support.wait import until
 from uvicorn.server import ServerState
 
 from mlserve.server.protocol import HeaderLimits, LimitedHttpToolsProtocol, ServerConfig
@@ -67,6 +69,19 @@ async def serving() -> AsyncIterator[tuple[int, ServerState]]:
         await server.wait_closed()
 
 
+@asynccontextmanager
+async def connected(
+    port: int, **kwargs: Any
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, **kwargs)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
 def request(method: str, path: str, body: bytes = b"") -> bytes:
     head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n"
     return head.encode() + body
@@ -93,23 +108,22 @@ async def settled() -> None:
 def test_a_kept_alive_connection_holds_no_finished_request() -> None:
     async def scenario() -> None:
         async with serving() as (port, state):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            for method, path, body in [
-                ("GET", "/one", b""),
-                ("POST", "/echo", b'{"text": "good"}'),
-                ("GET", "/three", b""),
-            ]:
-                writer.write(request(method, path, body))
-                status, got = await answer(reader)
-                assert (status, got) == (200, body or path.encode())
-                await settled()
-                protocol = the_connection(state)
-                # Between requests the connection keeps nothing of the last one.
-                kept: list[object] = [protocol.cycle, protocol.scope, protocol.headers]
-                assert kept == [None, None, None]
-                assert len(vars(protocol)) <= SHARED_KEYS_MAX, sorted(vars(protocol))
-                assert not protocol.pipeline
-            writer.close()
+            async with connected(port) as (reader, writer):
+                for method, path, body in [
+                    ("GET", "/one", b""),
+                    ("POST", "/echo", b'{"text": "good"}'),
+                    ("GET", "/three", b""),
+                ]:
+                    writer.write(request(method, path, body))
+                    status, got = await answer(reader)
+                    assert (status, got) == (200, body or path.encode())
+                    await settled()
+                    protocol = the_connection(state)
+                    # Between requests the connection keeps nothing of the last one.
+                    kept: list[object] = [protocol.cycle, protocol.scope, protocol.headers]
+                    assert kept == [None, None, None]
+                    assert len(vars(protocol)) <= SHARED_KEYS_MAX, sorted(vars(protocol))
+                    assert not protocol.pipeline
 
     asyncio.run(scenario())
 
@@ -117,20 +131,19 @@ def test_a_kept_alive_connection_holds_no_finished_request() -> None:
 def test_pipelined_requests_are_answered_in_order() -> None:
     async def scenario() -> None:
         async with serving() as (port, state):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(
-                request("POST", "/echo", b"first")
-                + request("GET", "/second")
-                + request("POST", "/echo", b"third")
-            )
-            assert [await answer(reader) for _ in range(3)] == [
-                (200, b"first"),
-                (200, b"/second"),
-                (200, b"third"),
-            ]
-            await settled()
-            assert the_connection(state).cycle is None
-            writer.close()
+            async with connected(port) as (reader, writer):
+                writer.write(
+                    request("POST", "/echo", b"first")
+                    + request("GET", "/second")
+                    + request("POST", "/echo", b"third")
+                )
+                assert [await answer(reader) for _ in range(3)] == [
+                    (200, b"first"),
+                    (200, b"/second"),
+                    (200, b"third"),
+                ]
+                await settled()
+                assert the_connection(state).cycle is None
 
     asyncio.run(scenario())
 
@@ -138,18 +151,17 @@ def test_pipelined_requests_are_answered_in_order() -> None:
 def test_an_answer_before_the_body_then_the_next_request() -> None:
     async def scenario() -> None:
         async with serving() as (port, state):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            head = b"POST /early HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n"
-            writer.write(head + b"12345")
-            assert await answer(reader) == (200, b"/early")
-            await settled()
-            # The request is not over (half its body is still to come): it is kept.
-            assert the_connection(state).cycle is not None
-            writer.write(b"67890" + request("GET", "/next"))
-            assert await answer(reader) == (200, b"/next")
-            await settled()
-            assert the_connection(state).cycle is None
-            writer.close()
+            async with connected(port) as (reader, writer):
+                head = b"POST /early HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n"
+                writer.write(head + b"12345")
+                assert await answer(reader) == (200, b"/early")
+                await settled()
+                # The request is not over (half its body is still to come): it is kept.
+                assert the_connection(state).cycle is not None
+                writer.write(b"67890" + request("GET", "/next"))
+                assert await answer(reader) == (200, b"/next")
+                await settled()
+                assert the_connection(state).cycle is None
 
     asyncio.run(scenario())
 
@@ -157,16 +169,14 @@ def test_an_answer_before_the_body_then_the_next_request() -> None:
 def test_an_answer_to_a_slow_reader_waits_for_the_socket_and_arrives_whole() -> None:
     async def scenario() -> None:
         async with serving() as (port, state):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**16)
-            writer.write(request("GET", "/big"))
-            await asyncio.sleep(0.3)  # nothing read: the server's writes pause
-            protocol = the_connection(state)
-            assert protocol.flow.write_paused
-            status, got = await answer(reader)
-            assert status == 200 and len(got) == BIG and set(got) == {ord("x")}
-            writer.write(request("GET", "/after"))
-            assert await answer(reader) == (200, b"/after")
-            writer.close()
+            async with connected(port, limit=2**16) as (reader, writer):
+                writer.write(request("GET", "/big"))
+                # Nothing read yet: the server's writes pause.
+                await until(lambda: the_connection(state).flow.write_paused, "paused writes")
+                status, got = await answer(reader)
+                assert status == 200 and len(got) == BIG and set(got) == {ord("x")}
+                writer.write(request("GET", "/after"))
+                assert await answer(reader) == (200, b"/after")
 
     asyncio.run(scenario())
 
