@@ -618,6 +618,15 @@ def test_wait_fails_when_another_rollout_replaced_the_one_followed(
     )
 
 
+def as_from_a_terminal() -> None:
+    """In the child before exec: SIGINT delivered and handled as from a shell. A child
+    inherits its parent thread's signal mask and ignored signals, and a test run in the same
+    pytest worker earlier can leave SIGINT blocked there (seen in CI: the command never saw
+    the Ctrl-C and the test timed out)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_watching_quietly_with_exit_130(fake: FakeServer) -> None:
     fake.answer("GET", (200, rollout_json()))
@@ -628,18 +637,20 @@ def test_ctrl_c_stops_watching_quietly_with_exit_130(fake: FakeServer) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ),
+        preexec_fn=as_from_a_terminal,
     )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while len(fake.requests("GET")) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)  # waiting for the command to be polling, bounded
-        assert len(fake.requests("GET")) >= 2, proc.poll()
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with proc:  # its pipes are closed whatever happens
+        try:
+            deadline = time.monotonic() + 30
+            while len(fake.requests("GET")) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)  # waiting for the command to be polling, bounded
+            assert len(fake.requests("GET")) >= 2, proc.poll()
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "error:" not in stderr, stderr
 
