@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from run import OUT, PY, free_port, pinned  # the bench's shared helpers
+from run import OUT, serve_sample, wait_http  # the bench's shared helpers
 
 TEXT = "The staff were lovely and the room was spotless"
 SETTLE_S = 1.0
@@ -60,30 +60,11 @@ def main() -> None:
     env.update(MLSERVE_HOME=str(home), MLSERVE_SERVER__TIMEOUT_KEEP_ALIVE="60")
     if args.src is not None:
         env["PYTHONPATH"] = str(args.src.resolve())
-    subprocess.run(
-        [PY, "-m", "mlserve", "train", "--sample", "sentiment", "--name", "sentiment",
-         "--alias", "production"],
-        env=env, check=True, capture_output=True, cwd=home,
-    )  # fmt: skip
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen(
-        pinned(0, [PY, "-m", "mlserve", "serve", "--port", str(port), "--no-sample"]),
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home,
-    )  # fmt: skip
+    server, url = serve_sample(home, env)
+    port = int(url.rsplit(":", 1)[1])
     socks: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/api/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("server did not become ready")
-            time.sleep(0.2)
+        wait_http(url + "/api/ready")  # 503 while the model loads
         with httpx.Client(base_url=url, timeout=10) as client:
             for _ in range(50):  # warm-up: the model, the fast lane, the cost model
                 client.post("/api/predict", json={"text": TEXT}).raise_for_status()

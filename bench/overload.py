@@ -44,7 +44,7 @@ from typing import Any
 
 import httpx
 import psutil
-from run import OUT, PY, WRK, free_port, pinned  # the bench's shared helpers
+from run import OUT, PY, WRK, pinned, serve_sample  # the bench's shared helpers
 
 PROBE_TEXT = "The staff were lovely and the room was spotless"
 
@@ -235,22 +235,9 @@ def main() -> int:
     if args.src is not None:
         env["PYTHONPATH"] = str(args.src.resolve())
     print(f"training the sample sentiment model in {home} ...", flush=True)
-    subprocess.run(
-        [PY, "-m", "mlserve", "train", "--sample", "sentiment", "--name", "sentiment",
-         "--alias", "production"],
-        env=env, check=True, capture_output=True, cwd=home,
-    )  # fmt: skip
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    # Default settings, access log included (one line per answer, 503s too): kept out of
-    # the repository, in the temporary home, removed at the end. Run in the home: `python -m`
-    # puts its working folder first on sys.path, so from the repository root --src was
-    # ignored (the checkout's mlserve served both columns).
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen(
-        pinned(0, [PY, "-m", "mlserve", "serve", "--port", str(port), "--no-sample"]),
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home,
-    )  # fmt: skip
+    # Default settings, access log included (one line per answer, 503s too), in the
+    # temporary home, removed at the end.
+    server, url = serve_sample(home, env)
     if args.endpoint == "batch":
         path, body = "/api/predict/batch", {"texts": [PROBE_TEXT] * args.batch_size}
         load_args = ["--endpoint", "batch", "--batch-size", str(args.batch_size)]
@@ -345,7 +332,6 @@ def main() -> int:
             server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
-        log.close()
         shutil.rmtree(home, ignore_errors=True)
 
     rss_max = max((p["rss_max_during_mb"] or 0.0 for p in phases.values()), default=None)

@@ -53,6 +53,25 @@ def sample_texts() -> list[str]:
         return [row["text"] for row in csv.DictReader(fh)]
 
 
+def serve_sample(home: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """Train the bundled sentiment sample into `home` (env's MLSERVE_HOME) and start
+    `mlserve serve` over it, pinned to core 0, logging to home/server.log; returns the process
+    (not waited for) and its URL. It runs in `home`: `python -m` puts its working folder first
+    on sys.path, so from the repository root a PYTHONPATH (the scripts' --src) was ignored."""
+    subprocess.run(
+        [PY, "-m", "mlserve", "train", "--sample", "sentiment", "--name", "sentiment",
+         "--alias", "production"],
+        env=env, check=True, capture_output=True, cwd=home,
+    )  # fmt: skip
+    port = free_port()
+    with (home / "server.log").open("wb") as log:  # the child keeps its own copy
+        server = subprocess.Popen(
+            pinned(0, [PY, "-m", "mlserve", "serve", "--port", str(port), "--no-sample"]),
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home,
+        )  # fmt: skip
+    return server, f"http://127.0.0.1:{port}"
+
+
 def wait_http(url: str, deadline_s: float = 60.0) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
