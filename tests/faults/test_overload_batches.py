@@ -7,17 +7,20 @@ tests/server/test_shed_reservations.py.)"""
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .test_overload_budget import FLOWER, assert_refused, first_refusal, post, slow_server
+from .test_overload_budget import (
+    FLOWER,
+    assert_refused,
+    busy,
+    first_refusal,
+    post,
+    slow_server,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -34,27 +37,6 @@ def post_batch(url: str, **kwargs: object) -> tuple[httpx.Response, float]:
     with httpx.Client(base_url=url, timeout=60) as own:
         response = own.post("/api/predict/batch", **kwargs)  # type: ignore[arg-type]
     return response, time.perf_counter() - started
-
-
-@contextlib.contextmanager
-def busy(url: str, path: str, body: object, clients: int = 2) -> Iterator[None]:
-    """`clients` threads posting `body` to `path` non-stop (at most 30 s) during the block:
-    one request on the model, the next queued, nearly all the time."""
-    stop = threading.Event()
-
-    def keep_busy() -> None:
-        with httpx.Client(base_url=url, timeout=60) as http:
-            deadline = time.monotonic() + 30
-            while not stop.is_set() and time.monotonic() < deadline:
-                http.post(path, json=body)
-
-    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        for _ in range(clients):
-            pool.submit(keep_busy)
-        try:
-            yield
-        finally:
-            stop.set()
 
 
 def test_under_an_overload_of_batches_a_batch_is_refused_before_its_body_is_read(

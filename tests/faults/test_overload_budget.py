@@ -77,16 +77,15 @@ def slow_server(tmp_path: Path, budget_ms: float = BUDGET_MS) -> Iterator[Mlserv
 
 
 @contextlib.contextmanager
-def saturated(url: str, clients: int = 16) -> Iterator[None]:
-    """`clients` threads predicting non-stop (at most 30 s) for the duration of the block:
-    the slow model's queue stays over its budget nearly all the time."""
+def busy(url: str, path: str, body: object, clients: int = 2) -> Iterator[None]:
+    """`clients` threads posting `body` to `path` non-stop (at most 30 s) during the block."""
     stop = threading.Event()
 
     def keep_busy() -> None:
         with httpx.Client(base_url=url, timeout=60) as http:
             deadline = time.monotonic() + 30
             while not stop.is_set() and time.monotonic() < deadline:
-                http.post("/api/predict", json={"features": FLOWER})
+                http.post(path, json=body)
 
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         for _ in range(clients):
@@ -95,6 +94,12 @@ def saturated(url: str, clients: int = 16) -> Iterator[None]:
             yield
         finally:
             stop.set()
+
+
+def saturated(url: str, clients: int = 16) -> contextlib.AbstractContextManager[None]:
+    """`clients` threads predicting non-stop (at most 30 s) for the duration of the block:
+    the slow model's queue stays over its budget nearly all the time."""
+    return busy(url, "/api/predict", {"features": FLOWER}, clients)
 
 
 def test_a_burst_beyond_the_latency_budget_is_refused_fast_and_the_rest_answered_in_time(
