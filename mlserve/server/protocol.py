@@ -54,9 +54,15 @@ class ServerConfig(uvicorn.Config):
 
 
 class _HeadRejected(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        extra: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.extra = status, code, message, extra
 
 
 def rejection(status: int, code: str, message: str, headers: Any = ()) -> bytes:
@@ -86,11 +92,13 @@ _UNAVAILABLE_HEADERS = [
 ]
 
 
-_CAP_REJECTION = _HeadRejected(
-    503,
-    "unavailable",
-    "the server is at its connection limit (server.limit_concurrency); retry later",
-)
+def _over_the_cap() -> _HeadRejected:
+    return _HeadRejected(
+        503,
+        "unavailable",
+        "the server is at its connection limit (server.limit_concurrency); retry later",
+        extra=((b"retry-after", b"1"),),
+    )
 
 
 async def over_capacity(scope: Any, receive: Any, send: Any) -> None:
@@ -278,7 +286,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Answer 431/414 and close, reading (and dropping) what follows for a moment."""
         self.rejected = True
         self.counting = False
-        log.warning("%s %s from %s", exc.status, exc.message, self.client)
+        if exc.status == 503:  # under overload a line per refusal would cost more than it
+            log.debug("%s %s from %s", exc.status, exc.message, self.client)
+        else:
+            log.warning("%s %s from %s", exc.status, exc.message, self.client)
         if self.cycle is not None and not self.cycle.response_complete:
             # Pipelined: the answers before this one come first; nothing more is read.
             self.pending = exc
@@ -286,8 +297,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         self.answer(exc)
 
-    def answer(self, exc: _HeadRejected, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-        headers = [*self.server_state.default_headers, *extra]
+    def answer(self, exc: _HeadRejected) -> None:
+        headers = [*self.server_state.default_headers, *exc.extra]
         self.transport.write(rejection(exc.status, exc.code, exc.message, headers))
         if self.transport.can_write_eof():
             self.transport.write_eof()
@@ -353,15 +364,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         cap = self.connection_cap
         over = cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap)
-        if over:  # debug: under overload a line per refusal would cost more than the refusal
-            log.debug("connection limit (%s) reached: 503", cap)
+        if over:
             if RESERVED_KEY in self.scope:  # let in by shed_now, but never reaches the app
                 self.app_state[SHED_STATE_KEY].release(self.scope)
             if not self.pipeline and (self.cycle is None or self.cycle.response_complete):
-                # Answered here, from bytes, then closed: no ASGI task for a refusal.
-                self.rejected = True
-                self.answer(_CAP_REJECTION, extra=((b"retry-after", b"1"),))
-                return
+                # Answered from bytes, then closed: no ASGI task for a refusal. Raised, so
+                # that the parser stops here: the body (often in the same read) and what
+                # follows are dropped, not given to a request that has no cycle (data_received
+                # answers it, as a 431).
+                raise _over_the_cap()
         self.app = over_capacity if over else self.served_app
         super().on_headers_complete()
         cycle = self.cycle

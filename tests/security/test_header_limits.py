@@ -252,6 +252,37 @@ def test_past_the_connection_cap_requests_get_a_json_503(tmp_path: Path) -> None
         )
 
 
+def test_past_the_connection_cap_a_post_and_what_follows_it_are_dropped_cleanly(
+    tmp_path: Path,
+) -> None:
+    """A refused request's body arrives in the same read as its head, often with a pipelined
+    request behind it: the parser stops at the refusal. It used to go on into the body with no
+    request cycle: an AttributeError per refusal, a write after the half-close, and a logged
+    traceback (a third of the server's time in an open-loop overload)."""
+    populate(tmp_path / "registry")
+    config = {"server": {"limit_concurrency": 2}}
+    with running(tmp_path / "registry", tmp_path / "home", config=config) as capped:
+        idle = socket.create_connection(("127.0.0.1", capped.port), timeout=5)
+        try:
+            predict = head("POST", "/api/predict", [], PREDICT_BODY)
+            for _ in range(3):
+                status, answer, raw = exchange(capped.port, predict + predict)
+                assert status == 503, raw[:300]
+                assert answer["error"]["code"] == "unavailable"
+                assert raw.count(b"HTTP/1.1 ") == 1, "one answer, then the connection closes"
+                assert raw.endswith(b"<closed>")
+        finally:
+            idle.close()
+        predict = head("POST", "/api/predict", [], PREDICT_BODY)
+        wait_for(
+            lambda: exchange(capped.port, predict, close_expected=False)[0] == 200,
+            "a prediction served under the cap",
+        )
+    log = capped.log.read_text()
+    assert "Traceback" not in log and "Fatal error" not in log, log[-3000:]
+    assert "Invalid HTTP request" not in log
+
+
 def test_the_listening_socket_gives_connections_tcp_nodelay(tmp_path: Path) -> None:
     """asyncio sets TCP_NODELAY only on sockets that say they are TCP: without it an answer
     written in two parts (head, body) waits on Nagle and the client's delayed ACK (~40 ms)."""
