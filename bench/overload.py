@@ -136,6 +136,35 @@ def wrk_closed(url: str, path: str, body: dict[str, Any], connections: int, dura
     }
 
 
+OPENLOOP_C = Path(__file__).with_name("openloop.c")
+CC = shutil.which("cc") or shutil.which("gcc")
+
+
+def openloop_c(url: str, path: str, body: dict[str, Any], rate: float, duration: float,
+               max_conns: int, timeout_s: float) -> dict[str, Any]:  # fmt: skip
+    """An open loop from bench/openloop.c (C, one core): `rate` requests a second for
+    `duration` s, whatever the server answers; the report in the loadtest's shape."""
+    assert CC is not None
+    work = Path(tempfile.mkdtemp(prefix="mlserve-openloop-"))
+    try:
+        binary, body_file = work / "openloop", work / "body.json"
+        subprocess.run([CC, "-O2", "-o", str(binary), str(OPENLOOP_C)], check=True)
+        body_file.write_text(json.dumps(body))
+        host_port = url.split("://", 1)[1].rstrip("/")
+        host, port = host_port.rsplit(":", 1)
+        run = subprocess.run(
+            pinned(1, [str(binary), host, port, path, str(body_file), f"{rate:g}",
+                       f"{duration:g}", str(max_conns), f"{timeout_s:g}"]),
+            capture_output=True, text=True, timeout=duration + timeout_s + 60, check=False,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if run.returncode != 0 or not run.stdout.strip():
+        raise SystemExit(f"openloop gave no result:\n{run.stdout}\n{run.stderr}")
+    report: dict[str, Any] = json.loads(run.stdout)
+    return report
+
+
 def slower_than(report: dict[str, Any], ms: float) -> int:
     """Answers at least `ms` late (from the loadtest's histogram; bins starting there)."""
     return sum(int(b["count"]) for b in report.get("histogram", []) if b["from"] >= ms)
@@ -209,6 +238,12 @@ def main() -> int:
         choices=["wrk", "loadtest"],
         default="wrk" if WRK else "loadtest",
         help="closed-loop generator (wrk when installed)",
+    )
+    parser.add_argument(
+        "--open-engine",
+        choices=["c", "loadtest"],
+        default="c" if CC else "loadtest",
+        help="open-loop generator: bench/openloop.c (built with cc) or mlserve loadtest",
     )
     parser.add_argument("--max-queue", type=int, default=None, help="batching.max_queue")
     parser.add_argument("--max-queue-delay-ms", type=float, default=None)
@@ -287,6 +322,11 @@ def main() -> int:
             if load == "closed" and args.closed_engine == "wrk":
                 report = wrk_closed(url, path, body, args.closed_concurrency, args.duration)
                 shape = ["wrk", *shape]
+            elif load == "open" and args.open_engine == "c":
+                report = openloop_c(
+                    url, path, body, target, args.duration, args.max_in_flight, 30.0
+                )
+                shape = ["openloop.c", *shape]
             else:
                 report = loadtest(
                     url,
@@ -318,6 +358,7 @@ def main() -> int:
                 "answers_over_10s": report.get("answers_over_10s", slower_than(report, 10000.0)),
                 "server_process_time": report.get("server_process_time"),
                 "schedule": report.get("schedule"),
+                "per_second": report.get("per_second"),  # by scheduled second (openloop.c)
                 "probe_before": summary(probe.window(load_start - 2.0, load_start)),
                 "probe_during": summary(probe.window(load_start, load_end)),
                 "probe_after_3s": summary(after),

@@ -81,13 +81,19 @@ class ServerSettings(Section):
     max_headers: int = Field(default=100, ge=1)
     """Most header fields in one request (431 above)."""
     limit_concurrency: int = Field(default=2048, ge=0)
-    """Open connections per process past which requests get 503 and the connection is closed
-    (0: no cap). An idle connection holds ~4.5 KB; a client that reconnects at once after that
-    503 costs an accept and a close per request, so keep it above the connections you expect."""
+    """Open connections per process (0: no cap). A connection opened past it gets 503 (with
+    Retry-After) and is closed; the ones under it go on being served. An idle connection
+    holds ~4.5 KB; a client that reconnects at once after that 503 costs an accept and a close
+    per request, so keep it above the connections you expect."""
+    backlog: int = Field(default=4096, ge=1)
+    """Connections the kernel holds until the server accepts them (the listen backlog; Linux
+    caps it at net.core.somaxconn). Past it a client's connection stalls for seconds (TCP
+    retries); it absorbs a burst of new connections larger than limit_concurrency."""
     events_per_turn: int = Field(default=64, ge=0)
-    """Most ready sockets the event loop reads per turn before the requests already in flight
-    go on (0: every ready socket, asyncio's way). Under overload the rest wait unread in the
-    kernel, not in memory, and admitted requests finish sooner (docs/benchmarks.md)."""
+    """Most ready sockets the event loop reads, and new connections it accepts, per turn
+    before the requests already in flight go on (0: no limit, asyncio's way). Under overload
+    the rest wait in the kernel, not in memory, and admitted requests finish sooner
+    (docs/benchmarks.md)."""
     loop: Literal["asyncio", "uvloop"] = "asyncio"
     """Event loop: asyncio (default; serves many connections fairly) or uvloop (needs the
     uvloop package; with hundreds of busy connections some wait seconds, see

@@ -27,13 +27,14 @@ from mlserve.schemas import v2 as schemas_v2
 from mlserve.server.auth import AccessPolicy
 from mlserve.server.docs import install_docs
 from mlserve.server.errors import install_error_handlers
-from mlserve.server.eventloop import cap_ready_events
+from mlserve.server.eventloop import GATE_STATE_KEY, ConnectionGate, cap_ready_events
 from mlserve.server.ids import RequestIds
 from mlserve.server.middleware.auth import with_auth
 from mlserve.server.middleware.context import RequestContextMiddleware
 from mlserve.server.middleware.fastlane import FastPredictMiddleware
 from mlserve.server.middleware.ratelimit import EXEMPT_PATHS, with_rate_limit
 from mlserve.server.openapi import install_openapi
+from mlserve.server.protocol import OVER_THE_CAP
 from mlserve.server.routes import (
     aliases,
     compare,
@@ -227,11 +228,12 @@ def create_app(
         state.traffic.start(loader)  # split/shadow preloads, then the registry watcher
         await _start_rollouts(state)
         restore = drain_on_signals(state)
-        cap_ready_events(asyncio.get_running_loop(), settings.server.events_per_turn)
+        gate = ConnectionGate(settings.server.limit_concurrency or None, OVER_THE_CAP)
+        cap_ready_events(asyncio.get_running_loop(), settings.server.events_per_turn, gate)
         try:
             # The lifespan state reaches the connections: the protocol refuses predictions at
-            # overload through it (mlserve.server.shedding).
-            yield {SHED_STATE_KEY: shedder}
+            # overload through it (mlserve.server.shedding) and hands the gate its count.
+            yield {SHED_STATE_KEY: shedder, GATE_STATE_KEY: gate}
         finally:
             state.draining = True
             restore()

@@ -22,9 +22,16 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mlserve.server.errors import error_body
+from mlserve.server.eventloop import GATE_STATE_KEY, ConnectionGate
 from mlserve.server.shedding import RESERVED_KEY, SHED_STATE_KEY, Shedder
 
-__all__ = ["HeaderLimits", "LimitedHttpToolsProtocol", "ServerConfig", "rejection"]
+__all__ = [
+    "OVER_THE_CAP",
+    "HeaderLimits",
+    "LimitedHttpToolsProtocol",
+    "ServerConfig",
+    "rejection",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +99,16 @@ _UNAVAILABLE_HEADERS = [
 ]
 
 
+_CAP_MESSAGE = "the server is at its connection limit (server.limit_concurrency); retry later"
+
+
 def _over_the_cap() -> _HeadRejected:
-    return _HeadRejected(
-        503,
-        "unavailable",
-        "the server is at its connection limit (server.limit_concurrency); retry later",
-        extra=((b"retry-after", b"1"),),
-    )
+    return _HeadRejected(503, "unavailable", _CAP_MESSAGE, extra=((b"retry-after", b"1"),))
+
+
+# The same answer refused at the door (mlserve.server.eventloop.ConnectionGate), before any
+# request is read: no Date (optional on a 5xx), no request id.
+OVER_THE_CAP = rejection(503, "unavailable", _CAP_MESSAGE, ((b"retry-after", b"1"),))
 
 
 async def over_capacity(scope: Any, receive: Any, send: Any) -> None:
@@ -204,6 +214,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         "discarded",
         "linger",
         "connection_cap",
+        "over_cap",
         "served_app",
         "shedding",
         "shed_keep_alive",
@@ -225,6 +236,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # uvicorn's own check would answer its text/plain 503; ours answers the JSON shape.
         self.connection_cap = self.limit_concurrency
         self.limit_concurrency = None
+        self.over_cap = False  # opened past the cap: its requests are refused while it lasts
         self.served_app = self.app
         # A prediction refused at overload (mlserve.server.shedding): its body is read and
         # dropped; then the connection is kept (or closed when the request asked to).
@@ -235,6 +247,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.flow = _LazyFlowControl(transport)
+        gate: ConnectionGate | None = self.app_state.get(GATE_STATE_KEY)
+        if gate is not None and gate.connections is None:
+            gate.connections = self.connections  # the count it refuses new connections by
+        cap = self.connection_cap
+        # The cap is on connections, decided as each one opens (uvicorn decides per request,
+        # so under a flood of new connections every open one, kept-alive clients included,
+        # was refused and closed in turn, and nearly nothing was served).
+        self.over_cap = cap is not None and len(self.connections) > cap
 
     # Feeding the parser
 
@@ -363,7 +383,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.shed_now():
             return
         cap = self.connection_cap
-        over = cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap)
+        if self.over_cap:  # still past the cap, counting this connection?
+            self.over_cap = cap is not None and len(self.connections) > cap
+        over = self.over_cap or (cap is not None and len(self.tasks) >= cap)
         if over:
             if RESERVED_KEY in self.scope:  # let in by shed_now, but never reaches the app
                 self.app_state[SHED_STATE_KEY].release(self.scope)

@@ -62,6 +62,7 @@ def uvicorn_options(
         "server_header": False,
         "loop": settings.server.loop,
         "limit_concurrency": settings.server.limit_concurrency or None,  # 0: no cap
+        "backlog": settings.server.backlog,
         "header_limits": HeaderLimits(
             max_line_bytes=settings.server.max_header_line_bytes,
             max_total_bytes=settings.server.max_header_bytes,

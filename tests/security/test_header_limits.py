@@ -234,8 +234,8 @@ def test_past_the_connection_cap_requests_get_a_json_503(tmp_path: Path) -> None
     populate(tmp_path / "registry")
     config = {"server": {"limit_concurrency": 3}}
     with running(tmp_path / "registry", tmp_path / "home", config=config) as capped:
-        idle = [socket.create_connection(("127.0.0.1", capped.port), timeout=5) for _ in range(2)]
-        try:  # the server accepts in order: the idle two are open when the third asks
+        idle = [socket.create_connection(("127.0.0.1", capped.port), timeout=5) for _ in range(3)]
+        try:  # the server accepts in order: the idle three are open when the fourth asks
             status, answer, raw = exchange(capped.port, head("GET", "/api/health", []))
         finally:
             for sock in idle:
@@ -260,7 +260,7 @@ def test_past_the_connection_cap_a_post_and_what_follows_it_are_dropped_cleanly(
     request cycle: an AttributeError per refusal, a write after the half-close, and a logged
     traceback (a third of the server's time in an open-loop overload)."""
     populate(tmp_path / "registry")
-    config = {"server": {"limit_concurrency": 2}}
+    config = {"server": {"limit_concurrency": 1}}
     with running(tmp_path / "registry", tmp_path / "home", config=config) as capped:
         idle = socket.create_connection(("127.0.0.1", capped.port), timeout=5)
         try:
@@ -281,6 +281,34 @@ def test_past_the_connection_cap_a_post_and_what_follows_it_are_dropped_cleanly(
     log = capped.log.read_text()
     assert "Traceback" not in log and "Fatal error" not in log, log[-3000:]
     assert "Invalid HTTP request" not in log
+
+
+def test_the_cap_refuses_new_connections_not_the_kept_alive_ones_under_it(tmp_path: Path) -> None:
+    """server.limit_concurrency counts connections as they open: one opened past the cap is
+    refused; the ones under it go on being served while it lasts (uvicorn decided per request,
+    so a flood of new connections got every kept-alive client refused and closed in turn)."""
+    populate(tmp_path / "registry")
+    config = {"server": {"limit_concurrency": 2}}
+    predict = head("POST", "/api/predict", [], PREDICT_BODY)
+
+    def ask(sock: socket.socket) -> bytes:
+        sock.sendall(predict)
+        return read_answer(sock, time.monotonic() + 10, until_closed=False)
+
+    with running(tmp_path / "registry", tmp_path / "home", config=config) as capped:
+        address = ("127.0.0.1", capped.port)
+        with socket.create_connection(address, timeout=5) as kept:
+            assert ask(kept).startswith(b"HTTP/1.1 200 ")
+            with (
+                socket.create_connection(address, timeout=5) as second,
+                socket.create_connection(address, timeout=5) as past,
+            ):
+                assert ask(second).startswith(b"HTTP/1.1 200 ")  # the cap is 2: both served
+                # Three open now: the one opened last is refused, the other two are not.
+                assert ask(past).startswith(b"HTTP/1.1 503 ")
+                for _ in range(3):
+                    assert ask(kept).startswith(b"HTTP/1.1 200 ")
+                    assert ask(second).startswith(b"HTTP/1.1 200 ")
 
 
 def test_the_listening_socket_gives_connections_tcp_nodelay(tmp_path: Path) -> None:

@@ -120,6 +120,58 @@ def test_a_capped_loop_answers_every_client() -> None:
     assert answers == [b"CLIENT %d\n" % i for i in range(clients)]
 
 
+def test_a_capped_loop_accepts_that_many_new_connections_a_turn() -> None:
+    """asyncio accepts up to the listen backlog per turn (a task, transport and protocol each);
+    capped, at most `cap` a turn, and every waiting connection is accepted in the end."""
+    waiting, cap = 12, 3
+
+    async def scenario() -> dict[int, int]:
+        loop = asyncio.get_running_loop()
+        assert cap_ready_events(loop, cap)  # before the server listens, as the lifespan does
+        turns = 0
+
+        def tick() -> None:  # runs once per loop turn
+            nonlocal turns
+            turns += 1
+            loop.call_soon(tick)
+
+        per_turn: dict[int, int] = {}
+        accepted: list[Any] = []
+
+        class Count(asyncio.Protocol):
+            def connection_made(self, transport: Any) -> None:
+                per_turn[turns] = per_turn.get(turns, 0) + 1
+                accepted.append(transport)
+
+        listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        clients = [socket.create_connection(listener.getsockname()) for _ in range(waiting)]
+        try:  # all of them in the accept queue before the loop first looks
+            server = await loop.create_server(Count, sock=listener, backlog=64)
+            tick()
+            for _ in range(200):
+                if sum(per_turn.values()) == waiting:
+                    break
+                await asyncio.sleep(0)
+            server.close()
+            await server.wait_closed()
+        finally:
+            for transport in accepted:
+                transport.close()
+            await asyncio.sleep(0)  # the transports close on the next turn
+            for client in clients:
+                client.close()
+        return per_turn
+
+    loop = asyncio.SelectorEventLoop(selectors.EpollSelector())
+    try:
+        per_turn = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert sum(per_turn.values()) == waiting
+    assert max(per_turn.values()) <= cap, per_turn
+    assert len(per_turn) >= waiting // cap
+
+
 def test_the_server_caps_its_loop_from_the_setting(tmp_path: Path) -> None:
     settings = populated_settings(tmp_path)
     assert settings.server.events_per_turn == 64  # the default
