@@ -21,8 +21,8 @@ from support.servers import running
 from mlserve.config import load_settings
 from mlserve.errors import ConfigError
 from mlserve.server.app import create_app
+from mlserve.server.eventloop import ConnectionGate, cap_ready_events
 from mlserve.server.eventloop import _CappedEpoll as CappedEpoll
-from mlserve.server.eventloop import cap_ready_events
 
 READY = 10
 
@@ -170,6 +170,78 @@ def test_a_capped_loop_accepts_that_many_new_connections_a_turn() -> None:
     assert sum(per_turn.values()) == waiting
     assert max(per_turn.values()) <= cap, per_turn
     assert len(per_turn) >= waiting // cap
+
+
+def test_the_listening_socket_is_asked_every_turn_outside_the_cap() -> None:
+    """Behind more ready connections than the cap, a listening socket with a client waiting is
+    in every turn's events (it used to wait its turn behind all of them)."""
+    loop = asyncio.SelectorEventLoop(selectors.EpollSelector())
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    try:
+        assert cap_ready_events(loop, 3)
+        loop._start_serving(asyncio.Protocol, listener, None, None, 16)  # type: ignore[attr-defined]
+        selector = loop._selector  # type: ignore[attr-defined]
+        with readable_pairs(READY) as readers, socket.create_connection(listener.getsockname()):
+            for reader in readers:
+                selector.register(reader, selectors.EVENT_READ)
+            for _ in range(5):
+                fds = [key.fd for key, _ in selector.select(0)]
+                assert listener.fileno() in fds
+                assert len(fds) <= 3 + 1
+            for reader in readers:
+                selector.unregister(reader)
+        selector.unregister(listener)
+        assert listener.fileno() not in {key.fd for key, _ in selector.select(0)}
+    finally:
+        loop.close()
+        listener.close()
+
+
+def test_past_the_cap_new_connections_are_refused_at_the_door() -> None:
+    """While the gate's count is at its cap, each new connection gets the pre-rendered answer
+    and is closed, with no protocol made; under the cap again, connections are served."""
+    answer = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    gate = ConnectionGate(2, answer)
+    made: list[Any] = []
+
+    class Serve(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            made.append(transport)
+            transport.write(b"served")
+            transport.close()
+
+    async def read_all(port: int, request: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        data = await asyncio.wait_for(reader.read(), 10)  # until the server closes
+        writer.close()
+        return data
+
+    async def scenario() -> tuple[list[bytes], bytes]:
+        loop = asyncio.get_running_loop()
+        assert cap_ready_events(loop, 4, gate)
+        server = await loop.create_server(Serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            gate.connections = {"one", "two"}  # at the cap
+            request = b"POST /api/predict HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}"
+            refused = await asyncio.gather(*(read_all(port, request) for _ in range(10)))
+            gate.connections = {"one"}  # under it again
+            served = await read_all(port, request)
+        finally:
+            server.close()
+            await server.wait_closed()
+        return refused, served
+
+    loop = asyncio.SelectorEventLoop(selectors.EpollSelector())
+    try:
+        refused, served = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert refused == [answer] * 10
+    assert gate.refused == 10
+    assert served == b"served" and len(made) == 1
 
 
 def test_the_server_caps_its_loop_from_the_setting(tmp_path: Path) -> None:
