@@ -92,9 +92,10 @@ class ConnectionGate:
     what it has sent is read and dropped, the pre-rendered 503 written and the socket closed
     (four system calls; through asyncio and the HTTP protocol a refusal cost as much as a
     prediction, and a flood of clients past the cap took the server from the ones under it).
-    A request that has not fully arrived when it is refused (a large upload) may see the
-    connection reset rather than the 503. The protocol hands over uvicorn's set of open
-    connections when the first one is made (lifespan state, GATE_STATE_KEY)."""
+    When the request has not all arrived, the socket is half-closed and what follows read and
+    dropped until the client closes (at most LINGER_S), so that the client reads the 503
+    rather than a reset. The protocol hands over uvicorn's set of open connections when the
+    first one is made (lifespan state, GATE_STATE_KEY)."""
 
     __slots__ = ("cap", "answer", "connections", "refused")
 
@@ -108,21 +109,75 @@ class ConnectionGate:
         connections = self.connections
         return self.cap is not None and connections is not None and len(connections) >= self.cap
 
-    def refuse(self, conn: socket.socket) -> None:
+    def refuse(self, conn: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        got = b""
         try:
             conn.setblocking(False)
-            for _ in range(4):  # the request, as far as it has come (bounded): dropped
-                if not conn.recv(65_536):
-                    break
+            for _ in range(4):  # the request, as far as it has come (bounded)
+                data = conn.recv(65_536)
+                if not data:  # the client is gone: nothing to answer
+                    conn.close()
+                    return
+                got += data
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:  # reset by the client: nothing to answer
             conn.close()
             return
-        with contextlib.suppress(OSError):  # gone meanwhile: nothing to answer either
-            conn.send(self.answer)
-        conn.close()
         self.refused += 1
+        try:
+            conn.send(self.answer)
+            if got and _whole_request(got):
+                conn.close()
+                return
+            # The request is not all here yet: closing now would answer what follows with a
+            # reset, and the client's stack may drop the 503 with it. Half-close, and read
+            # and drop until the client closes (or for LINGER_S), as nginx's lingering close.
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:  # gone meanwhile
+            conn.close()
+            return
+        _linger(conn, loop)
+
+
+LINGER_S = 1.0
+
+
+def _whole_request(data: bytes) -> bool:
+    """Has `data` a whole request head and its Content-Length body (not chunked)?"""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    head = data[:end].lower()
+    if b"transfer-encoding:" in head:
+        return False
+    at = head.find(b"\ncontent-length:")
+    if at < 0:
+        return True
+    value = head[at + 16 :].split(b"\r", 1)[0].strip()
+    return value.isdigit() and len(data) >= end + 4 + int(value)
+
+
+def _linger(conn: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+    fd = conn.fileno()
+
+    def drop() -> None:
+        timer.cancel()
+        loop.remove_reader(fd)
+        conn.close()
+
+    def readable() -> None:
+        try:
+            if conn.recv(65_536):
+                return  # dropped; the timer bounds how long
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        drop()  # the client closed (or reset)
+
+    loop.add_reader(fd, readable)
+    timer = loop.call_later(LINGER_S, drop)
 
 
 class _CappedServing:
@@ -175,7 +230,7 @@ class _CappedServing:
             except OSError:  # out of descriptors and the like: asyncio's way (it pauses)
                 self.loop._accept_connection(protocol_factory, sock, sslcontext, server, 1, *args)
                 return
-            gate.refuse(conn)
+            gate.refuse(conn, self.loop)
 
 
 def cap_ready_events(

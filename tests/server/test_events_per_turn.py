@@ -218,6 +218,15 @@ def test_past_the_cap_new_connections_are_refused_at_the_door() -> None:
         writer.close()
         return data
 
+    async def late(port: int, request: bytes) -> bytes:
+        """A client that sends its request only after the server has refused it."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.3)
+        writer.write(request)
+        data = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        return data
+
     async def scenario() -> tuple[list[bytes], bytes]:
         loop = asyncio.get_running_loop()
         assert cap_ready_events(loop, 4, gate)
@@ -226,7 +235,12 @@ def test_past_the_cap_new_connections_are_refused_at_the_door() -> None:
         try:
             gate.connections = {"one", "two"}  # at the cap
             request = b"POST /api/predict HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}"
-            refused = await asyncio.gather(*(read_all(port, request) for _ in range(10)))
+            refused = await asyncio.gather(
+                *(read_all(port, request) for _ in range(8)),
+                # a request in two parts, and one sent late: the 503, not a reset
+                read_all(port, request[:-1]),
+                late(port, request),
+            )
             gate.connections = {"one"}  # under it again
             served = await read_all(port, request)
         finally:
