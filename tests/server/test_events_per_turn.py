@@ -5,6 +5,7 @@ every client (docs/benchmarks.md, "Sixth pass", for what it does under overload)
 from __future__ import annotations
 
 import asyncio
+import gc
 import selectors
 import socket
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from support.servers import running
 
 from mlserve.config import load_settings
 from mlserve.errors import ConfigError
-from mlserve.server.app import create_app
+from mlserve.server.app import GC_YOUNG_THRESHOLD, create_app
 from mlserve.server.eventloop import ConnectionGate, cap_ready_events
 from mlserve.server.eventloop import _CappedEpoll as CappedEpoll
 
@@ -266,6 +267,22 @@ def test_the_server_caps_its_loop_from_the_setting(tmp_path: Path) -> None:
         inner = loop._selector._selector
         assert isinstance(inner, CappedEpoll) and inner.cap == 64
         assert client.get("/api/ready").status_code == 200
+
+
+def test_a_server_process_collects_garbage_less_often_once_loaded(tmp_path: Path) -> None:
+    """After the models load, the heap is frozen and young collections run every 10,000
+    allocations, not CPython's 700 (under 2,000 connections they took ~12 % of the time)."""
+    settings = populated_settings(tmp_path)
+    before = gc.get_threshold()
+    try:
+        with TestClient(create_app(settings, background_load=False, freeze_heap=True)) as client:
+            assert client.get("/api/ready").status_code == 200
+            assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
+            assert GC_YOUNG_THRESHOLD == 10_000
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 def test_a_negative_cap_is_a_config_error(tmp_path: Path) -> None:
