@@ -239,7 +239,9 @@ def create_app(
         state.traffic.start(loader)  # split/shadow preloads, then the registry watcher
         await _start_rollouts(state)
         restore = drain_on_signals(state)
-        gate = ConnectionGate(settings.server.limit_concurrency or None, OVER_THE_CAP)
+        gate = ConnectionGate(
+            settings.server.limit_concurrency or None, OVER_THE_CAP, metrics.connections_refused
+        )
         cap_ready_events(asyncio.get_running_loop(), settings.server.events_per_turn, gate)
         try:
             # The lifespan state reaches the connections: the protocol refuses predictions at

@@ -97,13 +97,19 @@ class ConnectionGate:
     rather than a reset. The protocol hands over uvicorn's set of open connections when the
     first one is made (lifespan state, GATE_STATE_KEY)."""
 
-    __slots__ = ("cap", "answer", "connections", "refused")
+    __slots__ = ("cap", "answer", "connections", "refused", "counter")
 
-    def __init__(self, cap: int | None, answer: bytes) -> None:
+    def __init__(self, cap: int | None, answer: bytes, counter: Any = None) -> None:
         self.cap = cap
         self.answer = answer
         self.connections: Any = None  # uvicorn's server_state.connections
         self.refused = 0
+        self.counter = counter  # a Prometheus counter (mlserve_connections_refused_total)
+
+    def count_refusal(self) -> None:
+        self.refused += 1
+        if self.counter is not None:
+            self.counter.inc()
 
     def over(self) -> bool:
         connections = self.connections
@@ -124,7 +130,7 @@ class ConnectionGate:
         except OSError:  # reset by the client: nothing to answer
             conn.close()
             return
-        self.refused += 1
+        self.count_refusal()
         try:
             conn.send(self.answer)
             if got and _whole_request(got):

@@ -389,6 +389,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if over:
             if RESERVED_KEY in self.scope:  # let in by shed_now, but never reaches the app
                 self.app_state[SHED_STATE_KEY].release(self.scope)
+            gate: ConnectionGate | None = self.app_state.get(GATE_STATE_KEY)
+            if gate is not None:
+                gate.count_refusal()
             if not self.pipeline and (self.cycle is None or self.cycle.response_complete):
                 # Answered from bytes, then closed: no ASGI task for a refusal. Raised, so
                 # that the parser stops here: the body (often in the same read) and what

@@ -110,6 +110,11 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.connections_refused = Counter(
+            "mlserve_connections_refused_total",
+            "Connections refused (503, then closed) past server.limit_concurrency.",
+            registry=r,
+        )
         self.in_flight = Gauge(
             "mlserve_http_requests_in_flight",
             "HTTP requests being processed.",

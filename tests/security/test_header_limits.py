@@ -230,13 +230,50 @@ def test_limit_concurrency_defaults_to_a_cap_passed_to_uvicorn(tmp_path: Path) -
     assert uvicorn_options(unlimited)["limit_concurrency"] is None
 
 
+HEALTH = head("GET", "/api/health", [])
+PREDICT = head("POST", "/api/predict", [], PREDICT_BODY)
+
+
+def ask(sock: socket.socket, request: bytes) -> bytes:
+    sock.sendall(request)
+    return read_answer(sock, time.monotonic() + 10, until_closed=False)
+
+
+def admitted(port: int, count: int) -> list[socket.socket]:
+    """`count` kept-alive connections the server has admitted under its cap (each has been
+    answered 200); one refused because a connection of an earlier exchange (the readiness
+    check's, say) was still counted is opened again."""
+    held: list[socket.socket] = []
+
+    def one_more() -> bool:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        try:
+            ok = ask(sock, HEALTH).startswith(b"HTTP/1.1 200 ")
+        except OSError:
+            ok = False
+        if ok:
+            held.append(sock)
+        else:
+            sock.close()
+        return ok
+
+    try:
+        for _ in range(count):
+            wait_for(one_more, "a connection admitted under the cap")
+    except BaseException:
+        for sock in held:
+            sock.close()
+        raise
+    return held
+
+
 def test_past_the_connection_cap_requests_get_a_json_503(tmp_path: Path) -> None:
     populate(tmp_path / "registry")
     config = {"server": {"limit_concurrency": 3}}
     with running(tmp_path / "registry", tmp_path / "home", config=config) as capped:
-        idle = [socket.create_connection(("127.0.0.1", capped.port), timeout=5) for _ in range(3)]
-        try:  # the server accepts in order: the idle three are open when the fourth asks
-            status, answer, raw = exchange(capped.port, head("GET", "/api/health", []))
+        idle = admitted(capped.port, 3)
+        try:  # three open: the fourth is refused
+            status, answer, raw = exchange(capped.port, HEALTH)
         finally:
             for sock in idle:
                 sock.close()
@@ -245,9 +282,8 @@ def test_past_the_connection_cap_requests_get_a_json_503(tmp_path: Path) -> None
         assert b"retry-after: 1" in raw.lower()
         assert raw.endswith(b"<closed>")
         # Under the cap again: served (the closed idle connections are noticed asynchronously).
-        health = head("GET", "/api/health", [])
         wait_for(
-            lambda: exchange(capped.port, health, close_expected=False)[0] == 200,
+            lambda: exchange(capped.port, HEALTH, close_expected=False)[0] == 200,
             "a request served under the cap",
         )
 
@@ -256,26 +292,24 @@ def test_past_the_connection_cap_a_post_and_what_follows_it_are_dropped_cleanly(
     tmp_path: Path,
 ) -> None:
     """A refused request's body arrives in the same read as its head, often with a pipelined
-    request behind it: the parser stops at the refusal. It used to go on into the body with no
+    request behind it: nothing of it is parsed. It used to go on into the body with no
     request cycle: an AttributeError per refusal, a write after the half-close, and a logged
     traceback (a third of the server's time in an open-loop overload)."""
     populate(tmp_path / "registry")
     config = {"server": {"limit_concurrency": 1}}
     with running(tmp_path / "registry", tmp_path / "home", config=config) as capped:
-        idle = socket.create_connection(("127.0.0.1", capped.port), timeout=5)
+        (idle,) = admitted(capped.port, 1)
         try:
-            predict = head("POST", "/api/predict", [], PREDICT_BODY)
             for _ in range(3):
-                status, answer, raw = exchange(capped.port, predict + predict)
+                status, answer, raw = exchange(capped.port, PREDICT + PREDICT)
                 assert status == 503, raw[:300]
                 assert answer["error"]["code"] == "unavailable"
                 assert raw.count(b"HTTP/1.1 ") == 1, "one answer, then the connection closes"
                 assert raw.endswith(b"<closed>")
         finally:
             idle.close()
-        predict = head("POST", "/api/predict", [], PREDICT_BODY)
         wait_for(
-            lambda: exchange(capped.port, predict, close_expected=False)[0] == 200,
+            lambda: exchange(capped.port, PREDICT, close_expected=False)[0] == 200,
             "a prediction served under the cap",
         )
     log = capped.log.read_text()
@@ -289,26 +323,19 @@ def test_the_cap_refuses_new_connections_not_the_kept_alive_ones_under_it(tmp_pa
     so a flood of new connections got every kept-alive client refused and closed in turn)."""
     populate(tmp_path / "registry")
     config = {"server": {"limit_concurrency": 2}}
-    predict = head("POST", "/api/predict", [], PREDICT_BODY)
-
-    def ask(sock: socket.socket) -> bytes:
-        sock.sendall(predict)
-        return read_answer(sock, time.monotonic() + 10, until_closed=False)
-
     with running(tmp_path / "registry", tmp_path / "home", config=config) as capped:
-        address = ("127.0.0.1", capped.port)
-        with socket.create_connection(address, timeout=5) as kept:
-            assert ask(kept).startswith(b"HTTP/1.1 200 ")
-            with (
-                socket.create_connection(address, timeout=5) as second,
-                socket.create_connection(address, timeout=5) as past,
-            ):
-                assert ask(second).startswith(b"HTTP/1.1 200 ")  # the cap is 2: both served
+        kept, second = admitted(capped.port, 2)
+        with kept, second:
+            with socket.create_connection(("127.0.0.1", capped.port), timeout=5) as past:
                 # Three open now: the one opened last is refused, the other two are not.
-                assert ask(past).startswith(b"HTTP/1.1 503 ")
+                assert ask(past, PREDICT).startswith(b"HTTP/1.1 503 ")
                 for _ in range(3):
-                    assert ask(kept).startswith(b"HTTP/1.1 200 ")
-                    assert ask(second).startswith(b"HTTP/1.1 200 ")
+                    assert ask(kept, PREDICT).startswith(b"HTTP/1.1 200 ")
+                    assert ask(second, PREDICT).startswith(b"HTTP/1.1 200 ")
+            # The refusal is counted: mlserve_connections_refused_total.
+            metrics = ask(kept, head("GET", "/metrics", []))
+            refused = re.search(rb"\nmlserve_connections_refused_total ([0-9.]+)", metrics)
+            assert refused and float(refused.group(1)) >= 1.0, metrics[-2000:]
 
 
 def test_the_listening_socket_gives_connections_tcp_nodelay(tmp_path: Path) -> None:
