@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,10 +115,17 @@ static void dispatch(double sched, double t) {
     while (n_idle > 0) {
         int i = idle[--n_idle];
         conns[i].in_idle = 0;
-        if (conns[i].state == IDLE) { /* not closed by the server since */
-            send_request(i, sched, t);
-            return;
+        if (conns[i].state != IDLE) continue; /* closed by the server since */
+        /* As HTTP clients' pools do before reusing a connection (urllib3's
+         * is_connection_dropped): one the server has closed meanwhile (its keep-alive timeout)
+         * is readable; a request sent on it would meet a reset. */
+        struct pollfd p = {.fd = conns[i].fd, .events = POLLIN | POLLRDHUP};
+        if (poll(&p, 1, 0) != 0) {
+            release(i, 0);
+            continue;
         }
+        send_request(i, sched, t);
+        return;
     }
     if (n_free == 0) {
         unsent++;
