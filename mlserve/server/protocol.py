@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import select
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -339,6 +340,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         exc, self.pending = self.pending, None
         if not self.transport.is_closing():
             self.answer(exc)
+
+    def timeout_keep_alive_handler(self) -> None:
+        """Close an idle keep-alive connection, unless a request has arrived on it that the
+        loop has not read yet: with server.events_per_turn a ready socket may wait its turn
+        for a moment, and closing it with the request unread answered it with a reset."""
+        if self.transport.is_closing():
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            waiting = select.poll()  # not select.select: descriptors past 1,024
+            waiting.register(sock.fileno(), select.POLLIN)
+            if waiting.poll(0):
+                return  # read in its turn (a close by the client too), as usual
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.linger is not None:

@@ -200,3 +200,25 @@ def test_the_lazy_event_waits_wakes_and_clears_like_asyncio_event() -> None:
         assert isinstance(with_timeout.exception(), TimeoutError)
 
     asyncio.run(scenario())
+
+
+def test_the_keep_alive_timeout_spares_a_request_that_has_arrived_unread() -> None:
+    """With server.events_per_turn a ready socket can wait its turn; if the keep-alive timer
+    fires meanwhile, the request that has arrived is answered, not reset."""
+
+    async def scenario() -> bytes:
+        async with serving() as (port, state), connected(port) as (reader, writer):
+            writer.write(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+            await reader.readuntil(b"/first")
+            (protocol,) = state.connections
+            writer.write(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")  # in the kernel now
+            protocol.timeout_keep_alive_handler()  # before the loop has read it
+            assert not protocol.transport.is_closing()
+            answer = await asyncio.wait_for(reader.readuntil(b"/second"), 10)
+            # Idle with nothing waiting: the timer closes it, as before.
+            protocol.timeout_keep_alive_handler()
+            assert protocol.transport.is_closing()
+            return answer
+
+    answer = asyncio.run(scenario())
+    assert answer.startswith(b"HTTP/1.1 200 ")
