@@ -4,10 +4,11 @@ sockets from this process.
 
 1. RSS after warm-up; 2. with N idle connections; 3. after one request on each (all sent at
 once, every answer read: `--request live` is GET /api/live, `predict` a POST /api/predict of one
-text, which the model's queue admits or refuses by its budget); 4. once they are closed.
+text, which the model's queue admits or refuses by its budget, `batch` a POST
+/api/predict/batch of 50); 4. once they are closed.
 
-Usage: python bench/connections.py [--connections 2000] [--request live|predict] [--src DIR]
-       [--tag T]
+Usage: python bench/connections.py [--connections 2000] [--request live|predict|batch]
+       [--src DIR] [--tag T]
 Results: a summary on stdout and bench/out/connections-<request><tag>.json.
 """
 
@@ -34,9 +35,12 @@ SETTLE_S = 1.0
 def request_bytes(kind: str) -> bytes:
     if kind == "live":
         return b"GET /api/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-    body = json.dumps({"text": TEXT}).encode()
+    if kind == "batch":
+        path, body = "/api/predict/batch", json.dumps({"texts": [TEXT] * 50}).encode()
+    else:
+        path, body = "/api/predict", json.dumps({"text": TEXT}).encode()
     head = (
-        "POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
@@ -45,7 +49,7 @@ def request_bytes(kind: str) -> bytes:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=2000)
-    parser.add_argument("--request", choices=["live", "predict"], default="predict")
+    parser.add_argument("--request", choices=["live", "predict", "batch"], default="predict")
     parser.add_argument("--src", type=Path, default=None, help="serve the mlserve in DIR")
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
