@@ -191,11 +191,10 @@ class _CappedServing:
     at most `cap` connections are accepted per turn (asyncio passes the listen backlog), and
     past the connection cap they are refused at the door (ConnectionGate)."""
 
-    __slots__ = ("loop", "start", "epoll", "gate")
+    __slots__ = ("loop", "epoll", "gate")
 
     def __init__(self, loop: Any, epoll: _CappedEpoll) -> None:
         self.loop = loop
-        self.start = loop._start_serving
         self.epoll = epoll
         self.gate: ConnectionGate | None = None
 

@@ -410,8 +410,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if not self.pipeline and (self.cycle is None or self.cycle.response_complete):
                 # Answered from bytes, then closed: no ASGI task for a refusal. Raised, so
                 # that the parser stops here: the body (often in the same read) and what
-                # follows are dropped, not given to a request that has no cycle (data_received
-                # answers it, as a 431).
+                # follows are dropped, not given to a request that has no cycle; data_received
+                # answers it through reject(), as it does a 431.
                 raise _over_the_cap()
         self.app = over_capacity if over else self.served_app
         super().on_headers_complete()
