@@ -105,7 +105,8 @@ class ServerSettings(Section):
     timeout_keep_alive: float = Field(default=5.0, gt=0)
     """Seconds an idle keep-alive connection stays open."""
     graceful_timeout: float = Field(default=10.0, gt=0)
-    """Seconds in-flight requests get to finish on shutdown."""
+    """Seconds in-flight requests get to finish on shutdown. Each shutdown step (jobs, models,
+    Redis...) then gets this plus 5 s; one still running is logged with where it waits."""
     allow_unauthenticated: bool = False
     """Serve on a non-loopback address with auth off (no API keys, no JWT); refused otherwise."""
     model_control: Literal["none", "explicit"] = "none"

@@ -8,7 +8,7 @@ import gc
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -108,6 +108,45 @@ def _freeze_heap(_: object) -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
+# Each shutdown step gets server.graceful_timeout plus this; a step still running then is
+# logged with where it waits, and the server stops without it: a SIGTERM always ends the
+# process, rather than a lifespan waiting for good on something that never comes.
+SHUTDOWN_SLACK_S = 5.0
+
+
+async def _bounded(step: str, work: Awaitable[Any], timeout: float) -> None:
+    """Await `work` (one shutdown step) for at most `timeout` seconds. Past that it is
+    cancelled but not waited for (a step that ignores cancellation would hold the shutdown
+    again), and an error names the step and the awaits it was stuck in."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if done:
+        task.result()  # its own error, as before
+        return
+    log.error(
+        "shutdown: %s did not finish within %.1f s (waiting in %s); stopping without it",
+        step,
+        timeout,
+        " <- ".join(reversed(_awaiting(task))) or "?",
+    )
+    task.cancel()
+
+
+def _awaiting(task: asyncio.Future[Any]) -> list[str]:
+    """Where a task is suspended: each coroutine of its await chain (file:line function),
+    outermost first (the innermost awaits a future: what was to set it is the question)."""
+    chain: list[str] = []
+    coro: Any = getattr(task, "get_coro", lambda: None)()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:  # a future's iterator, or a coroutine that has finished
+            break
+        code = frame.f_code
+        chain.append(f"{code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} {code.co_qualname}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain
 
 
 def _redis_backend(settings: Settings, metrics: ServerMetrics) -> RedisBackend | None:
@@ -252,17 +291,19 @@ def create_app(
             restore()
             if not loader.done():
                 loader.cancel()
-            await stop_jobs()  # before the models: a job's chunk in flight needs its batcher
-            await state.rollouts.close()
-            await state.traffic.close()
-            await manager.close()
-            if state.quality is not None:
-                await state.quality.close()  # writes the predictions still buffered
+            bound = settings.server.graceful_timeout + SHUTDOWN_SLACK_S
+            # before the models: a job's chunk in flight needs its batcher
+            await _bounded("async jobs", stop_jobs(), bound)
+            await _bounded("rollouts", state.rollouts.close(), bound)
+            await _bounded("traffic", state.traffic.close(), bound)
+            await _bounded("models", manager.close(), bound)
+            if state.quality is not None:  # writes the predictions still buffered
+                await _bounded("model quality", state.quality.close(), bound)
             if redis is not None:
-                await redis.close()
+                await _bounded("redis", redis.close(), bound)
             metrics.close()
-            if tracing is not None:
-                await tracing.close()  # exports the spans still buffered
+            if tracing is not None:  # exports the spans still buffered
+                await _bounded("tracing", tracing.close(), bound)
             log.info("server stopped")
 
     app = MlserveApp(
