@@ -89,7 +89,7 @@ class ServerSettings(Section):
     """Connections the kernel holds until the server accepts them (the listen backlog; Linux
     caps it at net.core.somaxconn). Past it a client's connection stalls for seconds (TCP
     retries); it absorbs a burst of new connections larger than limit_concurrency."""
-    events_per_turn: int = Field(default=64, ge=0)
+    events_per_turn: int = Field(default=32, ge=0)
     """Most ready sockets the event loop reads, and new connections it accepts, per turn
     before the requests already in flight go on (0: no limit, asyncio's way). Under overload
     the rest wait in the kernel, not in memory, and admitted requests finish sooner

@@ -261,11 +261,11 @@ def test_past_the_cap_new_connections_are_refused_at_the_door() -> None:
 
 def test_the_server_caps_its_loop_from_the_setting(tmp_path: Path) -> None:
     settings = populated_settings(tmp_path)
-    assert settings.server.events_per_turn == 64  # the default
+    assert settings.server.events_per_turn == 32  # the default
     with TestClient(create_app(settings)) as client:
         loop: Any = client.portal.call(asyncio.get_running_loop)  # type: ignore[union-attr]
         inner = loop._selector._selector
-        assert isinstance(inner, CappedEpoll) and inner.cap == 64
+        assert isinstance(inner, CappedEpoll) and inner.cap == 32
         assert client.get("/api/ready").status_code == 200
 
 
