@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from mlserve.errors import InvalidInputError
 from mlserve.schemas import (
@@ -20,7 +21,13 @@ from mlserve.schemas import (
 from mlserve.server.deps import SettingsDep, StateDep
 from mlserve.server.jsonbody import JSONRoute
 from mlserve.server.scope import client_key, mark_model
-from mlserve.serving.service import InputKind, Scored, input_kind, prediction_fields
+from mlserve.serving.service import (
+    InputKind,
+    PredictionService,
+    Scored,
+    input_kind,
+    prediction_fields,
+)
 
 router = APIRouter(prefix="/api", tags=["predict"], route_class=JSONRoute)
 
@@ -93,20 +100,32 @@ async def predict_batch(
     Each row's `id` (`<request_id>-<index>`) names its prediction for POST /api/feedback.
     With the prediction cache on, cached rows are answered from it and the rest go to the
     model in one call; X-Cache-Hits says how many rows hit."""
-    started = time.perf_counter()
+    payload, hits = await score_batch(
+        body, request.scope, state.service, settings.server.max_batch_items, time.perf_counter()
+    )
+    headers = None if hits is None else {"X-Cache-Hits": str(hits)}
+    return JSONBytes(orjson.dumps(payload), headers=headers)
+
+
+async def score_batch(
+    body: BatchPredictRequest,
+    scope: Scope,
+    service: PredictionService,
+    limit: int,
+    started: float,
+) -> tuple[dict[str, Any], int | None]:
+    """The /api/predict/batch answer and its cache hits (None: no cache); the route and the
+    fast lane both answer through it. `limit` is server.max_batch_items."""
     if (body.texts is None) == (body.records is None):
         raise InvalidInputError("send exactly one of 'texts' or 'records'")
     inputs: list[Any] = body.texts if body.texts is not None else body.records  # type: ignore[assignment]
     field = "texts" if body.texts is not None else "records"
-    limit = settings.server.max_batch_items
     if not inputs:
         raise InvalidInputError(f"'{field}' is empty; send 1 to {limit} items")
     if len(inputs) > limit:
         raise InvalidInputError(
             f"'{field}' has {len(inputs)} items; the limit is {limit} (server.max_batch_items)"
         )
-    scope = request.scope
-    service = state.service
     kind: InputKind = "text" if body.texts is not None else "tabular"
     runtime = await service.choose(
         body.model, body.model_version, lambda: client_key(scope), kind=kind
@@ -130,6 +149,4 @@ async def predict_batch(
         "total_processing_time_ms": round((time.perf_counter() - started) * 1000.0, 3),
         "request_id": request_id,
     }
-    hits = scored.cache_hits
-    headers = None if hits is None else {"X-Cache-Hits": str(hits)}
-    return JSONBytes(orjson.dumps(payload), headers=headers)
+    return payload, scored.cache_hits
