@@ -34,6 +34,7 @@ enum { FREE, CONNECTING, BUSY, IDLE };
 
 typedef struct {
     int fd, state, in_idle;  /* in_idle: listed in idle[] (entries are checked when taken) */
+    long uses;         /* requests sent on this connection (a reset on a reused one: reset_reused) */
     double sched;      /* the scheduled time of the request in flight */
     size_t have;       /* bytes of the answer read so far */
     char *buf;
@@ -52,7 +53,7 @@ static char *request;
 static size_t request_len;
 static double t0, duration, timeout_s;
 static long status_counts[600], sent, unsent, late, answered, ok_in_window;
-static long err_connect, err_reset, err_eof, err_timeout, err_write, err_parse;
+static long err_connect, err_reset, err_reset_reused, err_eof, err_timeout, err_write, err_parse;
 static double *lat;  /* latency (ms) of each answer */
 static long n_lat, cap_lat;
 static long per_second_ok[3600], per_second_503[3600];
@@ -100,6 +101,7 @@ static int send_request(int i, double sched, double t) {
     c->sched = sched;
     c->have = 0;
     c->state = BUSY;
+    c->uses++;
     if (t - sched > 0.010) late++;
     ssize_t n = send(c->fd, request, request_len, MSG_NOSIGNAL);
     if (n != (ssize_t)request_len) { /* a request is small: all of it fits the socket buffer */
@@ -150,6 +152,7 @@ static void dispatch(double sched, double t) {
     epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0 || errno == EINPROGRESS) {
         c->state = CONNECTING;
+        c->uses = 0;
         return;
     }
     err_connect++;
@@ -221,7 +224,10 @@ static void on_event(int i, uint32_t events, double t) {
         }
         if (errno == EAGAIN || errno == EWOULDBLOCK) return;
         if (errno == EINTR) continue;
-        if (c->state == BUSY) err_reset++;
+        if (c->state == BUSY) {
+            if (c->uses > 1) err_reset_reused++;
+            else err_reset++;
+        }
         release(i, 0);
         return;
     }
@@ -329,10 +335,10 @@ int main(int argc, char **argv) {
     for (int s = 0; s < 600; s++)
         if (status_counts[s]) { printf("%s\"%d\": %ld", first ? "" : ", ", s, status_counts[s]); first = 0; }
     printf("}, \"transport_errors\": {");
-    const char *names[] = {"connect", "reset", "closed_before_answer", "timeout", "write", "parse", "unanswered_at_end"};
-    long vals[] = {err_connect, err_reset, err_eof, err_timeout, err_write, err_parse, still};
+    const char *names[] = {"connect", "reset", "reset_reused", "closed_before_answer", "timeout", "write", "parse", "unanswered_at_end"};
+    long vals[] = {err_connect, err_reset, err_reset_reused, err_eof, err_timeout, err_write, err_parse, still};
     first = 1;
-    for (int k = 0; k < 7; k++)
+    for (int k = 0; k < 8; k++)
         if (vals[k]) { printf("%s\"%s\": %ld", first ? "" : ", ", names[k], vals[k]); first = 0; }
     printf("}, \"latencies\": {\"50th\": %.2f, \"90th\": %.2f, \"99th\": %.2f, \"max\": %.2f}, "
            "\"answers_over_3s\": %ld, \"answers_over_10s\": %ld, "
