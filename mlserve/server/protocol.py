@@ -220,6 +220,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         "shedding",
         "shed_keep_alive",
         "started",
+        "stopping",
     )
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
@@ -244,6 +245,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.shedding = False
         self.shed_keep_alive = False
         self.started = 0.0  # perf_counter at the current request's first byte
+        self.stopping = False  # the server is stopping: answer the request waiting, then close
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -347,13 +349,29 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         for a moment, and closing it with the request unread answered it with a reset."""
         if self.transport.is_closing():
             return
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            waiting = select.poll()  # not select.select: descriptors past 1,024
-            waiting.register(sock.fileno(), select.POLLIN)
-            if waiting.poll(0):
-                return  # read in its turn (a close by the client too), as usual
+        if self.request_waiting():
+            return  # read in its turn (a close by the client too), as usual
         self.transport.close()
+
+    def shutdown(self) -> None:
+        """The server is stopping (SIGTERM, a worker replaced on SIGHUP): uvicorn closes every
+        connection between requests at once. One whose next request has arrived but waits
+        unread is answered first, then closed: closing it had answered that request with a
+        dropped connection (a new connection accepted just before the stop, too)."""
+        between = self.cycle is None or self.cycle.response_complete
+        if between and not self.transport.is_closing() and self.request_waiting():
+            self.stopping = True
+            return
+        super().shutdown()
+
+    def request_waiting(self) -> bool:
+        """Has the client sent something the loop has not read yet?"""
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        waiting = select.poll()  # not select.select: descriptors past 1,024
+        waiting.register(sock.fileno(), select.POLLIN)
+        return bool(waiting.poll(0))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.linger is not None:
@@ -417,6 +435,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:
+            if self.stopping:
+                cycle.keep_alive = False  # answered with "connection: close", then closed
             cycle.message_event = _LazyEvent()  # nothing has waited on, nor set, uvicorn's yet
             if not self.expect_100_continue:
                 cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]

@@ -222,3 +222,31 @@ def test_the_keep_alive_timeout_spares_a_request_that_has_arrived_unread() -> No
 
     answer = asyncio.run(scenario())
     assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_stopping_server_answers_a_request_that_has_arrived_unread_then_closes() -> None:
+    """On SIGTERM (or a worker replaced on SIGHUP) uvicorn closes the connections between
+    requests; a request that has arrived but waits its turn is answered first, then the
+    connection closes. A connection with nothing waiting is closed at once, as before."""
+
+    async def scenario() -> tuple[bytes, bool]:
+        async with serving() as (port, state), connected(port) as (reader, writer):
+            writer.write(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+            await reader.readuntil(b"/first")
+            (protocol,) = state.connections
+            writer.write(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")  # in the kernel now
+            protocol.shutdown()  # before the loop has read it
+            assert not protocol.transport.is_closing()
+            rest = await asyncio.wait_for(reader.read(), 10)  # up to the server's close
+            async with connected(port) as (_, idle_writer):
+                await until(lambda: len(state.connections) == 1, "the idle connection")
+                (idle,) = state.connections
+                idle.shutdown()
+                closed = idle.transport.is_closing()
+                idle_writer.close()
+            return rest, closed
+
+    rest, idle_closed = asyncio.run(scenario())
+    assert rest.startswith(b"HTTP/1.1 200 ") and rest.endswith(b"/second")
+    assert b"\r\nconnection: close\r\n" in rest.lower()
+    assert idle_closed
