@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 # close); bounded in time and bytes, and nothing of it is kept.
 LINGER_S = 1.0
 LINGER_BYTES = 1 << 20
+# A connection opened just before the server began to stop, whose first request has not come
+# yet, gets this long for it (a client sends right after connecting) before it is closed.
+FIRST_REQUEST_GRACE_S = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -357,12 +360,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """The server is stopping (SIGTERM, a worker replaced on SIGHUP): uvicorn closes every
         connection between requests at once. One whose next request has arrived but waits
         unread is answered first, then closed: closing it had answered that request with a
-        dropped connection (a new connection accepted just before the stop, too)."""
+        dropped connection. A connection with no request yet gets FIRST_REQUEST_GRACE_S for
+        its first (accepted just before the stop, its request may be on its way)."""
         between = self.cycle is None or self.cycle.response_complete
-        if between and not self.transport.is_closing() and self.request_waiting():
-            self.stopping = True
-            return
+        if between and not self.transport.is_closing():
+            if self.request_waiting():
+                self.stopping = True
+                return
+            if not self.started:  # no request yet: it may be on its way
+                self.stopping = True
+                self.loop.call_later(FIRST_REQUEST_GRACE_S, self.close_if_idle)
+                return
         super().shutdown()
+
+    def close_if_idle(self) -> None:
+        """Close the connection unless a request is being answered or has arrived."""
+        between = self.cycle is None or self.cycle.response_complete
+        if between and not self.transport.is_closing() and not self.request_waiting():
+            self.transport.close()
 
     def request_waiting(self) -> bool:
         """Has the client sent something the loop has not read yet?"""

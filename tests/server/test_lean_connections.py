@@ -238,15 +238,43 @@ def test_a_stopping_server_answers_a_request_that_has_arrived_unread_then_closes
             protocol.shutdown()  # before the loop has read it
             assert not protocol.transport.is_closing()
             rest = await asyncio.wait_for(reader.read(), 10)  # up to the server's close
-            async with connected(port) as (_, idle_writer):
-                await until(lambda: len(state.connections) == 1, "the idle connection")
+            # Between requests with nothing waiting: closed at once, as before.
+            async with connected(port) as (idle_reader, idle_writer):
+                idle_writer.write(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+                await idle_reader.readuntil(b"/one")
                 (idle,) = state.connections
                 idle.shutdown()
-                closed = idle.transport.is_closing()
-                idle_writer.close()
-            return rest, closed
+                idle_closed = idle.transport.is_closing()
+            return rest, idle_closed
 
     rest, idle_closed = asyncio.run(scenario())
     assert rest.startswith(b"HTTP/1.1 200 ") and rest.endswith(b"/second")
     assert b"\r\nconnection: close\r\n" in rest.lower()
     assert idle_closed
+
+
+def test_a_stopping_server_waits_a_moment_for_a_new_connections_first_request() -> None:
+    """A connection accepted just before the stop, its request still on its way, is answered
+    when the request comes within FIRST_REQUEST_GRACE_S, and closed after it otherwise."""
+
+    async def scenario() -> tuple[bytes, bool, bool]:
+        async with serving() as (port, state):
+            async with connected(port) as (reader, writer):
+                await until(lambda: len(state.connections) == 1, "the new connection")
+                (protocol,) = state.connections
+                protocol.shutdown()  # nothing sent yet
+                assert not protocol.transport.is_closing()
+                writer.write(b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
+                answered = await asyncio.wait_for(reader.read(), 10)
+            async with connected(port) as (silent_reader, _):
+                await until(lambda: len(state.connections) == 1, "the silent connection")
+                (silent,) = state.connections
+                silent.shutdown()
+                open_at_first = not silent.transport.is_closing()
+                # Closed by the server once the grace is over: the client reads the end.
+                ended = await asyncio.wait_for(silent_reader.read(), 10) == b""
+            return answered, open_at_first, ended
+
+    answered, open_at_first, ended = asyncio.run(scenario())
+    assert answered.startswith(b"HTTP/1.1 200 ") and answered.endswith(b"/late")
+    assert open_at_first and ended
