@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import gzip
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import ValidationError
@@ -35,6 +37,7 @@ CACHE_HIT = (b"x-cache", b"hit")
 CACHE_MISS = (b"x-cache", b"miss")
 validate_request = PredictRequest.model_validate  # the routes' own request models
 validate_batch = BatchPredictRequest.model_validate
+Request = TypeVar("Request")
 
 
 class FastPredictMiddleware:
@@ -87,22 +90,20 @@ class FastPredictMiddleware:
                 metrics=self.metrics,
             )  # fmt: skip
             return
-        if path == BATCH_PATH:
-            batch = _parse_batch(body)
-            if batch is None:
-                await self.app(scope, _replay(body, receive), send)
-                return
-            # A batch waiting its turn holds its rows; not its JSON text as well (~2.7 KB for
-            # 50 short texts; some hundreds wait at once under overload).
-            del body
-            await self._predict_batch(scope, batch, send, started, accepts_gzip)
-            return
-        request = _parse(body)
+        validate: Callable[[Any], PredictRequest | BatchPredictRequest] = (
+            validate_batch if path == BATCH_PATH else validate_request
+        )
+        request = _parse(body, validate)
         if request is None:
             await self.app(scope, _replay(body, receive), send)
             return
+        # A request waiting its turn holds its rows; not its JSON text as well (~2.7 KB for a
+        # batch of 50 short texts; some hundreds wait at once under overload).
         del body
-        await self._predict(scope, request, send, started, accepts_gzip)
+        if isinstance(request, BatchPredictRequest):
+            await self._predict_batch(scope, request, send, started, accepts_gzip)
+        else:
+            await self._predict(scope, request, send, started, accepts_gzip)
 
     async def _predict(
         self, scope: Scope, body: PredictRequest, send: Send, started: float, accepts_gzip: bool
@@ -155,17 +156,10 @@ class FastPredictMiddleware:
         await _send(send, 200, out, extra)
 
 
-def _parse(body: bytes) -> PredictRequest | None:
+def _parse(body: bytes, validate: Callable[[Any], Request]) -> Request | None:
     """The request as the route's model validates it, or None to let the route answer."""
     try:
-        return validate_request(loads(body))
-    except (orjson.JSONDecodeError, ValidationError):
-        return None
-
-
-def _parse_batch(body: bytes) -> BatchPredictRequest | None:
-    try:
-        return validate_batch(loads(body))
+        return validate(loads(body))
     except (orjson.JSONDecodeError, ValidationError):
         return None
 
