@@ -227,6 +227,41 @@ def test_predict_reports_the_estimators_probabilities(
     assert [p.label for p in out] == logistic.predict(x).tolist()
 
 
+def test_text_predictions_skip_only_checks_that_cannot_fail_and_leave_the_config_as_it_was(
+    text: LoadedModel, tabular: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A text batch skips scikit-learn's NaN scan of the matrix its vectorizer made from
+    strings; a tabular one keeps it (missing values are named from it, test above). Neither
+    changes scikit-learn's configuration outside the call."""
+    import sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    seen: list[dict[str, Any]] = []
+    original = LogisticRegression.predict_proba
+
+    def recording(self: Any, x: Any) -> Any:  # the final step of both: its config, then it
+        seen.append(sklearn.get_config())
+        return original(self, x)
+
+    texts = ["good great", "awful", "fine nice"]
+    expected = text.estimator.predict_proba(texts)
+    monkeypatch.setattr(LogisticRegression, "predict_proba", recording)
+
+    out = text.predict([text.prepare(text=t) for t in texts])
+    tabular.predict([[5.1, 3.5, 1.4, 0.2]])
+
+    text_config, tabular_config = seen
+    assert text_config["assume_finite"] is True
+    assert tabular_config["assume_finite"] is False
+    assert text_config["skip_parameter_validation"] is True
+    assert tabular_config["skip_parameter_validation"] is True
+    for p, row in zip(out, expected, strict=True):  # the same answers all the same
+        assert p.probabilities is not None
+        assert list(p.probabilities.values()) == pytest.approx(row.tolist())
+    assert sklearn.get_config()["assume_finite"] is False
+    assert sklearn.get_config()["skip_parameter_validation"] is False
+
+
 @pytest.mark.parametrize("kind", ["logistic", "hgb", "forest", "text"])
 def test_labels_from_proba_match_the_estimators_predict_on_real_data(
     kind: str, iris: tuple[Any, Any], text_pipeline: Any, logistic: Any
