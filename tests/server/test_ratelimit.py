@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import pytest
@@ -130,12 +129,21 @@ def test_burst_exceeded_answers_429_with_headers(
 
 
 def test_a_limited_client_recovers_after_the_refill_time(
-    iris_meta: ModelMetadata, serve: Callable[..., TestClient]
+    iris_meta: ModelMetadata, serve: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The server's limiter on a clock the test moves: a slow machine cannot refill the bucket
+    # between the requests (it did at 20/s when three requests took over 50 ms).
+    clock = FakeClock()
+    monkeypatch.setattr(
+        "mlserve.server.middleware.ratelimit.make_rate_limiter",
+        lambda settings, redis: InMemoryRateLimiter(clock=clock),
+    )
     client = serve(rate_limit={"enabled": True, "rate": 20, "burst": 2})
     statuses = [client.post("/api/predict", json=PREDICT).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
-    time.sleep(0.1)  # two tokens' worth at 20/s: the bounded wait this test is about
+    clock.now += 0.04  # not yet a token's worth at 20/s
+    assert client.post("/api/predict", json=PREDICT).status_code == 429
+    clock.now += 0.02
     assert client.post("/api/predict", json=PREDICT).status_code == 200
 
 
