@@ -316,7 +316,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             log.debug("%s %s from %s", exc.status, exc.message, self.client)
         else:
             log.warning("%s %s from %s", exc.status, exc.message, self.client)
-        if self.cycle is not None and not self.cycle.response_complete:
+        if not self.between_requests:
             # Pipelined: the answers before this one come first; nothing more is read.
             self.pending = exc
             self.transport.pause_reading()
@@ -362,8 +362,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         unread is answered first, then closed: closing it had answered that request with a
         dropped connection. A connection with no request yet gets FIRST_REQUEST_GRACE_S for
         its first (accepted just before the stop, its request may be on its way)."""
-        between = self.cycle is None or self.cycle.response_complete
-        if between and not self.transport.is_closing():
+        if self.between_requests and not self.transport.is_closing():
             if self.request_waiting():
                 self.stopping = True
                 return
@@ -373,10 +372,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 return
         super().shutdown()
 
+    @property
+    def between_requests(self) -> bool:
+        """No answer is under way: no request yet, or the last one answered in full."""
+        return self.cycle is None or self.cycle.response_complete
+
     def close_if_idle(self) -> None:
         """Close the connection unless a request is being answered or has arrived."""
-        between = self.cycle is None or self.cycle.response_complete
-        if between and not self.transport.is_closing() and not self.request_waiting():
+        if self.between_requests and not self.transport.is_closing() and not self.request_waiting():
             self.transport.close()
 
     def request_waiting(self) -> bool:
@@ -440,7 +443,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             gate: ConnectionGate | None = self.app_state.get(GATE_STATE_KEY)
             if gate is not None:
                 gate.count_refusal()
-            if not self.pipeline and (self.cycle is None or self.cycle.response_complete):
+            if not self.pipeline and self.between_requests:
                 # Answered from bytes, then closed: no ASGI task for a refusal. Raised, so
                 # that the parser stops here: the body (often in the same read) and what
                 # follows are dropped, not given to a request that has no cycle; data_received
@@ -464,7 +467,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if (
             shedder is None
             or self.pipeline
-            or (self.cycle is not None and not self.cycle.response_complete)
+            or not self.between_requests
             or self.parser.get_method() != b"POST"
         ):
             return False
