@@ -31,10 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 from overload import CC, PROBE_TEXT, openloop_c, wrk_closed
-from run import OUT, WRK, serve_sample
+from run import OUT, WRK, serve_sample, wait_http
 
 CORE_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
@@ -106,14 +105,7 @@ def main() -> int:
     server, url = serve_sample(home, env)
     phases: list[dict[str, Any]] = []
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/api/ready", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("server did not become ready")
-            time.sleep(0.2)
+        wait_http(url + "/api/ready")  # 503 until the model is loaded
         proc = psutil.Process(server.pid)
         proc = next(iter(proc.children(recursive=True)), proc)
         sustainable = wrk_closed(url, path, body, base, 3)["throughput"]  # warm-up
