@@ -122,7 +122,7 @@ class ServerSettings(Section):
 class BatchingSettings(Section):
     enabled: bool = True
     """Coalesce concurrent predictions for one model version into one vectorized call."""
-    max_batch_size: int = Field(default=64, ge=1)
+    max_batch_size: int = Field(default=256, ge=1)
     """Most rows in one model call when coalescing requests (one request's rows stay together)."""
     max_wait_ms: float = Field(default=0.0, ge=0)
     """Extra wait for a fuller batch, in ms. 0: a lone request never waits on a timer."""

@@ -61,7 +61,7 @@ def test_defaults_without_file_env_or_flags(home: Path) -> None:
     assert loaded.config_file is None
     assert settings.server.port == 8000
     assert settings.server.host == "127.0.0.1"
-    assert settings.batching.max_batch_size == 64
+    assert settings.batching.max_batch_size == 256
     assert settings.client.api_key is None
     assert set(loaded.sources.values()) == {"default", "env"}  # env: only MLSERVE_HOME
     assert loaded.sources["home"] == "env"
