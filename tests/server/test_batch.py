@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -104,6 +107,46 @@ def test_a_batch_larger_than_max_batch_size_stays_one_call(
 
     assert response.status_code == 200, response.text
     assert model_calls == [15]
+
+
+def test_by_default_batches_queued_behind_a_call_share_the_next_one(
+    text_meta: ModelMetadata, serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the default batching.max_batch_size (256), five batches of 50 texts that queued
+    while the model was busy go in one call: a call's fixed cost is paid once, not five times
+    (at 64 each went alone)."""
+    calls: list[int] = []
+    entered, release = threading.Event(), threading.Event()
+    original = LoadedModel.predict
+
+    def held(self: LoadedModel, rows: Any) -> Any:  # the first call waits for the others
+        if self.version:  # not a registration's smoke prediction
+            calls.append(len(rows))
+            if len(calls) == 1:
+                entered.set()
+                assert release.wait(10)
+        return original(self, rows)
+
+    monkeypatch.setattr(LoadedModel, "predict", held)
+    client = serve()
+    batcher = client.app.state.mlserve.manager.models["sentiment"].current.batcher  # type: ignore[attr-defined]
+    batch = {"texts": TEXTS * 10}
+
+    def post() -> int:
+        return client.post("/api/predict/batch", json=batch).status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        first = pool.submit(post)
+        assert entered.wait(10)
+        queued = [pool.submit(post) for _ in range(5)]
+        deadline = time.monotonic() + 10
+        while batcher.queue_depth < 5 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        release.set()
+        statuses = [first.result(10), *(f.result(10) for f in queued)]
+
+    assert statuses == [200] * 6
+    assert calls == [50, 250]
 
 
 @pytest.mark.parametrize("field", ["texts", "records"])
