@@ -67,6 +67,20 @@ def test_defaults_without_file_env_or_flags(home: Path) -> None:
     assert loaded.sources["home"] == "env"
 
 
+def test_the_batcher_built_without_settings_batches_as_the_settings_default_says() -> None:
+    # Anything that builds a Batcher without the settings (an embedding, a test) gets the
+    # same queueing and batch limits as `mlserve serve` with an empty config.
+    from dataclasses import fields
+
+    from mlserve.runtime.batcher import BatchingConfig
+
+    settings = Settings().batching
+    bare = BatchingConfig()
+    shared = [f.name for f in fields(BatchingConfig) if hasattr(settings, f.name)]
+    assert {"max_batch_size", "max_queue", "max_queue_delay_ms", "max_wait_ms"} <= set(shared)
+    assert {n: getattr(bare, n) for n in shared} == {n: getattr(settings, n) for n in shared}
+
+
 def test_mlserve_home_holds_registry_and_state(home: Path) -> None:
     settings = load_settings()
     assert settings.home == home

@@ -76,7 +76,7 @@ class CallTracer(Protocol):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatchingConfig:
     enabled: bool = True
-    max_batch_size: int = 64
+    max_batch_size: int = 256
     max_wait_ms: float = 0.0
     max_queue: int = 1024
     # Refuse a request expected to wait longer than this for the model (0: only max_queue).
