@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -53,6 +54,36 @@ def _restore_logging() -> Iterator[None]:
     yield
     for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
         lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
+
+
+_WATCHED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _signal_state() -> tuple[frozenset[int], tuple[Any, ...]]:
+    mask = frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, ()))
+    return mask, tuple(signal.getsignal(s) for s in _WATCHED_SIGNALS)
+
+
+@pytest.fixture(autouse=True)
+def _signals_left_as_found() -> Iterator[None]:
+    """A test that leaves a signal blocked or a handler replaced in the worker's main thread
+    fails (and the state is put back): every later test in that worker, and every process it
+    starts, would inherit it (a blocked SIGINT once made a Ctrl-C test time out in CI)."""
+    before = _signal_state()
+    yield
+    after = _signal_state()
+    if after == before:
+        return
+    signal.pthread_sigmask(signal.SIG_SETMASK, before[0])
+    for signum, handler in zip(_WATCHED_SIGNALS, before[1], strict=True):
+        signal.signal(signum, handler)
+    blocked = sorted(signal.Signals(s).name for s in after[0] - before[0])
+    replaced = [
+        signal.Signals(s).name
+        for s, old, new in zip(_WATCHED_SIGNALS, before[1], after[1], strict=True)
+        if old != new
+    ]
+    pytest.fail(f"the test left signals changed: blocked {blocked}, handlers replaced {replaced}")
 
 
 @pytest.fixture

@@ -265,6 +265,7 @@ def run_engine(
     async def main() -> RunResult:
         loop = asyncio.get_running_loop()
         installed = False
+        previous = signal.getsignal(signal.SIGINT)
         if threading.current_thread() is threading.main_thread():
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signal.SIGINT, engine.stop)
@@ -274,6 +275,10 @@ def run_engine(
         finally:
             if installed:
                 loop.remove_signal_handler(signal.SIGINT)
+                # asyncio resets SIGINT to Python's default; a caller that ignored it or had
+                # its own handler (an embedding application, a test worker) gets it back.
+                if previous is not None:
+                    signal.signal(signal.SIGINT, previous)
 
     with asyncio.Runner(loop_factory=_new_event_loop) as runner:
         return runner.run(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import signal
 import socket
 import sys
 import threading
@@ -467,3 +468,21 @@ def test_engine_stops_when_asked_and_keeps_what_it_measured(fake: FakeServer) ->
     assert result.interrupted
     assert 0 < result.requests == fake.counts["predict"]
     assert result.duration_s < 5
+
+
+@pytest.mark.parametrize(
+    "handler", [signal.SIG_IGN, signal.default_int_handler], ids=["ignored", "default"]
+)
+def test_an_embedded_run_gives_back_the_callers_ctrl_c_handler(
+    fake: FakeServer, handler: Any
+) -> None:
+    # While it runs, Ctrl-C stops the run; afterwards the caller's own handling is back.
+    from mlserve.loadtest import LoadPlan, Payloads, build_target, run_engine
+
+    target = build_target(url=fake.url, payloads=Payloads(texts=("hello",)))
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        run_engine(target, LoadPlan(concurrency=1, requests=3))
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
