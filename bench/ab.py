@@ -66,11 +66,26 @@ def tabular_script(into: Path) -> Path:
     return path
 
 
-def train_iris(tree: Path, home: Path) -> None:
-    """Train the iris sample (a float-matrix model) into the shared registry with `tree`."""
+def tree_env(tree: Path, home: Path) -> dict[str, str]:
+    """The environment that runs `python -P -m mlserve` from `tree`. `-P` keeps the working
+    folder off sys.path: without it, run from the repository root, `python -m` imported the
+    working tree's mlserve on both sides, whatever PYTHONPATH said (every A/B before this
+    check compared the working tree with itself)."""
     env = {**os.environ, "PYTHONPATH": str(tree), "MLSERVE_HOME": str(home)}
     env.pop("MLSERVE_REGISTRY__PATH", None)
-    cmd = [PY, "-m", "mlserve", "train", "--sample", "iris", "--name", "iris"]
+    found = subprocess.run(  # noqa: S603
+        [PY, "-P", "-c", "import mlserve; print(mlserve.__file__)"],
+        env=env, capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    if not Path(found).resolve().is_relative_to(tree.resolve()):
+        sys.exit(f"mlserve for {tree} would be imported from {found}: not the tree measured")
+    return env
+
+
+def train_iris(tree: Path, home: Path) -> None:
+    """Train the iris sample (a float-matrix model) into the shared registry with `tree`."""
+    env = tree_env(tree, home)
+    cmd = [PY, "-P", "-m", "mlserve", "train", "--sample", "iris", "--name", "iris"]
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=300)  # noqa: S603
 
 
@@ -87,9 +102,8 @@ def check_answers(url: str, side: str) -> None:
 
 def serve(name: str, tree: Path, home: Path) -> Server:
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(tree), "MLSERVE_HOME": str(home)}
-    env.pop("MLSERVE_REGISTRY__PATH", None)
-    cmd = [PY, "-m", "mlserve", "serve", "--port", str(port)]
+    env = tree_env(tree, home)
+    cmd = [PY, "-P", "-m", "mlserve", "serve", "--port", str(port)]
     return Server(name, cmd, env, port, "/api/ready")
 
 
