@@ -7,10 +7,13 @@ import logging
 import re
 import sys
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
+    "AccessLog",
     "BlockStreamHandler",
     "StderrHandler",
     "JsonFormatter",
@@ -146,6 +149,14 @@ class BlockStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
             self.handleError(record)
             return
+        self._append(line)
+
+    def write_line(self, line: str) -> None:
+        """Add a line that is already formatted (the access log's direct path)."""
+        with self.lock:  # type: ignore[union-attr]
+            self._append(line)
+
+    def _append(self, line: str) -> None:
         self.pending.append(line)
         self.pending_bytes += len(line) + 1
         if self.pending_bytes >= self.block_bytes:
@@ -212,3 +223,64 @@ def setup_logging(*, level: str = "info", fmt: str = "text", verbose: bool = Fal
     access.handlers[:] = [blocks]
     access.setLevel(numeric)
     access.propagate = False
+
+
+class AccessLog:
+    """Writes the access log's records (one per request) to `logger` (`mlserve.access`).
+
+    When the logger is as `setup_logging` left it (one BlockStreamHandler with the text or
+    JSON formatter, no filters, no record factory such as tracing's, not propagating), the
+    line is formatted here, exactly as that formatter would write the record, and added to the
+    handler's block: no LogRecord and no trip through the logging machinery, ~8 µs a request
+    less (a fifth of single-text throughput at 64 connections; docs/benchmarks.md). Otherwise
+    (a handler or filter of the user's, tracing on) the record goes through `logger.info`."""
+
+    __slots__ = ("_clock", "_second", "_time", "clock", "logger")
+
+    def __init__(self, logger: logging.Logger, *, clock: Callable[[], float] = time.time) -> None:
+        self.logger = logger
+        self.clock = clock
+        self._second = -1
+        self._time = ""
+
+    def info(self, fmt: str, *args: Any, fields: dict[str, Any]) -> None:
+        """Log `fmt % args` at INFO with `fields` (the JSON record's extra keys)."""
+        handler = self._direct()
+        if handler is None:
+            self.logger.info(fmt, *args, extra=fields)
+            return
+        message = fmt % args
+        now = self.clock()
+        if type(handler.formatter) is TextFormatter:
+            second = int(now)
+            if second != self._second:  # the formatter's "%H:%M:%S" of local time
+                self._second = second
+                self._time = time.strftime("%H:%M:%S", time.localtime(now))
+            name = escape_controls(self.logger.name)
+            handler.write_line(f"{self._time} INFO    {name}: {escape_controls(message)}")
+            return
+        data: dict[str, Any] = {
+            "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+            "level": "info",
+            "logger": self.logger.name,
+            "message": message,
+        }
+        data.update(fields)
+        text = json.dumps(data, default=str, ensure_ascii=False)
+        handler.write_line(_UNSAFE_IN_JSON.sub(_json_escape, text))
+
+    def _direct(self) -> BlockStreamHandler | None:
+        logger = self.logger
+        handlers = logger.handlers
+        if len(handlers) != 1 or logger.filters or logger.propagate or logger.disabled:
+            return None
+        handler = handlers[0]
+        if (
+            type(handler) is not BlockStreamHandler
+            or type(handler.formatter) not in (TextFormatter, JsonFormatter)
+            or handler.filters
+            or handler.level > logging.INFO
+            or logging.getLogRecordFactory() is not logging.LogRecord
+        ):
+            return None
+        return handler

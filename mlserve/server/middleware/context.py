@@ -11,6 +11,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mlserve.logs import AccessLog
 from mlserve.server.errors import send_error
 from mlserve.server.ids import RequestIds
 from mlserve.server.shedding import RESERVED_KEY, SHED_MESSAGE, Shedder
@@ -50,6 +51,7 @@ class RequestContextMiddleware:
         self.app_state = app_state
         self.max_body_bytes = max_body_bytes
         self.access_log_enabled = access_log_enabled
+        self.access = AccessLog(access_log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -170,7 +172,7 @@ class RequestContextMiddleware:
         # The text line is space-separated fields: a space in the path or a name is written
         # %20 (and % as %25) so that no value can pass for the fields after it. Control
         # characters are escaped by the formatters (mlserve.logs), in every record.
-        access_log.info(
+        self.access.info(
             "%s %s %d %.1fms rid=%s principal=%s%s",
             method,
             log_field(scope.get("path", "")),
@@ -179,7 +181,7 @@ class RequestContextMiddleware:
             request_id,
             log_field(principal) if principal else "-",
             f" model={log_field(model)}:{version}" if model else "",
-            extra={
+            fields={
                 "method": method,
                 "path": scope.get("path", ""),
                 "status": status,
