@@ -160,13 +160,18 @@ def test_the_access_log_writes_each_line_exactly_as_its_formatter_would(fmt: str
     assert len(expected) == len(ACCESS_CASES) * len(moments)  # one line each: nothing split
 
 
-def test_the_access_log_writes_directly_when_the_logger_is_as_set_up(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def text_logger(name: str) -> tuple[io.StringIO, BlockStreamHandler, logging.Logger]:
+    """A logger set up as `setup_logging` sets up the access log, writing to a string."""
     stream = io.StringIO()
     handler = BlockStreamHandler(stream, flush_s=60)
     handler.setFormatter(TextFormatter())
-    logger = logger_with(handler, "test.access.direct")
+    return stream, handler, logger_with(handler, name)
+
+
+def test_the_access_log_writes_directly_when_the_logger_is_as_set_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream, handler, logger = text_logger("test.access.direct")
 
     def no_record(*args: object, **kwargs: object) -> None:
         raise AssertionError("a LogRecord was made")
@@ -183,10 +188,7 @@ def test_the_access_log_writes_directly_when_the_logger_is_as_set_up(
 def test_the_access_log_goes_through_logging_when_a_filter_a_handler_or_a_factory_is_added(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    stream = io.StringIO()
-    handler = BlockStreamHandler(stream, flush_s=60)
-    handler.setFormatter(TextFormatter())
-    logger = logger_with(handler, "test.access.fallback")
+    stream, handler, logger = text_logger("test.access.fallback")
     access = AccessLog(logger)
     case = ACCESS_CASES[0]
 
