@@ -65,12 +65,7 @@ class JsonFormatter(logging.Formatter):
     separator character in any string is a JSON escape (the value is kept exactly)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        data = json_head(record.created, record.levelname, record.name, record.getMessage())
         for key, value in record.__dict__.items():
             if key not in _NOT_FIELDS and not key.startswith("_"):
                 data[key] = value
@@ -78,10 +73,29 @@ class JsonFormatter(logging.Formatter):
             data["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             data["stack"] = self.formatStack(record.stack_info)
-        text = json.dumps(data, default=str, ensure_ascii=False)
-        # Only inside strings can these characters occur: \uXXXX is valid there and decodes to
-        # the same value, while the line itself stays one line on every reader.
-        return _UNSAFE_IN_JSON.sub(_json_escape, text)
+        return json_line(data)
+
+
+def json_head(created: float, levelname: str, name: str, message: str) -> dict[str, Any]:
+    """The first fields of a JSON record (a record's own fields follow them)."""
+    return {
+        "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+        "level": levelname.lower(),
+        "logger": name,
+        "message": message,
+    }
+
+
+def json_line(data: dict[str, Any]) -> str:
+    text = json.dumps(data, default=str, ensure_ascii=False)
+    # Only inside strings can these characters occur: \uXXXX is valid there and decodes to
+    # the same value, while the line itself stays one line on every reader.
+    return _UNSAFE_IN_JSON.sub(_json_escape, text)
+
+
+def text_line(clock: str, levelname: str, name: str, message: str) -> str:
+    """The first line of a text record: `HH:MM:SS LEVEL logger: message`, escaped."""
+    return f"{clock} {levelname:<7} {escape_controls(name)}: {escape_controls(message)}"
 
 
 class TextFormatter(logging.Formatter):
@@ -94,10 +108,10 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
-        first = (
-            f"{self.formatTime(record, self.datefmt)} {record.levelname:<7} "
-            f"{escape_controls(record.name)}: {escape_controls(record.getMessage())}"
-        )
+        first = text_line(
+            self.formatTime(record, self.datefmt), record.levelname, record.name,
+            record.getMessage(),
+        )  # fmt: skip
         trace_id = record.__dict__.get("trace_id")  # set while a span is current (tracing)
         if trace_id is not None:
             ids = f" trace_id={trace_id} span_id={record.__dict__.get('span_id')}"
@@ -256,18 +270,11 @@ class AccessLog:
             if second != self._second:  # the formatter's "%H:%M:%S" of local time
                 self._second = second
                 self._time = time.strftime("%H:%M:%S", time.localtime(now))
-            name = escape_controls(self.logger.name)
-            handler.write_line(f"{self._time} INFO    {name}: {escape_controls(message)}")
+            handler.write_line(text_line(self._time, "INFO", self.logger.name, message))
             return
-        data: dict[str, Any] = {
-            "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
-            "level": "info",
-            "logger": self.logger.name,
-            "message": message,
-        }
+        data = json_head(now, "INFO", self.logger.name, message)
         data.update(fields)
-        text = json.dumps(data, default=str, ensure_ascii=False)
-        handler.write_line(_UNSAFE_IN_JSON.sub(_json_escape, text))
+        handler.write_line(json_line(data))
 
     def _direct(self) -> BlockStreamHandler | None:
         logger = self.logger
