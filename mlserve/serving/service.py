@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlserve.errors import InvalidInputError, MlserveError
+from mlserve.runtime.breaker import ModelDegradedError
 from mlserve.runtime.model import Prediction
 from mlserve.serving.manager import InputKind, ModelManager, Runtime
 from mlserve.serving.metrics import ServerMetrics
-from mlserve.serving.traffic import TrafficController
+from mlserve.serving.traffic import TrafficController, forget_split_pick, reprepare
 
 if TYPE_CHECKING:
     from mlserve.feedback import FeedbackRecorder
@@ -108,6 +109,7 @@ class PredictionService:
         name, `kind` (text or tabular: what the request sends) picks the default model."""
         if self.traffic.splits:  # one attribute test while no split is set
             return await self.traffic.select(reference, version, client, kind=kind)
+        forget_split_pick()
         return await self.manager.get(reference, version, kind=kind)
 
     async def predict(
@@ -132,6 +134,12 @@ class PredictionService:
         except Exception as exc:
             if rollouts is not None:
                 rollouts.observe(runtime, time.perf_counter() - started, failed=_is_5xx(exc))
+            if isinstance(exc, ModelDegradedError) and traffic.splits:
+                serving = traffic.instead_of(runtime)
+                if serving is not None:  # a split's pick that degraded after it was picked
+                    return await self.predict(
+                        serving, text=text, features=features, request_id=request_id
+                    )
             raise
         if rollouts is not None:
             rollouts.observe(runtime, time.perf_counter() - started, failed=False)
@@ -166,6 +174,16 @@ class PredictionService:
             if rollouts is not None:
                 seconds = time.perf_counter() - started
                 rollouts.observe(runtime, seconds, failed=_is_5xx(exc), n=len(rows))
+            if isinstance(exc, ModelDegradedError) and traffic.splits:
+                serving = traffic.instead_of(runtime)
+                if serving is not None:  # a split's pick that degraded after it was picked
+                    try:
+                        again = [reprepare(runtime.model, serving.model, row) for row in rows]
+                    except MlserveError:
+                        raise exc from None  # the serving version takes other inputs
+                    return await self.predict_rows(
+                        serving, again, request_id=request_id, use_cache=use_cache
+                    )
             raise
         if rollouts is not None:
             rollouts.observe(runtime, time.perf_counter() - started, failed=False, n=len(rows))

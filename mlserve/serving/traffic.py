@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,6 +37,12 @@ MAX_SPLIT_VERSIONS = 10
 SHADOW_MAX_QUEUE = 1000  # mirrored requests waiting per shadow version; beyond: dropped
 SHADOW_MAX_BATCH = 64  # mirrored rows sent to the shadow in one call
 SPLIT_RETRY_S = 30.0  # a split version that failed to load is tried again after this
+
+# The version a split picked for the request being handled, or None. uvicorn runs each request
+# in its own task, and a task has its own copy of the context, so this is per request; it lets
+# the serving version answer instead when the picked one starts failing fast after it was
+# picked (requests already queued on it when its breaker opens).
+_split_pick: ContextVar[Runtime | None] = ContextVar("mlserve_split_pick", default=None)
 Source = Literal["settings", "runtime", "rollout"]
 
 
@@ -112,6 +119,13 @@ def reprepare(primary: LoadedModel, shadow: LoadedModel, row: Any) -> Any:
     if primary.feature_names and shadow.feature_names:
         return shadow.prepare(features=dict(zip(primary.feature_names, row, strict=True)))
     return shadow.prepare(features=row)
+
+
+def forget_split_pick() -> None:
+    """This request's runtime was not picked by a split (a task that handles several, such
+    as the job runner, must not carry one request's pick into the next)."""
+    if _split_pick.get() is not None:
+        _split_pick.set(None)
 
 
 @dataclass(slots=True)
@@ -277,8 +291,22 @@ class TrafficController:
             if split is not None and name is not None:
                 runtime = await self._split_runtime(name, split.pick(bucket(name, client())))
                 if runtime is not None:
+                    _split_pick.set(runtime)
                     return runtime
+        forget_split_pick()
         return await self.manager.get(reference, version, kind=kind)
+
+    def instead_of(self, runtime: Runtime) -> Runtime | None:
+        """The serving version, to answer in place of `runtime` when a split picked `runtime`
+        for this request and it then failed fast (degraded): the rule `_split_runtime` applies
+        before the call, applied after it. None for a version the request named, or when the
+        serving version is `runtime` itself."""
+        if _split_pick.get() is not runtime:
+            return None
+        _split_pick.set(None)
+        served = self.manager.models.get(runtime.model.name)
+        current = served.current if served is not None else None
+        return current if current is not None and current is not runtime else None
 
     async def _split_name(self, reference: str | None, kind: InputKind | None) -> str | None:
         if reference is None:

@@ -57,10 +57,12 @@ class PoisonableClassifier(_Fitted):
 
 
 class GatedClassifier(_Fitted):
-    """Predicts classes_[0] after waiting for its gate (a test holds predictions in flight)."""
+    """Predicts classes_[0] after waiting for its gate (a test holds predictions in flight);
+    with `fail`, a call that waited for the gate raises instead."""
 
-    def __init__(self, gate: str = "") -> None:
+    def __init__(self, gate: str = "", fail: bool = False) -> None:
         self.gate = gate
+        self.fail = fail
 
     def predict(self, x: Any) -> Any:
         gate = GATES.get(self.gate)
@@ -68,6 +70,8 @@ class GatedClassifier(_Fitted):
             gate.entered.set()
             if not gate.release.wait(timeout=30):
                 raise TimeoutError("gate never released")
+            if self.fail:
+                raise RuntimeError("the model's backend is down")
         return np.full(len(np.asarray(x)), self.classes_[0])
 
 

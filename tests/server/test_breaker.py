@@ -3,6 +3,7 @@ one call after the cooldown decides whether it recovers."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,11 +13,12 @@ from fastapi.testclient import TestClient
 from support.clock import Clock
 from support.data import FLOWERS, IRIS_FEATURES
 from support.metrics import scrape, value
+from support.wait import wait_for
 
 from mlserve.registry import Registry
 from mlserve.schemas import ModelMetadata
 
-from . import flaky_models
+from . import broken_models, flaky_models
 from .conftest import error_of
 from .traffic_helpers import PATHS
 
@@ -156,3 +158,84 @@ def test_a_failed_probe_opens_it_again(flaky: tuple[TestClient, Clock], switch: 
     error_of(_predict(client), 503, "model_degraded")
 
     assert flaky_models.CALLS[switch] == calls + 1
+
+
+# The second request of test_requests_queued_on_a_split_version_as_it_degrades_*: by path.
+SECOND: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
+    "fast": ("/api/predict", {"model": "iris", "features": FLOWER}, {}),
+    "route": ("/api/predict", {"model": "iris", "features": FLOWER}, PATHS["route"]),
+    "batch": ("/api/predict/batch", {"model": "iris", "records": FLOWERS}, {}),
+    "v2": (
+        "/v2/models/iris/infer",
+        {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [FLOWER]}]},
+        {},
+    ),
+}
+
+
+@pytest.fixture
+def gated_candidate(
+    registry: Registry, iris_meta: ModelMetadata, iris: tuple[Any, Any]
+) -> Iterator[broken_models.Gate]:
+    """iris 1 (production) and iris 2, whose calls wait for the returned gate and then fail."""
+    name = uuid.uuid4().hex
+    x, y = iris
+    failing = broken_models.GatedClassifier(gate=name, fail=True).fit(x, y)
+    registry.register_estimator(failing, name="iris", feature_names=IRIS_FEATURES, check=False)
+    gate = broken_models.GATES[name] = broken_models.Gate()
+    yield gate
+    gate.release.set()
+    broken_models.GATES.pop(name, None)
+
+
+@pytest.mark.parametrize("pinned", [False, True], ids=["split", "pinned"])
+@pytest.mark.parametrize("path", list(SECOND))
+def test_requests_queued_on_a_split_version_as_it_degrades_are_answered_by_the_serving_one(
+    gated_candidate: broken_models.Gate,
+    serve: Callable[..., TestClient],
+    path: str,
+    pinned: bool,
+) -> None:
+    """A split sends every client to version 2. One request is in its model call and a second
+    one waits behind it when the call fails and opens the breaker. The split's share goes to
+    the serving version once its pick is degraded, so the second request is answered by
+    version 1 rather than failing fast; one that named version 2 gets the 503 it asked for."""
+    client = serve(
+        raise_server_exceptions=False,
+        traffic={"failure_threshold": 1, "splits": {"iris": {"2": 1}}},
+    )
+    url, body, headers = SECOND[path]
+    if pinned:
+        url = url.replace("/models/iris/", "/models/iris/versions/2/")
+        body = body if path == "v2" else {**body, "model": "iris:2"}
+    answers: dict[str, Any] = {}
+
+    def send(key: str, url: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+        answers[key] = client.post(url, json=body, headers=headers)
+
+    first = threading.Thread(
+        target=send, args=("first", "/api/predict", {"model": "iris", "features": FLOWER}, {})
+    )
+    first.start()
+    assert gated_candidate.entered.wait(10), "version 2 was never called"
+    second = threading.Thread(target=send, args=("second", url, body, headers))
+    second.start()
+    wait_for(
+        lambda: value(scrape(client), "mlserve_queue_depth", model="iris", version="2") == 1,
+        "the second request waiting on version 2",
+    )
+    gated_candidate.release.set()
+    first.join(10)
+    second.join(10)
+
+    error_of(answers["first"], 500, "prediction_failed")  # the call that failed
+    answer = answers["second"]
+    if pinned and path == "v2":  # the V2 protocol's error body: {"error": message}
+        assert answer.status_code == 503 and "degraded" in answer.json()["error"], answer.text
+        return
+    if pinned:
+        error_of(answer, 503, "model_degraded")
+        return
+    assert answer.status_code == 200, answer.text
+    version = answer.json()["model_version" if path == "v2" else "version"]
+    assert str(version) == "1"

@@ -119,6 +119,8 @@ class FastPredictMiddleware:
             scored = await service.predict(
                 runtime, text=body.text, features=body.features, request_id=request_id
             )
+            if scored.runtime is not runtime:  # the serving version answered (degraded pick)
+                mark_model(scope, scored.runtime)
         except MlserveError as exc:
             await send_exception(scope, send, exc, metrics=self.metrics, roots=self.roots)
             return

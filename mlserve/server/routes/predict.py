@@ -81,6 +81,8 @@ async def predict(body: PredictRequest, request: Request, state: StateDep) -> Re
     scored = await service.predict(
         runtime, text=body.text, features=body.features, request_id=request_id
     )
+    if scored.runtime is not runtime:  # the serving version answered for a degraded split pick
+        mark_model(scope, scored.runtime)
     hit = scored.cache_hit
     headers = None if hit is None else {"X-Cache": "hit" if hit else "miss"}
     return JSONBytes(orjson.dumps(predict_payload(scored, request_id, started)), headers=headers)
@@ -138,6 +140,9 @@ async def score_batch(
         rows = [model.prepare(features=r, field=f"records.{i}") for i, r in enumerate(inputs)]
     request_id = scope["state"]["request_id"]
     scored = await service.predict_rows(runtime, rows, request_id=request_id)
+    if scored.runtime is not runtime:  # the serving version answered for a degraded split pick
+        mark_model(scope, scored.runtime)
+        model = scored.runtime.model
     payload = {
         "predictions": [
             {"id": f"{request_id}-{i}", **prediction_fields(p)}

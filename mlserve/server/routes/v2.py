@@ -281,6 +281,10 @@ async def _infer(
     scored = await service.predict_rows(
         runtime, rows, request_id=scope["state"]["request_id"], use_cache=False
     )
+    if scored.runtime is not runtime:  # the serving version answered for a degraded split pick
+        mark_model(scope, scored.runtime)
+        model = scored.runtime.model
+        wanted = wanted_outputs(body.outputs, model_signature(model)[1])
     results = scored.predictions
     payload = {
         "model_name": model.name,
