@@ -5,7 +5,8 @@ sentiment sample, and the iris sample: a tabular model fitted on a float matrix)
 core 0; wrk runs on core 1. Each round measures one text per request at 64 connections,
 100-text batches at 8 connections and one iris row per request (`{"features": {...}, "model":
 "iris"}`) at 64 connections, first for one side, then for the other (the order alternates),
-so machine noise falls on both alike. Used to show a restructure or an optimisation kept (or
+so machine noise falls on both alike. The sides share the registry, not their state: each
+server gets fresh feedback and job stores, and is checked to record feedback before measuring. Used to show a restructure or an optimisation kept (or
 changed) the request path's speed.
 
     python bench/ab.py --base 165fc26 [--head REV] --rounds 4 --duration 8
@@ -90,7 +91,8 @@ def train_iris(tree: Path, home: Path) -> None:
 
 
 def check_answers(url: str, side: str) -> None:
-    """Both workloads answer 200 on this side (a wrong body would measure error pages)."""
+    """Both workloads answer 200 on this side (a wrong body would measure error pages), and
+    its feedback store takes a label (a side whose store failed to open records nothing)."""
     for path, body in (
         ("/api/predict", {"text": "The staff were friendly."}),
         ("/api/predict", TABULAR_BODY),
@@ -98,11 +100,21 @@ def check_answers(url: str, side: str) -> None:
         res = httpx.post(f"{url}{path}", json=body, timeout=10)
         if res.status_code != 200:
             sys.exit(f"{side}: {path} {body} answered {res.status_code}: {res.text[:300]}")
+        answer = res.json()
+        label = {"request_id": answer["request_id"], "label": answer["prediction"]}
+        res = httpx.post(f"{url}/api/feedback", json=label, timeout=10)
+        if res.status_code != 200:
+            sys.exit(f"{side}: /api/feedback answered {res.status_code}: {res.text[:300]}")
 
 
-def serve(name: str, tree: Path, home: Path) -> Server:
+def serve(name: str, tree: Path, home: Path, state: Path) -> Server:
+    """`mlserve serve` from `tree` over the shared registry in `home`, with its own feedback
+    and job stores in `state`: sides must not share them (a newer schema makes an older
+    mlserve refuse the file, and it would then run without recording feedback)."""
     port = free_port()
     env = tree_env(tree, home)
+    env["MLSERVE_FEEDBACK__DATABASE"] = str(state / "feedback.sqlite3")
+    env["MLSERVE_JOBS__DATABASE"] = str(state / "jobs.sqlite3")
     cmd = [PY, "-P", "-m", "mlserve", "serve", "--port", str(port)]
     return Server(name, cmd, env, port, "/api/ready")
 
@@ -124,7 +136,7 @@ def main() -> None:
         home = _mkdir(work / "home")
         # The head's first start trains the sentiment sample into the shared registry; the
         # head then trains iris next to it. Each side checks it answers both before measuring.
-        with serve("ab-head", head_tree, home):
+        with serve("ab-head", head_tree, home, work / "state-first"):
             pass
         train_iris(head_tree, home)
         tabular = tabular_script(work)
@@ -142,10 +154,11 @@ def main() -> None:
         for round_no in range(args.rounds):
             order = ["base", "head"] if round_no % 2 == 0 else ["head", "base"]
             for side in order:
-                with serve(f"ab-{side}", sides[side], home) as server:
+                # Fresh stores each round: both sides start every round alike.
+                state = work / f"state-{side}-{round_no}"
+                with serve(f"ab-{side}", sides[side], home, state) as server:
                     url = f"http://127.0.0.1:{server.port}"
-                    if round_no == 0:
-                        check_answers(url, side)
+                    check_answers(url, side)
                     run_wrk(f"{url}/api/predict", HERE / "predict.lua", 8, 2)  # warm-up
                     run_wrk(f"{url}/api/predict", tabular, 8, 2)
                     single = run_wrk(f"{url}/api/predict", HERE / "predict.lua", 64, args.duration)

@@ -17,6 +17,7 @@ import pytest
 from mlserve.feedback import (
     WINDOWS,
     Buffered,
+    BufferedBatch,
     FeedbackRecorder,
     FeedbackStore,
     FeedbackUnavailableError,
@@ -403,6 +404,138 @@ def test_versions_and_keys_list_what_has_predictions(
     assert run(store.keys()) == [("iris", 2), ("sentiment", 1), ("sentiment", 3)]
 
 
+def batch_of(
+    request_id: str,
+    clock: Clock,
+    rows: list[Any],
+    labels: list[Any],
+    confidences: list[float | None] | None = None,
+    *,
+    version: int = 1,
+) -> BufferedBatch:
+    """A batch request's rows as the recorder buffers them."""
+    confidences = confidences or [0.9] * len(rows)
+    answers = [prediction(label, c) for label, c in zip(labels, confidences, strict=True)]
+    return BufferedBatch(request_id, "sentiment", version, rows, answers, clock())
+
+
+def test_a_batchs_rows_are_found_and_labelled_by_request_id_and_row(
+    make_store: StoreFactory, run: Run, clock: Clock
+) -> None:
+    store = make_store()
+    batch = batch_of(
+        "b", clock, ["good", "bad", "meh"], ["positive", "negative", "positive"], [0.8, None, 0.6]
+    )
+    run(store.add([batch, buffered("s", clock)]))
+
+    found = run(store.lookup(["b-0", "b-1", "b-2", "b-3", "b-01", "b", "b-x", "s"]))
+
+    assert set(found) == {"b-0", "b-1", "b-2", "s"}  # not past its rows, nor "01" for 1
+    row = found["b-1"]
+    assert (row.model, row.version, row.predicted, row.confidence) == (
+        "sentiment",
+        1,
+        "negative",
+        None,
+    )
+    assert (row.input_hash, row.created_at, row.label) == (input_hash("bad"), T0, None)
+    assert found["b-2"].confidence == 0.6 and found["b-2"].input_hash == input_hash("meh")
+    assert run(store.count()) == 4
+    outcomes = run(store.set_labels([("b-1", "negative"), ("b-2", "negative"), ("b-3", "x")]))
+    assert outcomes == ["accepted", "accepted", "unknown"]
+    assert run(store.set_labels([("b-2", "positive")])) == ["replaced"]
+    assert run(store.lookup(["b-2"]))["b-2"].label == "positive"
+    figures = data(run, store)
+    assert figures.labelled == 2
+    assert figures.windows["1h"] == {("negative", "negative"): 1, ("positive", "positive"): 1}
+    assert sorted(figures.rolling) == [("negative", "negative"), ("positive", "positive")]
+    assert figures.predictions == 4
+    assert {label: c.n for label, c in figures.recent.items()} == {"positive": 3, "negative": 1}
+    assert figures.recent["positive"].confidence_sum == pytest.approx(0.8 + 0.6 + 0.9)
+    assert figures.recent["negative"].confidence_n == 0  # its one confidence was missing
+
+
+def test_a_reused_id_names_the_newer_of_a_batch_row_and_a_prediction(
+    make_store: StoreFactory, run: Run, clock: Clock
+) -> None:
+    store = make_store()
+    run(store.add([batch_of("b", clock, ["x", "y"], ["positive", "positive"])]))
+    assert run(store.set_labels([("b-1", "positive")])) == ["accepted"]
+    clock.advance(1)
+    run(store.add([buffered("b-0", clock, version=2, label="negative")]))  # one of its ids
+
+    found = run(store.lookup(["b-0", "b-1"]))
+    assert (found["b-0"].version, found["b-0"].predicted) == (2, "negative")
+    assert (found["b-1"].version, found["b-1"].label) == (1, "positive")
+
+    clock.advance(1)
+    run(store.add([batch_of("b", clock, ["z", "w"], ["negative", "negative"], version=3)]))
+
+    found = run(store.lookup(["b-0", "b-1"]))
+    assert {(r.version, r.predicted, r.label) for r in found.values()} == {(3, "negative", None)}
+    assert data(run, store, version=1).labelled == 0  # the label went with the old row
+    assert run(store.set_labels([("b-1", "negative")])) == ["accepted"]
+    assert data(run, store, version=3).labelled == 1
+
+
+def test_a_batch_is_kept_whole_within_max_records(
+    make_store: StoreFactory, run: Run, clock: Clock
+) -> None:
+    store = make_store(max_records=10)
+    for b in range(5):
+        run(store.add([batch_of(f"r{b}", clock, ["t"] * 4, ["positive"] * 4)]))
+        clock.advance(1)
+        assert run(store.count()) <= 10
+
+    kept = set(run(store.lookup([f"r{b}-{i}" for b in range(5) for i in range(4)])))
+    # The newest rows: batches 3 and 4 whole; the store may keep some of batch 2 as well.
+    assert (
+        {f"r{b}-{i}" for b in (3, 4) for i in range(4)}
+        <= kept
+        <= {f"r{b}-{i}" for b in (2, 3, 4) for i in range(4)}
+    )
+    assert len(kept) == run(store.count())
+    assert data(run, store).predictions == 20
+
+
+def test_a_batch_expires_after_the_retention(
+    make_store: StoreFactory, run: Run, clock: Clock
+) -> None:
+    store = make_store(retention_s=HOUR)
+    run(store.add([batch_of("old", clock, ["a", "b"], ["positive", "negative"])]))
+    clock.advance(HOUR + 1)
+
+    assert run(store.lookup(["old-0", "old-1"])) == {}
+    assert run(store.set_labels([("old-0", "positive")])) == ["unknown"]
+    run(store.add([buffered("fresh", clock)]))
+    assert run(store.count()) == 1  # purged on the write
+
+
+def test_a_store_file_of_schema_1_is_opened_and_kept(
+    tmp_path: Path, run: Run, clock: Clock
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "feedback.sqlite3"
+    store = run(SqliteFeedbackStore.open(path, clock=clock))
+    run(store.add([buffered("r1", clock)]))
+    run(store.set_labels([("r1", "positive")]))
+    run(store.close())
+    with sqlite3.connect(path) as db:  # as mlserve with schema 1 left it
+        db.execute("DROP TABLE batches")
+        db.execute("PRAGMA user_version = 1")
+
+    store = run(SqliteFeedbackStore.open(path, clock=clock))
+    try:
+        assert run(store.lookup(["r1"]))["r1"].label == "positive"
+        run(store.add([batch_of("b", clock, ["x"], ["negative"])]))
+        assert set(run(store.lookup(["r1", "b-0"]))) == {"r1", "b-0"}
+    finally:
+        run(store.close())
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
 def test_a_sqlite_store_is_shared_by_two_processes_opening_one_file(
     tmp_path: Path, run: Run, clock: Clock
 ) -> None:
@@ -465,8 +598,9 @@ def test_batch_rows_are_recorded_as_request_id_and_index(run: Run, clock: Clock)
     )
     assert run(recorder.flush()) == 2
 
-    (batch,) = store.batches
-    assert batch == [
+    ((entry,),) = store.batches  # the batch is one entry: no work per row on the request path
+    assert isinstance(entry, BufferedBatch)
+    assert entry.expand() == [
         ("rid-0", "iris", 2, [1.0], "a", 0.5, T0),
         ("rid-1", "iris", 2, [2.0], "b", None, T0),
     ]
@@ -529,3 +663,34 @@ def test_a_failed_batch_put_back_past_the_bound_keeps_the_newest(run: Run, clock
 
     assert [item[0] for item in recorder._buffer] == ["b", "c", "d"]
     assert recorder.dropped == 1
+
+
+def test_a_batch_put_back_past_the_bound_keeps_its_newest_rows_and_their_ids(
+    run: Run, clock: Clock
+) -> None:
+    recorder = FeedbackRecorder(buffer_size=4, clock=clock)
+
+    class ArrivalsDuringAFailedFlush:
+        async def add(self, batch: Any) -> None:
+            recorder.record("c", "m", 1, "x", prediction())
+            recorder.record("d", "m", 1, "x", prediction())
+            raise FeedbackUnavailableError("down")
+
+    recorder.store = ArrivalsDuringAFailedFlush()  # type: ignore[assignment]
+    recorder.record_many("b", "m", 1, ["w", "x", "y"], [prediction()] * 3)
+
+    with pytest.raises(FeedbackUnavailableError):
+        run(recorder.flush())
+
+    assert (len(recorder), recorder.dropped) == (4, 1)
+    kept = [
+        item
+        for entry in recorder._buffer
+        for item in (entry.expand() if isinstance(entry, BufferedBatch) else [entry])
+    ]
+    assert [(item[0], item[3]) for item in kept] == [
+        ("b-1", "x"),
+        ("b-2", "y"),
+        ("c", "x"),
+        ("d", "x"),
+    ]

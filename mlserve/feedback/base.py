@@ -15,16 +15,21 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mlserve.errors import InvalidInputError, MlserveError, NotFoundError
+
+if TYPE_CHECKING:
+    from mlserve.runtime.model import Prediction
 
 __all__ = [
     "CONFIDENCE_BINS",
     "TALLY_BUCKET_S",
     "WINDOWS",
     "Buffered",
+    "BufferedBatch",
     "ClassTally",
+    "Entry",
     "FeedbackDisabledError",
     "FeedbackStore",
     "FeedbackUnavailableError",
@@ -35,13 +40,16 @@ __all__ = [
     "StoredPrediction",
     "Tally",
     "VersionData",
+    "batch_row",
     "bucket_of",
     "first_bucket",
+    "input_digest",
     "input_hash",
     "label_key",
     "match_label",
     "merge_tallies",
     "record_values",
+    "row_count",
     "tally_records",
 ]
 
@@ -53,6 +61,70 @@ WINDOWS: dict[str, float] = {"1h": 3600.0, "24h": 86400.0, "7d": 7 * 86400.0}
 LabelOutcome = Literal["accepted", "replaced", "unknown"]
 # What the prediction paths append: (id, model, version, prepared row, label, confidence, time).
 Buffered = tuple[str, str, int, Any, Any, float | None, float]
+
+
+@dataclass(frozen=True, slots=True)
+class BufferedBatch:
+    """The rows of one batch request, buffered as one entry (the request path does no work per
+    row): row i is remembered as `<request_id>-<first + i>`; `first` is above 0 only for what
+    is left of a batch cut at the buffer's bound."""
+
+    request_id: str
+    model: str
+    version: int
+    rows: Sequence[Any]
+    predictions: Sequence[Prediction]
+    created_at: float
+    first: int = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def tail(self, skip: int) -> BufferedBatch:
+        """The rows after the first `skip`, keeping their ids."""
+        return BufferedBatch(
+            self.request_id,
+            self.model,
+            self.version,
+            self.rows[skip:],
+            self.predictions[skip:],
+            self.created_at,
+            self.first + skip,
+        )
+
+    def expand(self) -> list[Buffered]:
+        """One Buffered per row."""
+        rid, model, version, now, first = (
+            self.request_id,
+            self.model,
+            self.version,
+            self.created_at,
+            self.first,
+        )
+        return [
+            (f"{rid}-{first + i}", model, version, row, p.label, p.confidence, now)
+            for i, (row, p) in enumerate(zip(self.rows, self.predictions, strict=True))
+        ]
+
+
+# One buffered prediction, or a batch request's rows.
+Entry = Buffered | BufferedBatch
+
+
+def row_count(entries: Sequence[Entry]) -> int:
+    """Predictions held by `entries` (a batch counts its rows)."""
+    return sum(1 if type(e) is tuple else len(e) for e in entries)
+
+
+def batch_row(request_id: str) -> tuple[str, int] | None:
+    """(batch request id, row) that `<request id>-<row>` names, or None for an id of another
+    form (the row written as the recorder writes it: no sign, no leading zero)."""
+    base, dash, index = request_id.rpartition("-")
+    if not dash or not base or not (index.isascii() and index.isdigit()):
+        return None
+    if index != "0" and index[0] == "0":
+        return None
+    return base, int(index)
 
 
 class FeedbackUnavailableError(MlserveError):
@@ -85,6 +157,11 @@ class FeedbackDisabledError(MlserveError):
 def input_hash(row: Any) -> str:
     """sha256 of a prepared input: the exact text (UTF-8), or the feature values as IEEE
     doubles in the model's order (1 and 1.0 hash alike; every missing value as one NaN)."""
+    return input_digest(row).hex()
+
+
+def input_digest(row: Any) -> bytes:
+    """input_hash as 32 bytes."""
     if type(row) is str:
         data = b"t\x00" + row.encode("utf-8", "surrogatepass")
     elif all(type(v) is float or type(v) is int for v in row):
@@ -92,7 +169,7 @@ def input_hash(row: Any) -> str:
         data = b"f\x00" + struct.pack(f"<{len(values)}d", *values)
     else:  # a typed row (DataFrame models): its JSON, each value's type being its column's
         data = b"j\x00" + json.dumps(list(row), separators=(",", ":")).encode()
-    return hashlib.sha256(data).hexdigest()
+    return hashlib.sha256(data).digest()
 
 
 def label_key(label: Any) -> str:
@@ -195,13 +272,19 @@ class VersionData:
 Record = tuple[str, str, int, str, str, float | None, float]
 
 
-def record_values(batch: Sequence[Buffered]) -> list[Record]:
+def record_values(entries: Sequence[Entry]) -> list[Record]:
     """(id, model, version, input hash, predicted label key, confidence, time) of buffered
-    predictions (input_hash and label_key inlined for texts and text labels: this runs for
-    every prediction served)."""
+    predictions, a batch's rows one by one (input_hash and label_key inlined for texts and
+    text labels: this runs for every prediction served)."""
     sha256 = hashlib.sha256
     out: list[Record] = []
     append = out.append
+    batch: list[Buffered] = []
+    for entry in entries:
+        if type(entry) is tuple:
+            batch.append(entry)
+        else:
+            batch.extend(entry.expand())  # type: ignore[union-attr]
     for request_id, model, version, row, label, confidence, created_at in batch:
         if type(row) is str:
             digest = sha256(b"t\x00" + row.encode("utf-8", "surrogatepass")).hexdigest()
@@ -257,8 +340,9 @@ class FeedbackStore(Protocol):
     retention_s: float
     max_records: int
 
-    async def add(self, batch: Sequence[Buffered]) -> None:
-        """Write buffered predictions; an id seen before now names the new prediction."""
+    async def add(self, batch: Sequence[Entry]) -> None:
+        """Write buffered predictions (a batch's rows as `<request id>-<row>`); an id seen
+        before now names the new prediction."""
         ...
 
     async def lookup(self, ids: Sequence[str]) -> dict[str, StoredPrediction]:

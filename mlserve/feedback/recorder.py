@@ -17,7 +17,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlserve.feedback.base import Buffered, FeedbackStore, FeedbackUnavailableError
+from mlserve.feedback.base import (
+    BufferedBatch,
+    Entry,
+    FeedbackStore,
+    FeedbackUnavailableError,
+    row_count,
+)
 
 if TYPE_CHECKING:
     from mlserve.runtime.model import Prediction
@@ -49,24 +55,26 @@ class FeedbackRecorder:
         self.on_drop = on_drop
         self.store: FeedbackStore | None = None  # attached once opened (in the lifespan)
         self.dropped = 0
-        self._buffer: list[Buffered] = []
+        self._buffer: list[Entry] = []
+        self._rows = 0  # predictions in the buffer (a batch entry holds several)
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
 
     def __len__(self) -> int:
-        return len(self._buffer)
+        """Predictions buffered."""
+        return self._rows
 
     # ------------------------------------------------------------------ request path
     def record(
         self, request_id: str, model: str, version: int, row: Any, prediction: Prediction
     ) -> None:
         """Remember one answered prediction (never blocks, never raises)."""
-        buffer = self._buffer
-        if len(buffer) >= self.buffer_size:
+        if self._rows >= self.buffer_size:
             self._drop(1)
             return
-        buffer.append(
+        self._rows += 1
+        self._buffer.append(
             (
                 request_id,
                 model,
@@ -86,23 +94,20 @@ class FeedbackRecorder:
         rows: Sequence[Any],
         predictions: Sequence[Prediction],
     ) -> None:
-        """Remember the rows of a batch as `<request_id>-<index>`."""
-        buffer = self._buffer
-        room = self.buffer_size - len(buffer)
-        if room < len(rows):
-            self._drop(len(rows) - max(room, 0))
-        now = self.clock()
-        for i, (row, prediction) in enumerate(zip(rows[: max(room, 0)], predictions, strict=False)):
-            buffer.append(
-                (
-                    f"{request_id}-{i}",
-                    model,
-                    version,
-                    row,
-                    prediction.label,
-                    prediction.confidence,
-                    now,
-                )
+        """Remember the rows of a batch as `<request_id>-<index>`: one entry for the batch
+        (the store packs its rows); rows beyond the buffer's room are dropped and counted."""
+        room = self.buffer_size - self._rows
+        n = len(rows)
+        if room < n:
+            self._drop(n - max(room, 0))
+            if room <= 0:
+                return
+            rows, predictions = rows[:room], predictions[:room]
+            n = room
+        if n:
+            self._rows += n
+            self._buffer.append(
+                BufferedBatch(request_id, model, version, rows, predictions, self.clock())
             )
 
     def _drop(self, n: int) -> None:
@@ -118,6 +123,7 @@ class FeedbackRecorder:
             if store is None or not self._buffer:
                 return 0
             batch, self._buffer = self._buffer, []
+            rows, self._rows = self._rows, 0
             try:
                 await store.add(batch)
             except (FeedbackUnavailableError, OSError, sqlite3.OperationalError) as exc:
@@ -136,23 +142,36 @@ class FeedbackRecorder:
                 raise
             except Exception:
                 # Not the store's state but these records (a bug): retrying would fail forever.
-                self._drop(len(batch))
-                log.exception("dropped %d predictions the feedback store refused", len(batch))
+                self._drop(rows)
+                log.exception("dropped %d predictions the feedback store refused", rows)
                 raise
             if self._failing:
                 self._failing = False
                 log.info("feedback store writes work again")
-            return len(batch)
+            return rows
 
-    def _requeue(self, batch: list[Buffered]) -> None:
+    def _requeue(self, batch: list[Entry]) -> None:
         """Put a failed batch back in front of what arrived meanwhile, within the bound (the
-        newest predictions are the ones kept)."""
+        newest predictions are the ones kept; a batch entry may lose its first rows)."""
         merged = batch + self._buffer
-        excess = len(merged) - self.buffer_size
+        total = self._rows + row_count(batch)
+        excess = total - self.buffer_size
         if excess > 0:
             self._drop(excess)
-            merged = merged[excess:]
+            total -= excess
+            skip = 0
+            while excess > 0:
+                first = merged[skip]
+                size = 1 if type(first) is tuple else len(first)
+                if size <= excess:
+                    skip += 1
+                    excess -= size
+                else:  # a batch entry: its newest rows stay
+                    merged[skip] = first.tail(excess)  # type: ignore[union-attr]
+                    excess = 0
+            merged = merged[skip:]
         self._buffer = merged
+        self._rows = total
 
     def start(self) -> None:
         if self._task is None:
@@ -177,6 +196,4 @@ class FeedbackRecorder:
             try:
                 await asyncio.wait_for(self.flush(), timeout)
             except Exception as exc:  # noqa: BLE001 - shutting down: log, do not fail it
-                log.warning(
-                    "%d predictions not written to the feedback store: %s", len(self._buffer), exc
-                )
+                log.warning("%d predictions not written to the feedback store: %s", self._rows, exc)

@@ -29,8 +29,8 @@ from mlserve.backends.redis import RedisBackend, RedisCaller, reply_text
 from mlserve.feedback.base import (
     CONFIDENCE_BINS,
     TALLY_BUCKET_S,
-    Buffered,
     ClassTally,
+    Entry,
     FeedbackUnavailableError,
     LabelOutcome,
     StoredPrediction,
@@ -205,8 +205,8 @@ class RedisFeedbackStore:
         return out
 
     # ------------------------------------------------------------------ FeedbackStore
-    async def add(self, batch: Sequence[Buffered]) -> None:
-        records = record_values(batch)
+    async def add(self, batch: Sequence[Entry]) -> None:
+        records = record_values(batch)  # a batch's rows one by one
         retention_ms = int(self.retention_s * 1000)
         for start in range(0, len(records), SCRIPT_BATCH):
             args: list[Any] = [
