@@ -86,6 +86,16 @@ def _signals_left_as_found() -> Iterator[None]:
     pytest.fail(f"the test left signals changed: blocked {blocked}, handlers replaced {replaced}")
 
 
+@pytest.fixture(autouse=True)
+def _log_record_factory_restored() -> Iterator[None]:
+    """Tracing installs a log record factory once per process (as a server would); in the test
+    worker it is put back after each test, so the tests that follow see the default logging
+    setup (the access log's direct path needs the default factory)."""
+    before = logging.getLogRecordFactory()
+    yield
+    logging.setLogRecordFactory(before)
+
+
 @pytest.fixture
 def home(isolated_env: Path) -> Path:
     return isolated_env

@@ -551,6 +551,26 @@ def test_a_sqlite_store_is_shared_by_two_processes_opening_one_file(
         run(two.close())
 
 
+def test_two_stores_on_one_file_number_their_batches_and_predictions_apart(
+    tmp_path: Path, run: Run, clock: Clock
+) -> None:
+    path = tmp_path / "shared.sqlite3"
+    one = run(SqliteFeedbackStore.open(path, clock=clock))
+    two = run(SqliteFeedbackStore.open(path, clock=clock))
+    try:
+        run(one.add([batch_of("b1", clock, ["x", "y"], ["positive", "negative"])]))
+        run(two.add([buffered("s1", clock)]))
+        run(one.add([buffered("s2", clock), batch_of("b2", clock, ["z"], ["negative"])]))
+        run(two.add([batch_of("b3", clock, ["w", "v"], ["positive", "positive"])]))
+
+        ids = ["b1-0", "b1-1", "s1", "s2", "b2-0", "b3-0", "b3-1"]
+        assert set(run(two.lookup(ids))) == set(ids)  # none replaced another's
+        assert run(one.count()) == 7
+    finally:
+        run(one.close())
+        run(two.close())
+
+
 def test_a_newer_schema_is_refused(tmp_path: Path, run: Run) -> None:
     import sqlite3
 
@@ -645,23 +665,37 @@ def test_closing_the_recorder_writes_what_is_buffered(
         run(store.close())
 
 
+class ArrivalsDuringAFailedFlush:
+    """A store that fails, while predictions "c" and "d" arrive at the recorder meanwhile."""
+
+    def __init__(self, recorder: FeedbackRecorder) -> None:
+        self.recorder = recorder
+
+    async def add(self, batch: Any) -> None:
+        for request_id in "cd":
+            self.recorder.record(request_id, "m", 1, "x", prediction())
+        raise FeedbackUnavailableError("down")
+
+
+def buffered_rows(recorder: FeedbackRecorder) -> list[tuple[str, Any]]:
+    """(id, row) of every prediction the recorder holds, a batch's rows one by one."""
+    return [
+        (item[0], item[3])
+        for entry in recorder._buffer
+        for item in (entry.expand() if isinstance(entry, BufferedBatch) else [entry])
+    ]
+
+
 def test_a_failed_batch_put_back_past_the_bound_keeps_the_newest(run: Run, clock: Clock) -> None:
     recorder = FeedbackRecorder(buffer_size=3, clock=clock)
-
-    class ArrivalsDuringAFailedFlush:
-        async def add(self, batch: Any) -> None:
-            recorder.record("c", "m", 1, "x", prediction())
-            recorder.record("d", "m", 1, "x", prediction())
-            raise FeedbackUnavailableError("down")
-
-    recorder.store = ArrivalsDuringAFailedFlush()  # type: ignore[assignment]
+    recorder.store = ArrivalsDuringAFailedFlush(recorder)  # type: ignore[assignment]
     recorder.record("a", "m", 1, "x", prediction())
     recorder.record("b", "m", 1, "x", prediction())
 
     with pytest.raises(FeedbackUnavailableError):
         run(recorder.flush())
 
-    assert [item[0] for item in recorder._buffer] == ["b", "c", "d"]
+    assert [request_id for request_id, _ in buffered_rows(recorder)] == ["b", "c", "d"]
     assert recorder.dropped == 1
 
 
@@ -669,28 +703,11 @@ def test_a_batch_put_back_past_the_bound_keeps_its_newest_rows_and_their_ids(
     run: Run, clock: Clock
 ) -> None:
     recorder = FeedbackRecorder(buffer_size=4, clock=clock)
-
-    class ArrivalsDuringAFailedFlush:
-        async def add(self, batch: Any) -> None:
-            recorder.record("c", "m", 1, "x", prediction())
-            recorder.record("d", "m", 1, "x", prediction())
-            raise FeedbackUnavailableError("down")
-
-    recorder.store = ArrivalsDuringAFailedFlush()  # type: ignore[assignment]
+    recorder.store = ArrivalsDuringAFailedFlush(recorder)  # type: ignore[assignment]
     recorder.record_many("b", "m", 1, ["w", "x", "y"], [prediction()] * 3)
 
     with pytest.raises(FeedbackUnavailableError):
         run(recorder.flush())
 
     assert (len(recorder), recorder.dropped) == (4, 1)
-    kept = [
-        item
-        for entry in recorder._buffer
-        for item in (entry.expand() if isinstance(entry, BufferedBatch) else [entry])
-    ]
-    assert [(item[0], item[3]) for item in kept] == [
-        ("b-1", "x"),
-        ("b-2", "y"),
-        ("c", "x"),
-        ("d", "x"),
-    ]
+    assert buffered_rows(recorder) == [("b-1", "x"), ("b-2", "y"), ("c", "x"), ("d", "x")]
