@@ -375,7 +375,8 @@ class FeedbackStore(Protocol):
         ...
 
     async def count(self) -> int:
-        """Predictions remembered (expired ones not yet purged included)."""
+        """Predictions remembered (expired ones not yet purged included; in SQLite a labelled
+        row of a batch counts twice, as its label is a row of its own)."""
         ...
 
     async def close(self) -> None: ...
