@@ -536,39 +536,40 @@ def test_a_store_file_of_schema_1_is_opened_and_kept(
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
-def test_a_sqlite_store_is_shared_by_two_processes_opening_one_file(
+@pytest.fixture
+def two_stores(
     tmp_path: Path, run: Run, clock: Clock
-) -> None:
+) -> Iterator[tuple[SqliteFeedbackStore, SqliteFeedbackStore]]:
+    """Two SQLite stores on one file, as two server processes of a host open it."""
     path = tmp_path / "shared.sqlite3"
     one = run(SqliteFeedbackStore.open(path, clock=clock))
     two = run(SqliteFeedbackStore.open(path, clock=clock))
-    try:
-        run(one.add([buffered("r1", clock)]))
-        assert run(two.set_labels([("r1", "positive")])) == ["accepted"]
-        assert run(one.lookup(["r1"]))["r1"].label == "positive"
-    finally:
-        run(one.close())
-        run(two.close())
+    yield one, two
+    run(one.close())
+    run(two.close())
+
+
+def test_a_sqlite_store_is_shared_by_two_processes_opening_one_file(
+    two_stores: tuple[SqliteFeedbackStore, SqliteFeedbackStore], run: Run, clock: Clock
+) -> None:
+    one, two = two_stores
+    run(one.add([buffered("r1", clock)]))
+    assert run(two.set_labels([("r1", "positive")])) == ["accepted"]
+    assert run(one.lookup(["r1"]))["r1"].label == "positive"
 
 
 def test_two_stores_on_one_file_number_their_batches_and_predictions_apart(
-    tmp_path: Path, run: Run, clock: Clock
+    two_stores: tuple[SqliteFeedbackStore, SqliteFeedbackStore], run: Run, clock: Clock
 ) -> None:
-    path = tmp_path / "shared.sqlite3"
-    one = run(SqliteFeedbackStore.open(path, clock=clock))
-    two = run(SqliteFeedbackStore.open(path, clock=clock))
-    try:
-        run(one.add([batch_of("b1", clock, ["x", "y"], ["positive", "negative"])]))
-        run(two.add([buffered("s1", clock)]))
-        run(one.add([buffered("s2", clock), batch_of("b2", clock, ["z"], ["negative"])]))
-        run(two.add([batch_of("b3", clock, ["w", "v"], ["positive", "positive"])]))
+    one, two = two_stores
+    run(one.add([batch_of("b1", clock, ["x", "y"], ["positive", "negative"])]))
+    run(two.add([buffered("s1", clock)]))
+    run(one.add([buffered("s2", clock), batch_of("b2", clock, ["z"], ["negative"])]))
+    run(two.add([batch_of("b3", clock, ["w", "v"], ["positive", "positive"])]))
 
-        ids = ["b1-0", "b1-1", "s1", "s2", "b2-0", "b3-0", "b3-1"]
-        assert set(run(two.lookup(ids))) == set(ids)  # none replaced another's
-        assert run(one.count()) == 7
-    finally:
-        run(one.close())
-        run(two.close())
+    ids = ["b1-0", "b1-1", "s1", "s2", "b2-0", "b3-0", "b3-1"]
+    assert set(run(two.lookup(ids))) == set(ids)  # none replaced another's
+    assert run(one.count()) == 7
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path, run: Run) -> None:
