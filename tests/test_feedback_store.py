@@ -4,6 +4,7 @@ prediction paths record into: ids, labels, expiry, the size bound, and flushing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import struct
@@ -416,7 +417,7 @@ def batch_of(
     """A batch request's rows as the recorder buffers them."""
     confidences = confidences or [0.9] * len(rows)
     answers = [prediction(label, c) for label, c in zip(labels, confidences, strict=True)]
-    return BufferedBatch(request_id, "sentiment", version, rows, answers, clock())
+    return BufferedBatch.of(request_id, "sentiment", version, rows, answers, clock())
 
 
 def test_a_batchs_rows_are_found_and_labelled_by_request_id_and_row(
@@ -626,6 +627,25 @@ def test_batch_rows_are_recorded_as_request_id_and_index(run: Run, clock: Clock)
         ("rid-1", "iris", 2, [2.0], "b", None, T0),
     ]
     assert run(recorder.flush()) == 0  # nothing left
+
+
+def test_a_buffered_batch_keeps_labels_and_confidences_not_the_answers(clock: Clock) -> None:
+    """While a store is down the buffer holds up to buffer_size rows: each must cost a label
+    and a confidence, not an answer with its probability map."""
+    recorder = FeedbackRecorder(clock=clock)
+    answers = [
+        Prediction(label="a", confidence=0.7, probabilities={"a": 0.7, "b": 0.3}),
+        Prediction(label="b", confidence=None, probabilities={"a": 0.4, "b": 0.6}),
+    ]
+    recorder.record_many("rid", "m", 1, ["x", "y"], answers)
+
+    (entry,) = recorder._buffer
+    assert isinstance(entry, BufferedBatch)
+    held = [getattr(entry, f.name) for f in dataclasses.fields(entry)]
+    assert not any(
+        isinstance(v, Prediction) for value in held if isinstance(value, list) for v in value
+    )
+    assert (list(entry.labels), list(entry.confidences)) == (["a", "b"], [0.7, None])
 
 
 def test_a_failed_flush_keeps_the_predictions_for_the_next_one(run: Run, clock: Clock) -> None:

@@ -66,16 +66,40 @@ Buffered = tuple[str, str, int, Any, Any, float | None, float]
 @dataclass(frozen=True, slots=True)
 class BufferedBatch:
     """The rows of one batch request, buffered as one entry (the request path does no work per
-    row): row i is remembered as `<request_id>-<first + i>`; `first` is above 0 only for what
-    is left of a batch cut at the buffer's bound."""
+    row but taking each answer's label and confidence): row i is remembered as
+    `<request_id>-<first + i>`; `first` is above 0 only for what is left of a batch cut at the
+    buffer's bound."""
 
     request_id: str
     model: str
     version: int
     rows: Sequence[Any]
-    predictions: Sequence[Prediction]
+    labels: Sequence[Any]
+    confidences: Sequence[float | None]
     created_at: float
     first: int = 0
+
+    @classmethod
+    def of(
+        cls,
+        request_id: str,
+        model: str,
+        version: int,
+        rows: Sequence[Any],
+        predictions: Sequence[Prediction],
+        created_at: float,
+    ) -> BufferedBatch:
+        """The batch of `rows` and their answers (only labels and confidences are kept: not
+        the answers' probability maps, while the buffer waits for a store that is down)."""
+        return cls(
+            request_id,
+            model,
+            version,
+            rows,
+            [p.label for p in predictions],
+            [p.confidence for p in predictions],
+            created_at,
+        )
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -87,7 +111,8 @@ class BufferedBatch:
             self.model,
             self.version,
             self.rows[skip:],
-            self.predictions[skip:],
+            self.labels[skip:],
+            self.confidences[skip:],
             self.created_at,
             self.first + skip,
         )
@@ -102,8 +127,10 @@ class BufferedBatch:
             self.first,
         )
         return [
-            (f"{rid}-{first + i}", model, version, row, p.label, p.confidence, now)
-            for i, (row, p) in enumerate(zip(self.rows, self.predictions, strict=True))
+            (f"{rid}-{first + i}", model, version, row, label, confidence, now)
+            for i, (row, label, confidence) in enumerate(
+                zip(self.rows, self.labels, self.confidences, strict=True)
+            )
         ]
 
 

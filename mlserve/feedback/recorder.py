@@ -107,7 +107,7 @@ class FeedbackRecorder:
         if n:
             self._rows += n
             self._buffer.append(
-                BufferedBatch(request_id, model, version, rows, predictions, self.clock())
+                BufferedBatch.of(request_id, model, version, rows, predictions, self.clock())
             )
 
     def _drop(self, n: int) -> None:

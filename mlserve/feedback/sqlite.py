@@ -109,8 +109,8 @@ def _batch_values(entry: BufferedBatch) -> tuple[bytes, list[str], bytes]:
         else input_digest(row)
         for row in entry.rows
     ]
-    keys = [p.label if type(p.label) is str else label_key(p.label) for p in entry.predictions]
-    confidences = [math.nan if p.confidence is None else p.confidence for p in entry.predictions]
+    keys = [label if type(label) is str else label_key(label) for label in entry.labels]
+    confidences = [math.nan if c is None else c for c in entry.confidences]
     return b"".join(digests), keys, struct.pack(f"<{len(confidences)}d", *confidences)
 
 
